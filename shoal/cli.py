@@ -1,0 +1,188 @@
+"""The ``shoal`` command: the composition root.
+
+This is the one module of ``shoal`` that imports ``seeder``, ``tracker`` and
+``peer``, and only inside the commands that need them. Every ``ShoalError``
+becomes a one-line message on stderr and its exit code (2 for bad input, 1
+otherwise); no traceback reaches a user unless ``SHOAL_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from shoal import __version__
+from shoal.errors import BadInput, ShoalError
+from shoal.ref import ModelRef
+from shoal.units import format_size, parse_size
+
+app = typer.Typer(
+    name="shoal",
+    help="Pull a model once per fleet: BitTorrent + verified HTTP for large model files.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app()
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"shoal: {message}", err=True)
+    raise SystemExit(code)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Turn errors into one-line messages and exit codes."""
+    try:
+        yield
+    except ShoalError as exc:
+        hint = f"\n  hint: {exc.hint}" if exc.hint else ""
+        _fail(f"error: {exc.message}{hint}", exc.exit_code)
+    except MemoryError:
+        _fail("error: out of memory", 1)
+    except OSError as exc:
+        if os.environ.get("SHOAL_DEBUG"):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"error: {exc.strerror or exc}{where}", 1)
+    except Exception as exc:  # a bug: still no traceback unless asked for
+        if os.environ.get("SHOAL_DEBUG"):
+            raise
+        _fail(
+            f"internal error: {type(exc).__name__}: {exc}\n"
+            "  hint: this is a bug in shoal; rerun with SHOAL_DEBUG=1 for a traceback and report it",
+            1,
+        )
+
+
+@app.command()
+def version() -> None:
+    """Print shoal's version."""
+    typer.echo(f"shoal {__version__}")
+
+
+@app.command()
+def publish(
+    source: Annotated[
+        str, typer.Argument(help="A file, a directory, or ollama:NAME[:TAG] from ollama's store.")
+    ],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Model reference, e.g. deepseek-r1:7b.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output directory.")] = None,
+    chunk_size: Annotated[
+        str | None, typer.Option(help="Chunk size, a power of two, e.g. 4MiB (default: policy).")
+    ] = None,
+    tracker: Annotated[list[str] | None, typer.Option(help="Tracker URL (repeatable).")] = None,
+    web_seed: Annotated[
+        list[str] | None, typer.Option(help="Web seed base URL, BEP 19 (repeatable).")
+    ] = None,
+    v1_only: Annotated[bool, typer.Option(help="A v1-only torrent, for old clients.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    ollama_models: Annotated[
+        Path | None,
+        typer.Option(help="ollama's models dir (default: $OLLAMA_MODELS or ~/.ollama/models)."),
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file ([publish] table).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Hash a model into chunks and write its manifest, torrent and blobs."""
+    with _user_errors():
+        from seeder.publish import PublishOptions
+        from seeder.publish import publish as run_publish
+        from seeder.settings import PublishSettings
+
+        settings = PublishSettings.load(config)
+        src = _open_source(source, ollama_models)
+        if name is not None:
+            ref = ModelRef.parse(name)
+        elif src.default_ref is not None:
+            ref = src.default_ref
+        else:
+            raise BadInput("--name is required for a file or directory source",
+                           "e.g. --name mymodel:v1")
+        opts = PublishOptions(
+            ref=ref,
+            out=out if out is not None else settings.out_root / ref.slug,
+            chunk_size=parse_size(chunk_size) if chunk_size is not None else None,
+            trackers=tuple(tracker or settings.trackers),
+            web_seeds=tuple(web_seed or settings.web_seeds),
+            v1_only=v1_only,
+            force=force,
+            threads=settings.hash_threads,
+        )
+        total = sum(f.size for f in src.files)
+        with _progress(total, f"hashing {ref}") as advance:
+            result = run_publish(src, opts, advance)
+        m = result.manifest
+        if as_json:
+            typer.echo(json.dumps(m.to_json(), indent=1))
+            return
+        typer.echo(
+            f"published {m.ref}\n"
+            f"  manifest  {m.digest}\n"
+            f"  files     {len(m.files)} ({format_size(m.total_size)}), "
+            f"{m.num_chunks} chunks of {format_size(m.chunk_size)}\n"
+            f"  v1        {m.info_hash_v1.hex()}\n"
+            f"  v2        {m.info_hash_v2.hex() if m.info_hash_v2 else '-'}\n"
+            f"  torrent   {result.torrent_path}\n"
+            f"  out       {result.out}"
+        )
+
+
+def _open_source(spec: str, ollama_models: Path | None) -> Any:
+    from seeder.ollama import default_models_dir, ollama_source
+    from seeder.sources import directory_source, file_source
+
+    if spec.startswith("ollama:"):
+        return ollama_source(spec.removeprefix("ollama:"), ollama_models or default_models_dir())
+    path = Path(spec)
+    if path.is_dir():
+        return directory_source(path)
+    if not path.exists() and not path.is_symlink():
+        raise BadInput(f"source {spec} does not exist", "give a file, a directory or ollama:NAME")
+    return file_source(path)
+
+
+@contextmanager
+def _progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -1,0 +1,83 @@
+"""Settings helpers: one pydantic-settings class per component.
+
+Values come from, highest first: flags (keyword arguments to ``load``),
+``SHOAL_*`` environment variables, then the component's table in a TOML file
+(``[publish]``, ``[tracker]``, ...), then defaults. Nothing is read at import
+time: a component builds its settings in the CLI and passes them down.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from pydantic import ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from shoal.errors import BadInput
+
+_TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("shoal_toml_data", default={})
+
+
+class ComponentSettings(BaseSettings):
+    """Base for each component's settings; subclasses set ``toml_section`` and the env prefix."""
+
+    model_config = SettingsConfigDict(extra="forbid", frozen=True)
+    toml_section: ClassVar[str] = ""
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **flags: Any) -> Self:
+        """Build settings; flags that are ``None`` are treated as not given.
+
+        Raises ``BadInput`` naming the bad setting and where it came from.
+        """
+        data = read_toml_section(config_file, cls.toml_section) if config_file else {}
+        token = _TOML_DATA.set(data)
+        try:
+            return cls(**{k: v for k, v in flags.items() if v is not None})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            where = f" (flags, SHOAL_* environment or {config_file})" if config_file else ""
+            raise BadInput(f"invalid settings{where}: {problems}") from None
+        finally:
+            _TOML_DATA.reset(token)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls))
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return _TOML_DATA.get().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_TOML_DATA.get())
+
+
+def read_toml_section(path: Path, section: str) -> dict[str, Any]:
+    """The ``[section]`` table of a TOML file; raises ``BadInput`` if unreadable or malformed."""
+    try:
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+    except OSError as exc:
+        raise BadInput(f"cannot read config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"config file {path} is not valid TOML: {exc}") from None
+    table = doc.get(section, {})
+    if not isinstance(table, dict):
+        raise BadInput(f"config file {path}: [{section}] must be a table")
+    return table

@@ -1,0 +1,116 @@
+"""Fixture builders for tests, benchmarks and the demo: sample models and ollama stores.
+
+Deterministic: the same arguments give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from shoal.chunking import chunk_count
+from shoal.digest import Digest
+from shoal.manifest import FileEntry, Manifest
+from shoal.ref import ModelRef
+from shoal.relpath import RelPath
+
+SAMPLE_MODEL = {
+    "model.gguf": 48 << 20,
+    "tokenizer/tokenizer.json": 700_000,
+    "tokenizer/special_tokens.txt": 0,
+    "config.json": 1_234,
+}
+
+
+def blob_fixture(size: int, seed: int = 0) -> bytes:
+    """``size`` pseudo-random bytes, the same for the same seed."""
+    return random.Random(seed).randbytes(size)
+
+
+def write_blob(path: Path, size: int, seed: int = 0, block: int = 8 << 20) -> Path:
+    """Write ``size`` deterministic bytes to ``path`` without holding them all in memory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    with path.open("wb") as f:
+        left = size
+        while left:
+            n = min(block, left)
+            f.write(rng.randbytes(n))
+            left -= n
+    return path
+
+
+def write_model_dir(root: Path, files: Mapping[str, int] = SAMPLE_MODEL, seed: int = 0) -> Path:
+    """A model directory with files of the given relative paths and sizes."""
+    for i, (rel, size) in enumerate(sorted(files.items())):
+        write_blob(root / rel, size, seed * 1_000_003 + i)
+    return root
+
+
+def write_ollama_store(
+    models: Path,
+    name: str,
+    layers: Sequence[tuple[str, bytes]],
+    config: bytes = b'{"model_format":"gguf","model_family":"llama"}',
+) -> dict[str, object]:
+    """Write ollama's real layout: blobs by digest and the manifest JSON for ``name``.
+
+    ``layers`` are (media type, content). Returns the manifest document.
+    """
+    ref = ModelRef.parse(name)
+    blobs = models / "blobs"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def put(data: bytes) -> str:
+        digest = Digest.of(data)
+        (blobs / digest.filename).write_bytes(data)
+        return str(digest)
+
+    doc: dict[str, object] = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "digest": put(config),
+            "size": len(config),
+        },
+        "layers": [
+            {"mediaType": media, "digest": put(data), "size": len(data)} for media, data in layers
+        ],
+    }
+    path = models / "manifests" / ref.host / ref.namespace / ref.name / ref.tag
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc))
+    return doc
+
+
+def manifest_fixture(
+    files: Mapping[str, bytes],
+    ref: str = "demo:latest",
+    chunk_size: int = 16 * 1024,
+    media_types: Mapping[str, str] | None = None,
+) -> Manifest:
+    """A valid manifest over in-memory files (info-hashes are placeholders derived
+    from the content, not from a real torrent)."""
+    entries = []
+    for rel in sorted(files, key=lambda p: RelPath(p).sort_key):
+        data = files[rel]
+        chunks = b"".join(
+            hashlib.sha256(data[i * chunk_size : (i + 1) * chunk_size]).digest()
+            for i in range(chunk_count(len(data), chunk_size))
+        )
+        entries.append(
+            FileEntry(RelPath(rel), len(data), Digest.of(data),
+                      (media_types or {}).get(rel), chunks)
+        )
+    seed = hashlib.sha256(b"".join(e.sha256.raw for e in entries)).digest()
+    return Manifest(
+        ref=ModelRef.parse(ref),
+        chunk_size=chunk_size,
+        files=tuple(entries),
+        info_hash_v1=seed[:20],
+        info_hash_v2=seed,
+    )
