@@ -103,7 +103,11 @@ class Hasher:
                 first = offset // self.chunk_size
                 futures.append(
                     self._pool.submit(
-                        self._hash_block, buf, want, first, n_chunks,
+                        self._hash_block,
+                        buf,
+                        want,
+                        first,
+                        n_chunks,
                         (chunk_hashes, v1, layer, small_root),
                     )
                 )

@@ -15,12 +15,11 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from seeder.sources import Source, SourceFile, canonical
 from shoal.digest import Digest
 from shoal.errors import BadInput, SourceError
 from shoal.ref import ModelRef
 from shoal.relpath import RelPath
-
-from seeder.sources import Source, SourceFile, canonical
 
 MANIFEST_PATH = "ollama-manifest.json"
 MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
@@ -39,8 +38,11 @@ def ollama_source(name: str, models: Path) -> Source:
     """The model ``name`` (``[host/][ns/]model[:tag]``) from the store at ``models``."""
     ref = ModelRef.parse(name)
     manifest_path = models / "manifests" / ref.host / ref.namespace / ref.name / ref.tag
-    raw = _read_small(manifest_path, f"ollama model {ref} is not in {models}",
-                      "run 'ollama pull' first, or pass --ollama-models DIR")
+    raw = _read_small(
+        manifest_path,
+        f"ollama model {ref} is not in {models}",
+        "run 'ollama pull' first, or pass --ollama-models DIR",
+    )
     doc = _json(raw, manifest_path)
     if doc.get("mediaType") == LIST_MEDIA_TYPE or "manifests" in doc:
         raw, doc = _runnable_child(doc, models, manifest_path)
@@ -59,7 +61,9 @@ def ollama_source(name: str, models: Path) -> Source:
         )
     media = doc.get("mediaType") if isinstance(doc.get("mediaType"), str) else None
     man = SourceFile(
-        rel=RelPath(MANIFEST_PATH), size=len(raw), data=raw,
+        rel=RelPath(MANIFEST_PATH),
+        size=len(raw),
+        data=raw,
         media_type=media or MANIFEST_MEDIA_TYPE,
     )
     return Source(
@@ -79,14 +83,18 @@ def _runnable_child(doc: dict[str, Any], models: Path, where: Path) -> tuple[byt
             if not isinstance(child, dict) or child.get("runner") != runner:
                 continue
             if "layers" in child:
-                inline = {k: v for k, v in child.items() if k not in ("runner", "format", "platform")}
+                inline = {
+                    k: v for k, v in child.items() if k not in ("runner", "format", "platform")
+                }
                 return json.dumps(inline, separators=(",", ":")).encode(), inline
             digest, size, _ = _layer(child, where)
             blob = _blob(models, digest, size)
             raw = _read_small(blob, f"cannot read child manifest {digest}", "re-pull with ollama")
             if Digest.of(raw) != digest:
-                raise SourceError(f"child manifest blob {blob} does not match its digest",
-                                  "the ollama store is damaged: re-pull the model with ollama")
+                raise SourceError(
+                    f"child manifest blob {blob} does not match its digest",
+                    "the ollama store is damaged: re-pull the model with ollama",
+                )
             return raw, _json(raw, blob)
     runners = sorted({str(c.get("runner")) for c in children if isinstance(c, dict)})
     raise SourceError(
@@ -124,8 +132,10 @@ def _blob(models: Path, digest: Digest, size: int) -> Path:
     try:
         st = blob.stat()
     except OSError:
-        raise SourceError(f"blob {digest} is missing from {models / 'blobs'}",
-                          "the ollama store is incomplete: re-pull the model with ollama") from None
+        raise SourceError(
+            f"blob {digest} is missing from {models / 'blobs'}",
+            "the ollama store is incomplete: re-pull the model with ollama",
+        ) from None
     if not stat.S_ISREG(st.st_mode):
         raise SourceError(f"blob {blob} is not a regular file")
     if st.st_size != size:

@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from seeder.hashing import FileHashes, Hasher
+from seeder.sources import Source, SourceFile
 from shoal import torrent
 from shoal.chunking import check_chunk_size, choose_chunk_size
 from shoal.errors import OutputExists, ShoalError, SourceError
 from shoal.manifest import FileEntry, Manifest
 from shoal.ref import ModelRef
 from shoal.urls import check_url, directory_url
-
-from seeder.hashing import FileHashes, Hasher
-from seeder.sources import Source, SourceFile
 
 MANIFEST_MSGPACK = "manifest.msgpack"
 MANIFEST_JSON = "manifest.json"
@@ -73,7 +72,7 @@ def publish(
 
     Raises ``SourceError``/``OutputExists`` for bad input, ``ShoalError`` otherwise.
     """
-    out = Path(os.path.abspath(opts.out_dir))
+    out = opts.out_dir.absolute()
     if source.root is not None and out.is_relative_to(source.root):
         raise SourceError(
             f"output directory {out} is inside the source {source.root}",
@@ -113,10 +112,14 @@ def _build(
         for i, sf in enumerate(source.files):
             hashes, was_linked = _hash_into_blobs(hasher, sf, tmp / "blobs", i, progress)
             linked += was_linked
-            entries.append(FileEntry(sf.rel, sf.size, hashes.sha256, sf.media_type,
-                                     hashes.chunk_hashes))
-            tfiles.append(torrent.TorrentFile(sf.rel, sf.size, hashes.pieces_v1,
-                                              hashes.piece_layer, hashes.pieces_root))
+            entries.append(
+                FileEntry(sf.rel, sf.size, hashes.sha256, sf.media_type, hashes.chunk_hashes)
+            )
+            tfiles.append(
+                torrent.TorrentFile(
+                    sf.rel, sf.size, hashes.pieces_v1, hashes.piece_layer, hashes.pieces_root
+                )
+            )
     if sum(f.size for f in source.files) == 0:
         raise SourceError(f"{source.description} holds only empty files", "nothing to publish")
     blob = torrent.build(
@@ -146,7 +149,10 @@ def _build(
 
 
 def _hash_into_blobs(
-    hasher: Hasher, sf: SourceFile, blobs: Path, index: int,
+    hasher: Hasher,
+    sf: SourceFile,
+    blobs: Path,
+    index: int,
     progress: Callable[[int], None] | None,
 ) -> tuple[FileHashes, bool]:
     incoming = blobs / f".incoming-{index}"
@@ -166,13 +172,16 @@ def _hash_into_blobs(
             stream = io.BytesIO(sf.data or b"")
             before = None
         sink = None if linked else stack.enter_context(incoming.open("xb"))
-        hashes = hasher.hash_stream(stream, sf.size, name=str(sf.path or sf.rel),
-                                    sink=sink, progress=progress)
+        hashes = hasher.hash_stream(
+            stream, sf.size, name=str(sf.path or sf.rel), sink=sink, progress=progress
+        )
         if before is not None:
             after = os.fstat(stream.fileno())
             if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-                raise SourceError(f"{sf.path} changed while it was read",
-                                  "make sure nothing writes to the source while publishing")
+                raise SourceError(
+                    f"{sf.path} changed while it was read",
+                    "make sure nothing writes to the source while publishing",
+                )
         if sink is not None:
             sink.flush()
             os.fsync(sink.fileno())
@@ -208,7 +217,7 @@ def _check_with_libtorrent(blob: bytes, meta: torrent.Torrent) -> None:
     import libtorrent as lt
 
     try:
-        info = lt.torrent_info(lt.bdecode(blob))
+        info = lt.torrent_info(blob)
     except RuntimeError as exc:
         raise ShoalError(f"libtorrent rejects the torrent shoal built: {exc}") from None
     hashes = info.info_hashes()

@@ -10,6 +10,7 @@ refused: publishing must never pick up bytes from outside what was named.
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import stat
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ class Source:
 def canonical(files: list[SourceFile]) -> tuple[SourceFile, ...]:
     """Sort files into canonical order, refusing duplicates."""
     ordered = sorted(files, key=lambda f: f.rel.sort_key)
-    for a, b in zip(ordered, ordered[1:], strict=False):
+    for a, b in itertools.pairwise(ordered):
         if a.rel == b.rel:
             raise SourceError(f"two files map to the same path {a.rel}")
     return tuple(ordered)

@@ -140,6 +140,4 @@ def _canonical_int(text: bytes) -> bool:
     digits = text[1:] if text[:1] == b"-" else text
     if not digits.isdigit():
         return False
-    if digits[:1] == b"0" and (len(digits) > 1 or text[:1] == b"-"):
-        return False
-    return True
+    return not (digits[:1] == b"0" and (len(digits) > 1 or text[:1] == b"-"))

@@ -72,7 +72,8 @@ def _user_errors() -> Iterator[None]:
             raise
         _fail(
             f"internal error: {type(exc).__name__}: {exc}\n"
-            "  hint: this is a bug in shoal; rerun with SHOAL_DEBUG=1 for a traceback and report it",
+            "  hint: this is a bug in shoal; rerun with SHOAL_DEBUG=1 for a traceback "
+            "and report it",
             1,
         )
 
@@ -121,8 +122,9 @@ def publish(
         elif src.default_ref is not None:
             ref = src.default_ref
         else:
-            raise BadInput("--name is required for a file or directory source",
-                           "e.g. --name mymodel:v1")
+            raise BadInput(
+                "--name is required for a file or directory source", "e.g. --name mymodel:v1"
+            )
         opts = PublishOptions(
             ref=ref,
             out=out if out is not None else settings.out_root / ref.slug,
@@ -181,8 +183,12 @@ def _progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
         TransferSpeedColumn,
     )
 
-    columns = (BarColumn(), DownloadColumn(binary_units=True), TransferSpeedColumn(),
-               TimeRemainingColumn())
+    columns = (
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.advance(task, n)

@@ -126,7 +126,7 @@ class Manifest:
                 max_map_len=len(_TOP_KEYS),
                 max_ext_len=0,
             )
-        except Exception as exc:  # msgpack raises many unrelated types on bad input
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise InvalidManifest(f"manifest is not valid msgpack: {exc}") from None
         try:
             manifest = _from_obj(obj)
@@ -155,7 +155,9 @@ class Manifest:
                     "size": f.size,
                     "sha256": f.sha256.hex,
                     "media_type": f.media_type,
-                    "chunks": [f.chunk_hashes[i : i + 32].hex() for i in range(0, len(f.chunk_hashes), 32)],
+                    "chunks": [
+                        f.chunk_hashes[i : i + 32].hex() for i in range(0, len(f.chunk_hashes), 32)
+                    ],
                 }
                 for f in self.files
             ],
@@ -257,9 +259,7 @@ def _validate(m: Manifest) -> None:
         key = f.path.sort_key
         if previous is not None:
             if key <= previous:
-                raise InvalidManifest(
-                    f"file {f.path} is out of canonical order or repeated"
-                )
+                raise InvalidManifest(f"file {f.path} is out of canonical order or repeated")
             if key[: len(previous)] == previous:
                 raise InvalidManifest(f"file {f.path} lies under another file's path")
         previous = key

@@ -17,7 +17,9 @@ DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
 
 _MAX_REF_LEN = 512
-_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*")
+_HOST = re.compile(
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
 _PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 _HINT = "expected [host[:port]/][namespace/]name[:tag], e.g. 'deepseek-r1:7b'"
 

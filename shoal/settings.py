@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from shoal.errors import BadInput
 
-_TOML_DATA: ContextVar[dict[str, Any]] = ContextVar("shoal_toml_data", default={})
+_TOML_DATA: ContextVar[dict[str, Any] | None] = ContextVar("shoal_toml_data", default=None)
 
 
 class ComponentSettings(BaseSettings):
@@ -62,10 +62,10 @@ class ComponentSettings(BaseSettings):
 
 class _TomlSource(PydanticBaseSettingsSource):
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return _TOML_DATA.get().get(field_name), field_name, False
+        return (_TOML_DATA.get() or {}).get(field_name), field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        return dict(_TOML_DATA.get())
+        return dict(_TOML_DATA.get() or {})
 
 
 def read_toml_section(path: Path, section: str) -> dict[str, Any]:

@@ -103,8 +103,9 @@ def manifest_fixture(
             for i in range(chunk_count(len(data), chunk_size))
         )
         entries.append(
-            FileEntry(RelPath(rel), len(data), Digest.of(data),
-                      (media_types or {}).get(rel), chunks)
+            FileEntry(
+                RelPath(rel), len(data), Digest.of(data), (media_types or {}).get(rel), chunks
+            )
         )
     seed = hashlib.sha256(b"".join(e.sha256.raw for e in entries)).digest()
     return Manifest(
