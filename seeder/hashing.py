@@ -68,12 +68,14 @@ class Hasher:
         size: int,
         *,
         name: str,
+        pad_last: bool = True,
         sink: BinaryIO | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> FileHashes:
         """Hash exactly ``size`` bytes of ``stream`` (``name`` is for messages).
 
-        Writes the bytes to ``sink`` if given. Raises ``SourceError`` if the
+        ``pad_last``: the v1 hash of a short last piece covers the BEP 47 pad
+        zeros after it. Writes the bytes to ``sink`` if given. Raises ``SourceError`` if the
         stream does not hold exactly ``size`` bytes.
         """
         n_chunks = chunk_count(size, self.chunk_size)
@@ -108,6 +110,7 @@ class Hasher:
                         want,
                         first,
                         n_chunks,
+                        pad_last,
                         (chunk_hashes, v1, layer, small_root),
                     )
                 )
@@ -143,6 +146,7 @@ class Hasher:
         length: int,
         first: int,
         n_chunks: int,
+        pad_last: bool,
         out: tuple[list[bytes], list[bytes], list[bytes], list[bytes]],
     ) -> None:
         chunk_hashes, v1, layer, small_root = out
@@ -154,7 +158,7 @@ class Hasher:
                 i = first + k
                 chunk_hashes[i] = hashlib.sha256(chunk).digest()
                 sha1 = hashlib.sha1(chunk, usedforsecurity=False)
-                if len(chunk) < cs:
+                if pad_last and len(chunk) < cs:
                     sha1.update(memoryview(self._zeros)[: cs - len(chunk)])
                 v1[i] = sha1.digest()
                 if self.v2:

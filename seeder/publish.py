@@ -110,7 +110,8 @@ def _build(
     linked = 0
     with Hasher(chunk_size, v2=not opts.v1_only, threads=opts.threads) as hasher:
         for i, sf in enumerate(source.files):
-            hashes, was_linked = _hash_into_blobs(hasher, sf, tmp / "blobs", i, progress)
+            pad = torrent.pads_last_piece(len(source.files))
+            hashes, was_linked = _hash_into_blobs(hasher, sf, tmp / "blobs", i, pad, progress)
             linked += was_linked
             entries.append(
                 FileEntry(sf.rel, sf.size, hashes.sha256, sf.media_type, hashes.chunk_hashes)
@@ -153,6 +154,7 @@ def _hash_into_blobs(
     sf: SourceFile,
     blobs: Path,
     index: int,
+    pad_last: bool,
     progress: Callable[[int], None] | None,
 ) -> tuple[FileHashes, bool]:
     incoming = blobs / f".incoming-{index}"
@@ -173,7 +175,12 @@ def _hash_into_blobs(
             before = None
         sink = None if linked else stack.enter_context(incoming.open("xb"))
         hashes = hasher.hash_stream(
-            stream, sf.size, name=str(sf.path or sf.rel), sink=sink, progress=progress
+            stream,
+            sf.size,
+            name=str(sf.path or sf.rel),
+            pad_last=pad_last,
+            sink=sink,
+            progress=progress,
         )
         if before is not None:
             after = os.fstat(stream.fileno())

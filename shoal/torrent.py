@@ -1,7 +1,9 @@
 """Torrent metainfo: build hybrid (v1+v2) or v1-only torrents, and load them back.
 
-Files are aligned to pieces with BEP 47 pad files (also after the last file, as
-libtorrent does), so piece i of a file is chunk i of that file in the manifest.
+Files are aligned to pieces with BEP 47 pad files, also after the last file
+unless it is the only one (libtorrent's layout, so a torrent libtorrent makes
+of the same directory has the same info-hashes). Piece i of a file is chunk i
+of that file in the manifest.
 Info-hashes: v1 = SHA-1 and v2 = SHA-256 of the bencoded ``info`` dict.
 """
 
@@ -19,6 +21,11 @@ from shoal.manifest import MAX_CHUNKS, MAX_FILES, Manifest
 from shoal.relpath import PAD_DIR, RelPath
 
 MAX_TORRENT_BYTES = 64 << 20
+
+
+def pads_last_piece(num_files: int) -> bool:
+    """Whether each file's last piece is zero-padded (v1 SHA-1 over the pad bytes too)."""
+    return num_files > 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +54,7 @@ def build(
     layers: dict[bytes, bytes] = {}
     for f in files:
         v1_files.append({"length": f.size, "path": list(f.path.parts)})
-        pad = -f.size % piece_length
+        pad = -f.size % piece_length if pads_last_piece(len(files)) else 0
         if pad:
             v1_files.append({"attr": "p", "length": pad, "path": [PAD_DIR, str(pad)]})
         if v1_only:
