@@ -51,6 +51,8 @@ class ModelRef:
             rest, tag = text[:colon], text[colon + 1 :]
             _check_part("tag", tag, text)
         parts = rest.split("/")
+        if any(p in (".", "..") for p in parts):
+            raise InvalidRef(f"model reference {text!r} contains a '.' or '..' part", _HINT)
         host, namespace = DEFAULT_HOST, DEFAULT_NAMESPACE
         if len(parts) == 1:
             (name,) = parts

@@ -26,7 +26,7 @@ def run_shoal() -> RunShoal:
     ) -> subprocess.CompletedProcess[str]:
         cmd = [str(SHOAL), *map(str, args)]
         if user is not None:
-            cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+            cmd = ["setpriv", f"--reuid={user}", "--regid=65534", "--clear-groups", *cmd]
         return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
     return run
