@@ -5,7 +5,7 @@ alternating, several rounds; medians are compared. Also measured: bytes shoal
 reads per byte of model (``rchar`` from /proc/self/io around an in-process
 publish), which is 1.0 when every byte is read once. Writes JSON.
 
-    .venv/bin/python bench/publish.py [--size-mib 2048] [--rounds 3] [--out bench/results/publish.json]
+    .venv/bin/python bench/publish.py [--size-mib 2048] [--rounds 3] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -65,7 +65,10 @@ def main() -> None:
     model = args.workdir / "model"
     files = layout(args.size_mib)
     total = sum(files.values())
-    if not model.exists() or sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) != total:
+    if (
+        not model.exists()
+        or sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) != total
+    ):
         shutil.rmtree(model, ignore_errors=True)
         print(f"writing a {args.size_mib} MiB model to {model} ...", file=sys.stderr)
         for i, (rel, size) in enumerate(files.items()):
@@ -78,13 +81,19 @@ def main() -> None:
     for r in range(args.rounds):
         openssl_s.append(timed(["openssl", "dgst", "-sha256", *paths]))
         shutil.rmtree(out, ignore_errors=True)
-        shoal_s.append(timed([str(SHOAL), "publish", str(model), "--name", "bench:2g", "--out", str(out)]))
-        print(f"round {r + 1}: openssl {openssl_s[-1]:.2f} s, shoal publish {shoal_s[-1]:.2f} s",
-              file=sys.stderr)
+        shoal_s.append(
+            timed([str(SHOAL), "publish", str(model), "--name", "bench:2g", "--out", str(out)])
+        )
+        print(
+            f"round {r + 1}: openssl {openssl_s[-1]:.2f} s, shoal publish {shoal_s[-1]:.2f} s",
+            file=sys.stderr,
+        )
 
     shutil.rmtree(out, ignore_errors=True)
     before, t = rchar(), time.perf_counter()
-    result = publish(directory_source(model), PublishOptions(ref=ModelRef.parse("bench:2g"), out=out))
+    result = publish(
+        directory_source(model), PublishOptions(ref=ModelRef.parse("bench:2g"), out=out)
+    )
     inproc_s = time.perf_counter() - t
     read_per_byte = (rchar() - before) / total
     shutil.rmtree(out, ignore_errors=True)
@@ -108,9 +117,13 @@ def main() -> None:
         "ratio_in_process": round(inproc_s / o, 3),
         "bytes_read_per_model_byte": round(read_per_byte, 4),
         "goal_ratio": 2.2,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "openssl": subprocess.run(["openssl", "version"], capture_output=True,
-                                              text=True).stdout.strip()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "openssl": subprocess.run(
+                ["openssl", "version"], capture_output=True, text=True
+            ).stdout.strip(),
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
