@@ -8,6 +8,7 @@ leaves a half-written output where a seeder would serve it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import os
@@ -28,7 +29,8 @@ from shoal.urls import check_url, directory_url
 
 MANIFEST_MSGPACK = "manifest.msgpack"
 MANIFEST_JSON = "manifest.json"
-_LINK_ERRORS = {18, 1, 31, 95}  # EXDEV, EPERM, EMLINK, EOPNOTSUPP: fall back to copying
+# a hard link is impossible here: fall back to copying
+_LINK_ERRORS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP}
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ def _build(
     tmp: Path,
     progress: Callable[[int], None] | None,
 ) -> Published:
+    if sum(f.size for f in source.files) == 0:
+        raise SourceError(f"{source.description} holds only empty files", "nothing to publish")
     chunk_size = opts.chunk_size or choose_chunk_size(f.size for f in source.files)
     entries: list[FileEntry] = []
     tfiles: list[torrent.TorrentFile] = []
@@ -121,8 +125,6 @@ def _build(
                     sf.rel, sf.size, hashes.pieces_v1, hashes.piece_layer, hashes.pieces_root
                 )
             )
-    if sum(f.size for f in source.files) == 0:
-        raise SourceError(f"{source.description} holds only empty files", "nothing to publish")
     blob = torrent.build(
         opts.ref.slug,
         chunk_size,

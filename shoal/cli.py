@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -24,6 +24,9 @@ from shoal import __version__
 from shoal.errors import BadInput, ShoalError
 from shoal.ref import ModelRef
 from shoal.units import format_size, parse_size
+
+if TYPE_CHECKING:
+    from seeder.sources import Source
 
 app = typer.Typer(
     name="shoal",
@@ -34,17 +37,27 @@ app = typer.Typer(
 )
 
 
+class _Signalled(BaseException):
+    """SIGINT or SIGTERM: unwinds like an exception so cleanups run, then exits 128+N."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def main() -> None:
     """Console-script entry point."""
-    signal.signal(signal.SIGTERM, _terminate)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_signalled)
     try:
         app()
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    except _Signalled as exc:
+        name = "interrupted" if exc.signum == signal.SIGINT else "terminated"
+        _fail(f"{name}; nothing half-written was left in place", 128 + exc.signum)
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+def _raise_signalled(signum: int, frame: FrameType | None) -> None:
+    raise _Signalled(signum)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -149,12 +162,13 @@ def publish(
             f"{m.num_chunks} chunks of {format_size(m.chunk_size)}\n"
             f"  v1        {m.info_hash_v1.hex()}\n"
             f"  v2        {m.info_hash_v2.hex() if m.info_hash_v2 else '-'}\n"
+            f"  blobs     {result.linked} hard-linked, {len(m.files) - result.linked} written\n"
             f"  torrent   {result.torrent_path}\n"
             f"  out       {result.out}"
         )
 
 
-def _open_source(spec: str, ollama_models: Path | None) -> Any:
+def _open_source(spec: str, ollama_models: Path | None) -> Source:
     from seeder.ollama import default_models_dir, ollama_source
     from seeder.sources import directory_source, file_source
 
@@ -179,11 +193,13 @@ def _progress(total: int, label: str) -> Iterator[Callable[[int], None] | None]:
         BarColumn,
         DownloadColumn,
         Progress,
+        TextColumn,
         TimeRemainingColumn,
         TransferSpeedColumn,
     )
 
     columns = (
+        TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),

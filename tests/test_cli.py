@@ -1,0 +1,65 @@
+"""The ``shoal`` command as a process: exit codes, signals, messages."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from shoal import __version__
+from shoal.testing import write_blob
+from tests.conftest import SHOAL, RunShoal
+
+
+def test_version_and_help(run_shoal: RunShoal) -> None:
+    r = run_shoal("version")
+    assert r.returncode == 0 and r.stdout.strip() == f"shoal {__version__}"
+    r = run_shoal("publish", "--help")
+    assert r.returncode == 0 and "--web-seed" in r.stdout
+
+
+def test_usage_error_exits_2(run_shoal: RunShoal) -> None:
+    r = run_shoal("publish")
+    assert r.returncode == 2 and "Missing argument" in r.stderr
+
+
+def test_sigterm_mid_publish_cleans_up(tmp_path: Path) -> None:
+    src = write_blob(tmp_path / "src" / "big.bin", 400 << 20, seed=2).parent
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            str(SHOAL),
+            "publish",
+            str(src),
+            "--name",
+            "m",
+            "--out",
+            str(out),
+            "--chunk-size",
+            "16KiB",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not list(tmp_path.glob(".out.partial-*")) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert proc.poll() is None, "publish finished before the signal; use a larger file"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert "terminated" in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_bad_config_file(run_shoal: RunShoal, tmp_path: Path) -> None:
+    cfg = tmp_path / "shoal.toml"
+    cfg.write_text("[publish]\nhash_threads = 0\n")
+    src = write_blob(tmp_path / "m" / "a", 10).parent
+    r = run_shoal("publish", src, "--name", "m", "--config", cfg, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "hash_threads" in r.stderr
+    cfg.write_text("[publish\n")
+    r = run_shoal("publish", src, "--name", "m", "--config", cfg, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "not valid TOML" in r.stderr
