@@ -33,24 +33,12 @@ class Digest:
     @classmethod
     def parse(cls, text: str) -> Digest:
         """Parse ``sha256:<64 lowercase hex>``; raises ``InvalidDigest``."""
-        m = _WIRE.fullmatch(text) if isinstance(text, str) else None
-        if m is None:
-            raise InvalidDigest(
-                f"invalid digest {_shorten(text)!r}",
-                "expected 'sha256:' followed by 64 lowercase hex digits",
-            )
-        return cls(m.group(1))
+        return cls(_match(_WIRE, text, "digest", "sha256:"))
 
     @classmethod
     def parse_filename(cls, name: str) -> Digest:
         """Parse the file-name form ``sha256-<hex>``; raises ``InvalidDigest``."""
-        m = _FILE.fullmatch(name) if isinstance(name, str) else None
-        if m is None:
-            raise InvalidDigest(
-                f"invalid blob file name {_shorten(name)!r}",
-                "expected 'sha256-' followed by 64 lowercase hex digits",
-            )
-        return cls(m.group(1))
+        return cls(_match(_FILE, name, "blob file name", "sha256-"))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Digest:
@@ -76,6 +64,16 @@ class Digest:
 
     def __str__(self) -> str:
         return f"sha256:{self.hex}"
+
+
+def _match(pattern: re.Pattern[str], text: object, what: str, prefix: str) -> str:
+    m = pattern.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise InvalidDigest(
+            f"invalid {what} {_shorten(text)!r}",
+            f"expected '{prefix}' followed by 64 lowercase hex digits",
+        )
+    return m.group(1)
 
 
 def _shorten(value: object, limit: int = 80) -> str:
