@@ -22,6 +22,7 @@ from seeder.hashing import FileHashes, Hasher
 from seeder.sources import Source, SourceFile
 from shoal import torrent
 from shoal.chunking import check_chunk_size, choose_chunk_size
+from shoal.coordinator_client import CoordinatorClient
 from shoal.errors import OutputExists, ShoalError, SourceError
 from shoal.manifest import FileEntry, Manifest
 from shoal.ref import ModelRef
@@ -45,6 +46,7 @@ class PublishOptions:
     v1_only: bool = False
     force: bool = False
     threads: int | None = None
+    coordinator: CoordinatorClient | None = None  # upload there before the output appears
 
     def __post_init__(self) -> None:
         if self.chunk_size is not None:
@@ -142,6 +144,8 @@ def _build(
         info_hash_v1=meta.info_hash_v1,
         info_hash_v2=meta.info_hash_v2,
     )
+    if opts.coordinator is not None:
+        opts.coordinator.publish(manifest, blob, opts.ref)
     torrent_name = f"{opts.ref.slug}.torrent"
     _write(tmp / torrent_name, blob)
     _write(tmp / MANIFEST_MSGPACK, manifest.canonical_bytes)

@@ -21,3 +21,5 @@ class PublishSettings(ComponentSettings):
     trackers: tuple[str, ...] = ()
     web_seeds: tuple[str, ...] = ()
     hash_threads: int | None = Field(default=None, ge=1, le=64)
+    coordinator: str | None = None
+    token: str | None = None  # publisher token for the coordinator

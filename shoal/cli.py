@@ -9,6 +9,7 @@ otherwise); no traceback reaches a user unless ``SHOAL_DEBUG=1``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -91,6 +92,84 @@ def _user_errors() -> Iterator[None]:
         )
 
 
+tracker_app = typer.Typer(
+    help="The coordinator: BitTorrent tracker, model registry, fleet state.", no_args_is_help=True
+)
+app.add_typer(tracker_app, name="tracker")
+
+
+@tracker_app.command("serve")
+def tracker_serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on [0.0.0.0].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [8470].")] = None,
+    db: Annotated[Path | None, typer.Option(help="SQLite registry file.")] = None,
+    redis: Annotated[
+        str | None, typer.Option(help="Redis URL: all state there, for replicas.")
+    ] = None,
+    publish_token: Annotated[
+        list[str] | None, typer.Option(help="Token allowed to publish (repeatable).")
+    ] = None,
+    fleet_token: Annotated[str | None, typer.Option(help="Token every host may use.")] = None,
+    tokens_file: Annotated[Path | None, typer.Option(help="TOML file of tokens.")] = None,
+    announce_interval: Annotated[
+        int | None, typer.Option(help="Seconds between announces.")
+    ] = None,
+    rate_limit: Annotated[
+        float | None, typer.Option(help="Requests/s allowed per address (0: off).")
+    ] = None,
+    trusted_proxy: Annotated[
+        list[str] | None, typer.Option(help="Address whose ip= is believed (repeatable).")
+    ] = None,
+    private: Annotated[bool | None, typer.Option(help="Require /announce/<passkey>.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file ([tracker] table).")] = None,
+) -> None:
+    """Run the coordinator until SIGTERM or Ctrl-C."""
+    with _user_errors():
+        import uvicorn
+
+        from tracker.app import create_app
+        from tracker.settings import TrackerSettings
+
+        settings = TrackerSettings.load(
+            config,
+            host=host,
+            port=port,
+            db=db,
+            redis=redis,
+            publish_tokens=tuple(publish_token) if publish_token else None,
+            fleet_token=fleet_token,
+            tokens_file=tokens_file,
+            announce_interval=announce_interval,
+            rate_limit=rate_limit,
+            trusted_proxies=tuple(trusted_proxy) if trusted_proxy else None,
+            private=private,
+        )
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings),
+                host=settings.host,
+                port=settings.port,
+                loop="uvloop",
+                http="httptools",
+                lifespan="on",
+                log_level="warning",
+                access_log=False,
+            )
+        )
+        typer.echo(
+            f"coordinator on http://{settings.host}:{settings.port} "
+            f"(registry {settings.db}); announce URL /announce",
+            err=True,
+        )
+        server.run()
+        if not server.started:
+            raise ShoalError(
+                f"coordinator could not start on {settings.host}:{settings.port}",
+                "is the port in use? pick another with --port",
+            )
+
+
 @app.command()
 def version() -> None:
     """Print shoal's version."""
@@ -119,6 +198,12 @@ def publish(
         Path | None,
         typer.Option(help="ollama's models dir (default: $OLLAMA_MODELS or ~/.ollama/models)."),
     ] = None,
+    coordinator: Annotated[
+        str | None, typer.Option(help="Coordinator URL to register the model with.")
+    ] = None,
+    token: Annotated[
+        str | None, typer.Option(help="Publisher token (or SHOAL_PUBLISH_TOKEN).")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([publish] table).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
@@ -127,8 +212,9 @@ def publish(
         from seeder.publish import PublishOptions
         from seeder.publish import publish as run_publish
         from seeder.settings import PublishSettings
+        from shoal.coordinator_client import CoordinatorClient
 
-        settings = PublishSettings.load(config)
+        settings = PublishSettings.load(config, coordinator=coordinator, token=token)
         src = _open_source(source, ollama_models)
         if name is not None:
             ref = ModelRef.parse(name)
@@ -138,19 +224,30 @@ def publish(
             raise BadInput(
                 "--name is required for a file or directory source", "e.g. --name mymodel:v1"
             )
+        client = None
+        if settings.coordinator:
+            client = CoordinatorClient(settings.coordinator, settings.token)
+        trackers = tuple(tracker or settings.trackers)
+        if not trackers and client is not None:
+            trackers = (client.announce_url,)
         opts = PublishOptions(
             ref=ref,
             out=out if out is not None else settings.out_root / ref.slug,
             chunk_size=parse_size(chunk_size) if chunk_size is not None else None,
-            trackers=tuple(tracker or settings.trackers),
+            trackers=trackers,
             web_seeds=tuple(web_seed or settings.web_seeds),
             v1_only=v1_only,
             force=force,
             threads=settings.hash_threads,
+            coordinator=client,
         )
         total = sum(f.size for f in src.files)
-        with _progress(total, f"hashing {ref}") as advance:
-            result = run_publish(src, opts, advance)
+        try:
+            with _progress(total, f"hashing {ref}") as advance:
+                result = run_publish(src, opts, advance)
+        finally:
+            if client is not None:
+                client.close()
         m = result.manifest
         if as_json:
             typer.echo(json.dumps(m.to_json(), indent=1))
@@ -165,6 +262,7 @@ def publish(
             f"  blobs     {result.linked} hard-linked, {len(m.files) - result.linked} written\n"
             f"  torrent   {result.torrent_path}\n"
             f"  out       {result.out}"
+            + (f"\n  registered with {settings.coordinator}" if client is not None else "")
         )
 
 

@@ -15,7 +15,11 @@ user.
     │   ├── InvalidTorrent          torrent bytes fail to decode or validate
     │   ├── SourceError             a model source on disk cannot be published
     │   └── OutputExists            the output location is already taken
-    └── IntegrityError              bytes do not match their digest
+    ├── IntegrityError              bytes do not match their digest
+    ├── NotFound                    a model, manifest, torrent or swarm is unknown
+    ├── AuthError                   a token is missing (401) or not allowed (403)
+    ├── RateLimited                 too many requests from one address (429)
+    └── RemoteError                 a server could not be reached or failed
 """
 
 from __future__ import annotations
@@ -77,3 +81,23 @@ class OutputExists(BadInput):
 
 class IntegrityError(ShoalError):
     """Bytes do not match the digest they are supposed to have."""
+
+
+class NotFound(ShoalError):
+    """A model, manifest, torrent or swarm is unknown."""
+
+
+class AuthError(ShoalError):
+    """A token is missing (``status`` 401) or does not allow the request (403)."""
+
+    def __init__(self, message: str, hint: str | None = None, status: int = 401) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+class RateLimited(ShoalError):
+    """Too many requests from one address."""
+
+
+class RemoteError(ShoalError):
+    """A server could not be reached, or answered with an error of its own."""

@@ -8,8 +8,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from shoal.chunking import chunk_count
 from shoal.digest import Digest
@@ -115,3 +118,35 @@ def manifest_fixture(
         info_hash_v1=seed[:20],
         info_hash_v2=seed,
     )
+
+
+class ServerThread:
+    """A real uvicorn server on a free loopback port, in a thread (for tests).
+
+    Use as a context manager; ``url`` is its base URL once entered.
+    """
+
+    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
+        import uvicorn
+
+        self._config = uvicorn.Config(
+            app, host=host, port=0, lifespan="on", log_level="warning", access_log=False
+        )
+        self.server = uvicorn.Server(self._config)
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = ""
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.01)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=20)

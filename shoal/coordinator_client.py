@@ -1,0 +1,133 @@
+"""Client of the coordinator's registry API (httpx), shared by every component.
+
+HTTP failures become shoal errors here and nowhere else: 400 ``BadInput``,
+401/403 ``AuthError``, 404 ``NotFound``, 429 ``RateLimited``, anything else
+(and an unreachable server) ``RemoteError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from shoal import wire
+from shoal.digest import Digest
+from shoal.errors import AuthError, BadInput, NotFound, RateLimited, RemoteError
+from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
+from shoal.ref import ModelRef
+from shoal.torrent import MAX_TORRENT_BYTES
+from shoal.urls import check_url
+
+_RESPONSE_LIMITS = wire.Limits(
+    max_body=MAX_MANIFEST_BYTES + 4096, max_bin=MAX_MANIFEST_BYTES, max_array=1 << 20
+)
+
+
+class CoordinatorClient:
+    """Talks to one coordinator; ``transport`` is injectable for tests."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = check_url(base_url, "coordinator").rstrip("/")
+        headers = {"Accept": wire.MSGPACK, "User-Agent": "shoal"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    @property
+    def announce_url(self) -> str:
+        return f"{self.base_url}/announce"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CoordinatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def publish(self, manifest: Manifest, torrent: bytes, ref: ModelRef | None = None) -> Any:
+        body = {
+            "manifest": manifest.canonical_bytes,
+            "torrent": torrent,
+            "ref": str(ref or manifest.ref),
+        }
+        return self._call(
+            "POST", "/v1/models", content=wire.pack(body), headers={"Content-Type": wire.MSGPACK}
+        )
+
+    def resolve(self, ref: ModelRef) -> Manifest:
+        answer = self._call("GET", f"/v1/resolve/{ref}")
+        if not isinstance(answer, dict) or not isinstance(answer.get("manifest"), bytes):
+            raise RemoteError(f"coordinator {self.base_url} sent a malformed resolve answer")
+        return Manifest.load(answer["manifest"])
+
+    def manifest(self, digest: Digest) -> Manifest:
+        data = self._raw("GET", f"/v1/manifests/{digest}", MAX_MANIFEST_BYTES)
+        manifest = Manifest.load(data)
+        if manifest.digest != digest:
+            raise RemoteError(f"coordinator {self.base_url} sent a manifest other than {digest}")
+        return manifest
+
+    def torrent(self, info_hash: bytes) -> bytes:
+        return self._raw("GET", f"/v1/torrents/{info_hash.hex()}", MAX_TORRENT_BYTES)
+
+    def models(self) -> list[dict[str, Any]]:
+        answer = self._call("GET", "/v1/models")
+        return list(answer.get("models", [])) if isinstance(answer, dict) else []
+
+    def delete(self, ref: ModelRef) -> None:
+        self._call("DELETE", f"/v1/models/{ref}")
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return wire.unpack(
+            self._raw(method, path, _RESPONSE_LIMITS.max_body, **kwargs), _RESPONSE_LIMITS
+        )
+
+    def _raw(self, method: str, path: str, limit: int, **kwargs: Any) -> bytes:
+        try:
+            with self._http.stream(method, path, **kwargs) as resp:
+                body = b""
+                for chunk in resp.iter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise RemoteError(
+                            f"coordinator {self.base_url} answer is over {limit} bytes"
+                        )
+        except httpx.HTTPError as exc:
+            raise RemoteError(
+                f"cannot reach coordinator {self.base_url}: {exc}",
+                "check the URL and that 'shoal tracker serve' runs there",
+            ) from None
+        if resp.status_code < 300:
+            return body
+        raise _error(resp.status_code, body, self.base_url)
+
+
+def _error(status: int, body: bytes, where: str) -> Exception:
+    message, hint = f"coordinator {where} answered HTTP {status}", None
+    try:
+        err = wire.unpack(body).get("error", {})
+        message = f"coordinator {where}: {err.get('message') or message}"
+        hint = err.get("hint")
+    except (BadInput, AttributeError):
+        pass
+    if status in (401, 403):
+        return AuthError(message, hint or "check the token (--token)", status=status)
+    if status == 404:
+        return NotFound(message, hint)
+    if status == 429:
+        return RateLimited(message, hint or "retry later")
+    if 400 <= status < 500:
+        return BadInput(message, hint)
+    return RemoteError(message, hint)

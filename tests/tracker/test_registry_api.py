@@ -1,0 +1,179 @@
+import socket
+from pathlib import Path
+
+import httpx
+import msgpack
+import pytest
+
+from shoal.coordinator_client import CoordinatorClient
+from shoal.errors import AuthError, BadInput, NotFound
+from shoal.manifest import Manifest
+from shoal.ref import ModelRef
+from tests.tracker.conftest import FLEET_TOKEN, PUBLISH_TOKEN, Running, make_published, start
+
+
+def client(c: Running, token: str | None = PUBLISH_TOKEN) -> CoordinatorClient:
+    return CoordinatorClient(c.url, token)
+
+
+def test_publish_resolve_and_fetch(coordinator: Running, tmp_path: Path) -> None:
+    pub = make_published(tmp_path)
+    torrent = pub.torrent_path.read_bytes()
+    with client(coordinator) as cc:
+        answer = cc.publish(pub.manifest, torrent)
+        assert answer["digest"] == str(pub.manifest.digest) and answer["moved"] is True
+        assert cc.resolve(ModelRef.parse("demo:v1")) == pub.manifest
+        assert cc.manifest(pub.manifest.digest) == pub.manifest
+        assert cc.torrent(pub.manifest.info_hash_v1) == torrent
+        assert pub.manifest.info_hash_v2 is not None
+        assert cc.torrent(pub.manifest.info_hash_v2) == torrent
+        assert cc.torrent(pub.manifest.info_hash_v2[:20]) == torrent
+        assert [m["ref"] for m in cc.models()] == ["library/demo:v1"]
+        # again: idempotent, the tag does not move
+        assert cc.publish(pub.manifest, torrent)["moved"] is False
+    r = httpx.get(
+        f"{coordinator.url}/v1/manifests/{pub.manifest.digest}",
+        headers={"Accept": "application/json"},
+    )
+    assert r.json()["files"][0]["path"] == "c.json"
+
+
+def test_moving_and_deleting_a_tag_keeps_history(coordinator: Running, tmp_path: Path) -> None:
+    one, two = make_published(tmp_path, seed=1), make_published(tmp_path, seed=2)
+    with client(coordinator) as cc:
+        cc.publish(one.manifest, one.torrent_path.read_bytes())
+        coordinator.clock.now += 10
+        cc.publish(two.manifest, two.torrent_path.read_bytes())
+        assert cc.resolve(ModelRef.parse("demo:v1")) == two.manifest
+        cc.delete(ModelRef.parse("demo:v1"))
+        with pytest.raises(NotFound):
+            cc.resolve(ModelRef.parse("demo:v1"))
+        with pytest.raises(NotFound):
+            cc.delete(ModelRef.parse("demo:v1"))
+        assert cc.manifest(one.manifest.digest) == one.manifest  # manifests are immutable
+    history = httpx.get(
+        f"{coordinator.url}/v1/history/demo:v1", headers={"Accept": "application/json"}
+    ).json()["history"]
+    assert [h["digest"] for h in history] == [
+        str(one.manifest.digest),
+        str(two.manifest.digest),
+        None,
+    ]
+
+
+def test_registry_survives_restart(tmp_path: Path) -> None:
+    pub = make_published(tmp_path)
+    gen = start(tmp_path)
+    c = next(gen)
+    with client(c) as cc:
+        cc.publish(pub.manifest, pub.torrent_path.read_bytes())
+    gen.close()
+    gen = start(tmp_path)
+    c = next(gen)
+    with client(c) as cc:
+        assert cc.resolve(ModelRef.parse("demo:v1")) == pub.manifest
+    r = c.announce(info_hash=pub.manifest.info_hash_v1, peer_id=b"p" * 20, port=1, left=0)
+    assert b"failure" not in r.content
+    gen.close()
+
+
+def test_writes_need_a_publisher_token(coordinator: Running, tmp_path: Path) -> None:
+    pub = make_published(tmp_path)
+    torrent = pub.torrent_path.read_bytes()
+    with client(coordinator, None) as cc, pytest.raises(AuthError) as exc:
+        cc.publish(pub.manifest, torrent)
+    assert exc.value.status == 401
+    for token in ("wrong", FLEET_TOKEN):
+        with client(coordinator, token) as cc, pytest.raises(AuthError) as exc:
+            cc.publish(pub.manifest, torrent)
+        assert exc.value.status == 403
+    with client(coordinator, "wrong") as cc, pytest.raises(AuthError):
+        cc.delete(ModelRef.parse("demo:v1"))
+
+
+def _post(c: Running, body: bytes, token: str = PUBLISH_TOKEN) -> httpx.Response:
+    return httpx.post(
+        f"{c.url}/v1/models",
+        content=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/msgpack"},
+    )
+
+
+def test_publish_checks_digest_and_info_hashes(coordinator: Running, tmp_path: Path) -> None:
+    one, two = make_published(tmp_path, seed=1), make_published(tmp_path, seed=2)
+    mismatched = msgpack.packb(
+        {"manifest": one.manifest.canonical_bytes, "torrent": two.torrent_path.read_bytes()}
+    )
+    r = _post(coordinator, mismatched)
+    assert r.status_code == 400 and b"info-hash differs" in r.content
+    tampered = bytearray(one.manifest.canonical_bytes)
+    tampered[-3] ^= 1
+    r = _post(
+        coordinator,
+        msgpack.packb({"manifest": bytes(tampered), "torrent": one.torrent_path.read_bytes()}),
+    )
+    assert r.status_code == 400
+    with client(coordinator) as cc, pytest.raises(BadInput):
+        Manifest.load(bytes(tampered))
+        cc.resolve(ModelRef.parse("demo:v1"))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\xc1",
+        msgpack.packb([1, 2]),
+        msgpack.packb({"manifest": "text", "torrent": b""}),
+        msgpack.packb({"manifest": b"x", "torrent": b"y", "ref": 5}),
+        b"\x91" * 100000 + b"\x00",  # nested arrays, far too deep
+        msgpack.packb({"k%d" % i: i for i in range(100)}),
+    ],
+)
+def test_hostile_publish_bodies(coordinator: Running, body: bytes) -> None:
+    r = _post(coordinator, body)
+    assert r.status_code == 400, r.content
+
+
+def _raw_http(url: str, request: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        return sock.recv(4096)
+
+
+def test_oversized_body_is_413(coordinator: Running) -> None:
+    declared = _raw_http(
+        coordinator.url,
+        (
+            "POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
+            f"Authorization: Bearer {PUBLISH_TOKEN}\r\nContent-Length: 1000000000000\r\n\r\n"
+        ).encode()
+        + b"\0" * 1024,
+    )
+    assert declared.startswith(b"HTTP/1.1 413")
+    # no length declared: counted while reading
+    r = httpx.post(
+        f"{coordinator.url}/v1/models",
+        content=iter([b"\0" * (1 << 20)] * 120),
+        headers={"Authorization": f"Bearer {PUBLISH_TOKEN}", "Content-Type": "application/msgpack"},
+    )
+    assert r.status_code == 413
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/resolve/..%2F..%2Fx",
+        "/v1/resolve/Foo:bar:baz",
+        "/v1/manifests/sha256:xyz",
+        "/v1/manifests/sha256:" + "0" * 64,
+        "/v1/torrents/zz",
+        "/v1/torrents/" + "0" * 40,
+        "/v1/history/nothere",
+    ],
+)
+def test_bad_or_unknown_lookups(coordinator: Running, path: str) -> None:
+    r = httpx.get(coordinator.url + path, headers={"Accept": "application/json"})
+    assert r.status_code in (400, 404), (r.status_code, r.text)
+    assert r.json()["error"]["message"]

@@ -1,0 +1,137 @@
+"""Who may write: publisher tokens, host tokens and the fleet token.
+
+Tokens are compared in constant time. Publishing and deleting need a
+publisher token; availability reports, assignments and edge registration
+need a host token (a per-host one names the host; the fleet token names the
+host by its address). A missing token is 401, a token that does not allow the
+request is 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from shoal.errors import AuthError, BadInput
+
+PUBLISH_TOKEN_FILE = "publish.token"  # noqa: S105 - a file name
+FLEET_TOKEN_FILE = "fleet.token"  # noqa: S105 - a file name
+
+
+class Auth:
+    def __init__(
+        self,
+        publish_tokens: Iterable[str] = (),
+        host_tokens: Mapping[str, str] | None = None,
+        fleet_token: str | None = None,
+    ) -> None:
+        self._publishers = [t.encode() for t in publish_tokens]
+        self._hosts = {name: t.encode() for name, t in (host_tokens or {}).items()}
+        self._fleet = fleet_token.encode() if fleet_token else None
+
+    def publisher(self, authorization: str | None) -> None:
+        """Raise ``AuthError`` unless the header carries a publisher token."""
+        token = _bearer(authorization)
+        if not any(hmac.compare_digest(token, t) for t in self._publishers):
+            raise AuthError(
+                "this token may not publish or delete models",
+                "use a publisher token (--publish-token)",
+                status=403,
+            )
+
+    def host(self, authorization: str | None, client_ip: str) -> str:
+        """The identity of the host a request may speak for; raises ``AuthError``."""
+        token = _bearer(authorization)
+        for name, t in self._hosts.items():
+            if hmac.compare_digest(token, t):
+                return f"host:{name}"
+        if self._fleet is not None and hmac.compare_digest(token, self._fleet):
+            return f"addr:{client_ip}"
+        raise AuthError(
+            "this token is not a host token of this fleet",
+            "use the fleet token or this host's token",
+            status=403,
+        )
+
+    def passkey(self, key: bytes) -> bool:
+        """Whether ``key`` (from ``/announce/<key>``) is a host or fleet token."""
+        keys = [*self._hosts.values(), *([self._fleet] if self._fleet else [])]
+        return any(hmac.compare_digest(key, k) for k in keys)
+
+
+def load_auth(
+    state_dir: Path,
+    publish_tokens: Iterable[str],
+    fleet_token: str | None,
+    tokens_file: Path | None,
+) -> tuple[Auth, list[str]]:
+    """Build ``Auth`` from flags, a tokens file, or tokens generated into ``state_dir``.
+
+    With no publisher token (or no host/fleet token) configured, one is generated
+    once and kept in ``state_dir`` (mode 0600). Returns the auth and lines to log.
+    """
+    publishers = list(publish_tokens)
+    hosts: dict[str, str] = {}
+    notes = []
+    if tokens_file is not None:
+        file_publishers, hosts, file_fleet = _read_tokens_file(tokens_file)
+        publishers += file_publishers
+        fleet_token = fleet_token or file_fleet
+    if not publishers:
+        publishers.append(_generated(state_dir / PUBLISH_TOKEN_FILE))
+        notes.append(f"publisher token: {state_dir / PUBLISH_TOKEN_FILE}")
+    if fleet_token is None and not hosts:
+        fleet_token = _generated(state_dir / FLEET_TOKEN_FILE)
+        notes.append(f"fleet token: {state_dir / FLEET_TOKEN_FILE}")
+    return Auth(publishers, hosts, fleet_token), notes
+
+
+def _bearer(authorization: str | None) -> bytes:
+    if not authorization:
+        raise AuthError("missing bearer token", "send 'Authorization: Bearer <token>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("malformed Authorization header", "send 'Authorization: Bearer <token>'")
+    return token.strip().encode()
+
+
+def _generated(path: Path) -> str:
+    if path.exists():
+        token = path.read_text().strip()
+        if token:
+            return token
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    tmp = path.with_suffix(".tmp")
+    tmp.touch(mode=0o600)
+    tmp.chmod(0o600)
+    tmp.write_text(token + "\n")
+    tmp.replace(path)
+    return token
+
+
+def _read_tokens_file(path: Path) -> tuple[list[str], dict[str, str], str | None]:
+    try:
+        doc = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise BadInput(f"cannot read tokens file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"tokens file {path} is not valid TOML: {exc}") from None
+    publishers = doc.get("publishers", [])
+    hosts = doc.get("hosts", {})
+    fleet = doc.get("fleet")
+    if (
+        not isinstance(publishers, list)
+        or not all(isinstance(t, str) and t for t in publishers)
+        or not isinstance(hosts, dict)
+        or not all(isinstance(t, str) and t for t in hosts.values())
+        or not (fleet is None or (isinstance(fleet, str) and fleet))
+    ):
+        raise BadInput(
+            f"tokens file {path} is malformed",
+            'expected publishers = ["..."], fleet = "...", and a [hosts] table of name = "token"',
+        )
+    return publishers, hosts, fleet

@@ -1,0 +1,174 @@
+"""``/v1`` registry routes: publish, resolve, manifests, torrents, models, history, delete."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Path, Request
+from fastapi.responses import Response
+
+from shoal import wire
+from shoal.digest import Digest
+from shoal.errors import BadInput, NotFound
+from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
+from shoal.ref import ModelRef
+from shoal.torrent import MAX_TORRENT_BYTES, Torrent
+from tracker.respond import read_body, respond, state_of, wants_json
+
+router = APIRouter(prefix="/v1")
+
+MANIFEST_MEDIA_TYPE = "application/vnd.shoal.manifest.v1+msgpack"
+PUBLISH_LIMITS = wire.Limits(
+    max_body=MAX_MANIFEST_BYTES + MAX_TORRENT_BYTES + 4096,
+    max_bin=max(MAX_MANIFEST_BYTES, MAX_TORRENT_BYTES),
+    max_map=8,
+    max_depth=2,
+)
+_HEX = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+Auth = Annotated[str | None, Header(alias="authorization", include_in_schema=False)]
+RefPath = Annotated[str, Path(description="Model reference, e.g. library/deepseek-r1:7b")]
+
+_PUBLISH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            wire.MSGPACK: {
+                "schema": {
+                    "type": "object",
+                    "required": ["manifest", "torrent"],
+                    "properties": {
+                        "ref": {"type": "string"},
+                        "manifest": {"type": "string", "format": "binary"},
+                        "torrent": {"type": "string", "format": "binary"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/models", status_code=201, openapi_extra=_PUBLISH_BODY)
+async def publish(request: Request, authorization: Auth = None) -> Response:
+    """Publish a manifest and its torrent under a tag (publisher token)."""
+    state = state_of(request)
+    state.auth.publisher(authorization)
+    if request.headers.get("content-type", "").split(";")[0].strip() != wire.MSGPACK:
+        raise BadInput(f"publish bodies are {wire.MSGPACK}")
+    body = wire.unpack(await read_body(request, PUBLISH_LIMITS.max_body), PUBLISH_LIMITS)
+    if not isinstance(body, dict):
+        raise BadInput("publish body must be a map with manifest, torrent and ref")
+    manifest_bytes, torrent_bytes = body.get("manifest"), body.get("torrent")
+    if not isinstance(manifest_bytes, bytes) or not isinstance(torrent_bytes, bytes):
+        raise BadInput("publish body needs binary 'manifest' and 'torrent'")
+    manifest = Manifest.load(manifest_bytes)
+    Torrent.load(torrent_bytes).check_matches(manifest)
+    raw_ref = body.get("ref")
+    if raw_ref is not None and not isinstance(raw_ref, str):
+        raise BadInput("'ref' must be text")
+    ref = ModelRef.parse(raw_ref) if raw_ref else manifest.ref
+    moved = await state.registry.put(ref, manifest, torrent_bytes, state.clock())
+    state.metrics.registry_ops.labels("publish").inc()
+    return respond(
+        request,
+        {
+            "ref": str(ref),
+            "digest": str(manifest.digest),
+            "moved": moved,
+            "info_hash_v1": manifest.info_hash_v1.hex(),
+            "info_hash_v2": manifest.info_hash_v2.hex() if manifest.info_hash_v2 else None,
+        },
+        201,
+    )
+
+
+@router.get("/resolve/{ref:path}")
+async def resolve(request: Request, ref: RefPath) -> Response:
+    """The manifest a tag points at now."""
+    state = state_of(request)
+    model = ModelRef.parse(ref)
+    digest = await state.registry.resolve(model)
+    data = await state.registry.manifest(digest) if digest else None
+    if digest is None or data is None:
+        raise NotFound(f"model {model} is not published here", "check the name with GET /v1/models")
+    state.metrics.registry_ops.labels("resolve").inc()
+    view: Any = Manifest.load(data).to_json() if wants_json(request) else data
+    return respond(request, {"ref": str(model), "digest": str(digest), "manifest": view})
+
+
+@router.get("/manifests/{digest}")
+async def manifest(request: Request, digest: str) -> Response:
+    """A manifest by digest: canonical msgpack bytes, or its JSON view."""
+    state = state_of(request)
+    d = Digest.parse(digest)
+    data = await state.registry.manifest(d)
+    if data is None:
+        raise NotFound(f"manifest {d} is not here")
+    state.metrics.registry_ops.labels("manifest").inc()
+    if wants_json(request):
+        return respond(request, Manifest.load(data).to_json())
+    return Response(
+        data,
+        media_type=MANIFEST_MEDIA_TYPE,
+        headers={"ETag": f'"{d}"', "Cache-Control": "public, max-age=31536000, immutable"},
+    )
+
+
+@router.get("/torrents/{info_hash}")
+async def torrent(request: Request, info_hash: str) -> Response:
+    """A torrent by v1, v2 or truncated-v2 info-hash (hex)."""
+    state = state_of(request)
+    if not _HEX.fullmatch(info_hash):
+        raise BadInput("info-hash must be 40 or 64 lowercase hex digits")
+    data = await state.registry.torrent(bytes.fromhex(info_hash))
+    if data is None:
+        raise NotFound(f"torrent {info_hash} is not here")
+    state.metrics.registry_ops.labels("torrent").inc()
+    return Response(data, media_type="application/x-bittorrent")
+
+
+@router.get("/models")
+async def models(request: Request) -> Response:
+    """Every current tag and the manifest it points at."""
+    records = await state_of(request).registry.models()
+    return respond(
+        request,
+        {
+            "models": [
+                {"ref": r.ref, "digest": str(r.digest), "updated": r.created} for r in records
+            ]
+        },
+    )
+
+
+@router.get("/history/{ref:path}")
+async def history(request: Request, ref: RefPath) -> Response:
+    """Where a tag has pointed, oldest first (a null digest is a deletion)."""
+    model = ModelRef.parse(ref)
+    records = await state_of(request).registry.history(model)
+    if not records:
+        raise NotFound(f"model {model} was never published here")
+    return respond(
+        request,
+        {
+            "ref": str(model),
+            "history": [
+                {"digest": str(r.digest) if r.digest else None, "created": r.created}
+                for r in records
+            ],
+        },
+    )
+
+
+@router.delete("/models/{ref:path}")
+async def delete(request: Request, ref: RefPath, authorization: Auth = None) -> Response:
+    """Delete a tag (publisher token); its manifests stay, and its history."""
+    state = state_of(request)
+    state.auth.publisher(authorization)
+    model = ModelRef.parse(ref)
+    if not await state.registry.delete_tag(model, state.clock()):
+        raise NotFound(f"model {model} is not published here")
+    state.metrics.registry_ops.labels("delete").inc()
+    return respond(request, {"ref": str(model), "deleted": True})

@@ -1,0 +1,42 @@
+"""Settings of the coordinator (``[tracker]`` in the config file, ``SHOAL_TRACKER_*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shoal.settings import ComponentSettings
+
+
+class TrackerSettings(ComponentSettings):
+    """How ``shoal tracker serve`` runs; flags override environment and file."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOAL_TRACKER_", extra="forbid", frozen=True)
+    toml_section: ClassVar[str] = "tracker"
+
+    host: str = "0.0.0.0"  # noqa: S104 - a coordinator serves its fleet
+    port: int = Field(default=8470, ge=0, le=65535)
+    db: Path = Path("shoal-tracker/registry.sqlite")
+    redis: str | None = None
+    publish_tokens: tuple[str, ...] = ()
+    fleet_token: str | None = None
+    tokens_file: Path | None = None
+    announce_interval: int = Field(default=1800, ge=1, le=86_400)
+    min_interval: int = Field(default=60, ge=1, le=86_400)
+    trusted_proxies: tuple[str, ...] = ()
+    private: bool = False  # announces must use /announce/<passkey>
+    rate_limit: float = Field(default=100.0, ge=0)  # requests/s per address; 0 = off
+    rate_burst: int = Field(default=200, ge=1)
+
+    @property
+    def peer_ttl(self) -> float:
+        """Peers that have not announced for two intervals are gone."""
+        return 2.0 * self.announce_interval + 30.0
+
+    @property
+    def state_dir(self) -> Path:
+        """Where generated tokens are kept: beside the database."""
+        return self.db.parent

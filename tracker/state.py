@@ -1,0 +1,25 @@
+"""Everything a request handler needs, built once per app by the lifespan."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tracker.auth import Auth
+from tracker.metrics import Metrics
+from tracker.ratelimit import RateLimiter
+from tracker.settings import TrackerSettings
+from tracker.stores.base import Registry, Swarms
+
+
+@dataclass
+class CoordinatorState:
+    settings: TrackerSettings
+    registry: Registry
+    swarms: Swarms
+    auth: Auth
+    limiter: RateLimiter
+    metrics: Metrics = field(default_factory=lambda: Metrics())
+    clock: Callable[[], float] = time.time
+    trusted_proxies: frozenset[str] = frozenset()

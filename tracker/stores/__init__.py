@@ -1,0 +1,1 @@
+"""State of the coordinator behind Protocols: SQLite (embedded default) and Redis."""

@@ -1,0 +1,82 @@
+"""What the coordinator stores, as Protocols every backend implements.
+
+All methods are async and take ``now`` (seconds, from an injected clock) so
+that expiry is testable without sleeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from shoal.digest import Digest
+from shoal.manifest import Manifest
+from shoal.ref import ModelRef
+from tracker.announce import PeerAddr
+
+
+@dataclass(frozen=True, slots=True)
+class TagRecord:
+    """``ref`` pointed at ``digest`` (None: the tag was deleted) from ``created`` on."""
+
+    ref: str
+    digest: Digest | None
+    created: float
+
+
+@dataclass(frozen=True, slots=True)
+class SwarmStats:
+    info_hash: bytes
+    complete: int
+    downloaded: int
+    incomplete: int
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceResult:
+    peers: list[PeerAddr]
+    complete: int
+    incomplete: int
+
+
+def short_v2(info_hash_v2: bytes) -> bytes:
+    """The 20-byte form of a v2 info-hash that hybrid clients announce with (BEP 52)."""
+    return info_hash_v2[:20]
+
+
+class Registry(Protocol):
+    async def put(self, ref: ModelRef, manifest: Manifest, torrent: bytes, now: float) -> bool:
+        """Store the manifest and torrent, point ``ref`` at it; True if the tag moved."""
+
+    async def resolve(self, ref: ModelRef) -> Digest | None: ...
+
+    async def manifest(self, digest: Digest) -> bytes | None: ...
+
+    async def torrent(self, info_hash: bytes) -> bytes | None:
+        """By v1 (20 bytes), v2 (32 bytes) or truncated v2 (20 bytes) info-hash."""
+
+    async def is_swarm(self, info_hash: bytes) -> bool:
+        """Whether a 20-byte announce key belongs to a published torrent."""
+
+    async def models(self) -> list[TagRecord]:
+        """Current tags, deleted ones left out, sorted by ref."""
+
+    async def history(self, ref: ModelRef) -> list[TagRecord]: ...
+
+    async def delete_tag(self, ref: ModelRef, now: float) -> bool:
+        """Mark the tag deleted (history kept); False if it did not exist."""
+
+    async def close(self) -> None: ...
+
+
+class Swarms(Protocol):
+    async def announce(
+        self, info_hash: bytes, peer: PeerAddr, left: int, event: str, numwant: int, now: float
+    ) -> AnnounceResult: ...
+
+    async def scrape(self, info_hashes: list[bytes], now: float) -> list[SwarmStats]: ...
+
+    async def totals(self, now: float) -> tuple[int, int]:
+        """(swarms, peers) alive now."""
+
+    async def close(self) -> None: ...

@@ -1,0 +1,134 @@
+"""The model registry in one SQLite file (the embedded default).
+
+Manifests are immutable rows keyed by digest; tags are an append-only history
+(a deleted tag is a row with no digest), so moving a tag keeps what it was.
+Calls are short and local, so they run on the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from shoal.digest import Digest
+from shoal.manifest import Manifest
+from shoal.ref import ModelRef
+from tracker.stores.base import TagRecord, short_v2
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS manifests (
+    digest TEXT PRIMARY KEY, body BLOB NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS torrents (
+    info_hash_v1 BLOB PRIMARY KEY, info_hash_v2 BLOB, v2_short BLOB,
+    digest TEXT NOT NULL, body BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS torrents_v2 ON torrents(info_hash_v2);
+CREATE INDEX IF NOT EXISTS torrents_v2_short ON torrents(v2_short);
+CREATE TABLE IF NOT EXISTS tags (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, ref TEXT NOT NULL, digest TEXT,
+    created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS tags_ref ON tags(ref, seq);
+"""
+
+
+class SqliteRegistry:
+    """Registry on a SQLite file (``:memory:`` for throwaway use)."""
+
+    def __init__(self, path: Path | str) -> None:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._swarms: set[bytes] = set()
+        for v1, v2s in self._db.execute("SELECT info_hash_v1, v2_short FROM torrents"):
+            self._swarms.add(bytes(v1))
+            if v2s is not None:
+                self._swarms.add(bytes(v2s))
+
+    async def put(self, ref: ModelRef, manifest: Manifest, torrent: bytes, now: float) -> bool:
+        v2 = manifest.info_hash_v2
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT OR IGNORE INTO manifests VALUES (?, ?, ?)",
+                (str(manifest.digest), manifest.canonical_bytes, now),
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO torrents VALUES (?, ?, ?, ?, ?)",
+                (
+                    manifest.info_hash_v1,
+                    v2,
+                    short_v2(v2) if v2 else None,
+                    str(manifest.digest),
+                    torrent,
+                ),
+            )
+            moved = self._current(str(ref)) != manifest.digest
+            if moved:
+                self._db.execute(
+                    "INSERT INTO tags (ref, digest, created) VALUES (?, ?, ?)",
+                    (str(ref), str(manifest.digest), now),
+                )
+        self._swarms.add(manifest.info_hash_v1)
+        if v2:
+            self._swarms.add(short_v2(v2))
+        return moved
+
+    async def resolve(self, ref: ModelRef) -> Digest | None:
+        return self._current(str(ref))
+
+    async def manifest(self, digest: Digest) -> bytes | None:
+        row = self._db.execute(
+            "SELECT body FROM manifests WHERE digest = ?", (str(digest),)
+        ).fetchone()
+        return bytes(row[0]) if row else None
+
+    async def torrent(self, info_hash: bytes) -> bytes | None:
+        column = {20: "info_hash_v1", 32: "info_hash_v2"}.get(len(info_hash))
+        if column is None:
+            return None
+        row = self._db.execute(
+            f"SELECT body FROM torrents WHERE {column} = ?",  # noqa: S608
+            (info_hash,),
+        ).fetchone()
+        if row is None and len(info_hash) == 20:
+            row = self._db.execute(
+                "SELECT body FROM torrents WHERE v2_short = ?", (info_hash,)
+            ).fetchone()
+        return bytes(row[0]) if row else None
+
+    async def is_swarm(self, info_hash: bytes) -> bool:
+        return info_hash in self._swarms
+
+    async def models(self) -> list[TagRecord]:
+        rows = self._db.execute(
+            "SELECT ref, digest, created FROM tags t WHERE seq = "
+            "(SELECT MAX(seq) FROM tags WHERE ref = t.ref) AND digest IS NOT NULL ORDER BY ref"
+        ).fetchall()
+        return [TagRecord(r, Digest.parse(d), c) for r, d, c in rows]
+
+    async def history(self, ref: ModelRef) -> list[TagRecord]:
+        rows = self._db.execute(
+            "SELECT ref, digest, created FROM tags WHERE ref = ? ORDER BY seq", (str(ref),)
+        ).fetchall()
+        return [TagRecord(r, Digest.parse(d) if d else None, c) for r, d, c in rows]
+
+    async def delete_tag(self, ref: ModelRef, now: float) -> bool:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            if self._current(str(ref)) is None:
+                return False
+            self._db.execute(
+                "INSERT INTO tags (ref, digest, created) VALUES (?, NULL, ?)", (str(ref), now)
+            )
+        return True
+
+    async def close(self) -> None:
+        self._db.close()
+
+    def _current(self, ref: str) -> Digest | None:
+        row = self._db.execute(
+            "SELECT digest FROM tags WHERE ref = ? ORDER BY seq DESC LIMIT 1", (ref,)
+        ).fetchone()
+        return Digest.parse(row[0]) if row and row[0] else None
