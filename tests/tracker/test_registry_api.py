@@ -127,7 +127,7 @@ def test_publish_checks_digest_and_info_hashes(coordinator: Running, tmp_path: P
         msgpack.packb({"manifest": "text", "torrent": b""}),
         msgpack.packb({"manifest": b"x", "torrent": b"y", "ref": 5}),
         b"\x91" * 100000 + b"\x00",  # nested arrays, far too deep
-        msgpack.packb({"k%d" % i: i for i in range(100)}),
+        msgpack.packb({f"k{i}": i for i in range(100)}),
     ],
 )
 def test_hostile_publish_bodies(coordinator: Running, body: bytes) -> None:
