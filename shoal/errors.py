@@ -19,6 +19,7 @@ user.
     ├── NotFound                    a model, manifest, torrent or swarm is unknown
     ├── AuthError                   a token is missing (401) or not allowed (403)
     ├── RateLimited                 too many requests from one address (429)
+    ├── Conflict                    the request needs state the server lacks (409)
     └── RemoteError                 a server could not be reached or failed
 """
 
@@ -97,6 +98,10 @@ class AuthError(ShoalError):
 
 class RateLimited(ShoalError):
     """Too many requests from one address."""
+
+
+class Conflict(ShoalError):
+    """The request needs state the server does not hold (e.g. a delta before a full report)."""
 
 
 class RemoteError(ShoalError):

@@ -18,25 +18,34 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from shoal import __version__
-from tracker import bt_http, errors, registry_api
+from tracker import bt_http, errors, fleet_api, registry_api
 from tracker.announce import normalize_ip
 from tracker.auth import load_auth
 from tracker.ratelimit import RateLimiter
 from tracker.settings import TrackerSettings
 from tracker.state import CoordinatorState
-from tracker.stores.base import Registry, Swarms
+from tracker.stores.base import Fleet, Registry, Swarms
 
 log = logging.getLogger("shoal.tracker")
 
-StoreFactory = Callable[[TrackerSettings], tuple[Registry, Swarms]]
+StoreFactory = Callable[[TrackerSettings], tuple[Registry, Swarms, Fleet]]
 
 
-def default_stores(settings: TrackerSettings) -> tuple[Registry, Swarms]:
-    """SQLite registry in ``state_dir`` and swarms in memory."""
+def default_stores(settings: TrackerSettings) -> tuple[Registry, Swarms, Fleet]:
+    """Redis for everything when configured; else a SQLite registry and the rest in memory."""
+    if settings.redis:
+        from tracker.stores.redis import redis_stores
+
+        return redis_stores(settings)
     from tracker.stores.memory import MemorySwarms
+    from tracker.stores.memory_fleet import MemoryFleet
     from tracker.stores.sqlite import SqliteRegistry
 
-    return SqliteRegistry(settings.db), MemorySwarms(settings.peer_ttl)
+    return (
+        SqliteRegistry(settings.db),
+        MemorySwarms(settings.peer_ttl),
+        MemoryFleet(settings.availability_ttl, settings.assignment_ttl),
+    )
 
 
 class Coordinator:
@@ -79,7 +88,7 @@ def _api(coordinator: Coordinator, stores: StoreFactory, clock: Callable[[], flo
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry, swarms = stores(settings)
+        registry, swarms, fleet = stores(settings)
         auth, notes = load_auth(
             settings.state_dir, settings.publish_tokens, settings.fleet_token, settings.tokens_file
         )
@@ -89,6 +98,7 @@ def _api(coordinator: Coordinator, stores: StoreFactory, clock: Callable[[], flo
             settings=settings,
             registry=registry,
             swarms=swarms,
+            fleet=fleet,
             auth=auth,
             limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
             clock=clock,
@@ -99,12 +109,14 @@ def _api(coordinator: Coordinator, stores: StoreFactory, clock: Callable[[], flo
             yield
         finally:
             coordinator.state = None
+            await fleet.close()
             await swarms.close()
             await registry.close()
 
     app = FastAPI(title="shoal coordinator", version=__version__, lifespan=lifespan)
     errors.install(app)
     app.include_router(registry_api.router)
+    app.include_router(fleet_api.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

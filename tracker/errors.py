@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from shoal.errors import AuthError, BadInput, NotFound, RateLimited, ShoalError
+from shoal.errors import AuthError, BadInput, Conflict, NotFound, RateLimited, ShoalError
 from shoal.wire import BodyTooLarge
 from tracker.respond import respond
 
@@ -15,6 +15,7 @@ _STATUS: list[tuple[type[ShoalError], int]] = [
     (BadInput, 400),
     (NotFound, 404),
     (RateLimited, 429),
+    (Conflict, 409),
 ]
 
 

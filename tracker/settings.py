@@ -30,6 +30,10 @@ class TrackerSettings(ComponentSettings):
     private: bool = False  # announces must use /announce/<passkey>
     rate_limit: float = Field(default=100.0, ge=0)  # requests/s per address; 0 = off
     rate_burst: int = Field(default=200, ge=1)
+    availability_ttl: float = Field(default=90.0, gt=0)  # a host's chunk report lives this long
+    assignment_ttl: float = Field(default=60.0, gt=0)
+    edge_ttl: float = Field(default=90.0, gt=0)
+    max_want: int = Field(default=256, ge=1)
 
     @property
     def peer_ttl(self) -> float:

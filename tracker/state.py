@@ -10,7 +10,7 @@ from tracker.auth import Auth
 from tracker.metrics import Metrics
 from tracker.ratelimit import RateLimiter
 from tracker.settings import TrackerSettings
-from tracker.stores.base import Registry, Swarms
+from tracker.stores.base import Fleet, Registry, Swarms
 
 
 @dataclass
@@ -18,8 +18,10 @@ class CoordinatorState:
     settings: TrackerSettings
     registry: Registry
     swarms: Swarms
+    fleet: Fleet
     auth: Auth
     limiter: RateLimiter
     metrics: Metrics = field(default_factory=lambda: Metrics())
     clock: Callable[[], float] = time.time
     trusted_proxies: frozenset[str] = frozenset()
+    chunk_counts: dict[str, int] = field(default_factory=dict)  # manifest digest -> chunks

@@ -88,8 +88,8 @@ def test_post_to_announce_is_405(coordinator: Running) -> None:
 
 
 @pytest.fixture
-def limited(tmp_path: Path) -> Iterator[Running]:
-    yield from start(tmp_path, rate_limit=1, rate_burst=5)
+def limited(tmp_path: Path, backend: str | None) -> Iterator[Running]:
+    yield from start(tmp_path, backend, rate_limit=1, rate_burst=5)
 
 
 def test_flood_from_one_address_is_429_others_served(limited: Running) -> None:
@@ -103,8 +103,8 @@ def test_flood_from_one_address_is_429_others_served(limited: Running) -> None:
 
 
 @pytest.fixture
-def private(tmp_path: Path) -> Iterator[Running]:
-    yield from start(tmp_path, private=True)
+def private(tmp_path: Path, backend: str | None) -> Iterator[Running]:
+    yield from start(tmp_path, backend, private=True)
 
 
 def test_private_fleet_needs_a_passkey(private: Running, tmp_path: Path) -> None:
@@ -119,8 +119,8 @@ def test_private_fleet_needs_a_passkey(private: Running, tmp_path: Path) -> None
 
 
 @pytest.fixture
-def proxied(tmp_path: Path) -> Iterator[Running]:
-    yield from start(tmp_path, trusted_proxies=("127.0.0.2",))
+def proxied(tmp_path: Path, backend: str | None) -> Iterator[Running]:
+    yield from start(tmp_path, backend, trusted_proxies=("127.0.0.2",))
 
 
 def test_ip_param_only_from_trusted_proxies(proxied: Running, tmp_path: Path) -> None:

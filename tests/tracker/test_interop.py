@@ -28,13 +28,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float = 90.0) -> None:
+def wait_for(
+    what: str | Callable[[], str], predicate: Callable[[], bool], timeout: float = 60.0
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(
+        f"timed out waiting for {what()}" if callable(what) else f"timed out waiting for {what}"
+    )
 
 
 def scrape(url: str, info_hash: bytes) -> dict[bytes, int]:
@@ -101,6 +105,7 @@ def test_aria2c_transmission_and_libtorrent_share_a_model(
                     "--enable-peer-exchange=false",
                     "--bt-enable-lpd=false",
                     "--seed-time=10",
+                    "--seed-ratio=0.0",
                     f"--listen-port={free_port()}",
                     "--summary-interval=0",
                     "--console-log-level=warn",
@@ -147,12 +152,14 @@ def test_aria2c_transmission_and_libtorrent_share_a_model(
 
         wait_for("aria2c to finish", lambda: files_match(aria_dir / name, expected))
         wait_for("transmission to finish", lambda: files_match(tr_dir / name, expected))
-        wait_for(
-            "scrape to count three seeds and two completions",
-            lambda: (
-                scrape(coordinator.url, ih) == {b"complete": 3, b"downloaded": 2, b"incomplete": 0}
-            ),
-        )
+        want = {b"complete": 3, b"downloaded": 2, b"incomplete": 0}
+        seen: list[dict[bytes, int]] = []
+
+        def counted() -> bool:
+            seen.append(scrape(coordinator.url, ih))
+            return seen[-1] == want
+
+        wait_for(lambda: f"scrape to count 3 seeds, 2 completions (saw {seen[-1:]})", counted)
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)

@@ -61,14 +61,14 @@ def test_moving_and_deleting_a_tag_keeps_history(coordinator: Running, tmp_path:
     ]
 
 
-def test_registry_survives_restart(tmp_path: Path) -> None:
+def test_registry_survives_restart(tmp_path: Path, backend: str | None) -> None:
     pub = make_published(tmp_path)
-    gen = start(tmp_path)
+    gen = start(tmp_path, backend)
     c = next(gen)
     with client(c) as cc:
         cc.publish(pub.manifest, pub.torrent_path.read_bytes())
     gen.close()
-    gen = start(tmp_path)
+    gen = start(tmp_path, backend)
     c = next(gen)
     with client(c) as cc:
         assert cc.resolve(ModelRef.parse("demo:v1")) == pub.manifest

@@ -80,3 +80,56 @@ class Swarms(Protocol):
         """(swarms, peers) alive now."""
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    host: str
+    ip: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeRecord:
+    url: str
+    kind: str  # "edge" or "origin"
+    labels: dict[str, str]
+    capacity: int  # bytes/s the operator says it can serve; 0 if unknown
+    owner: str  # the host identity that registered it
+    expires: float
+
+
+class Fleet(Protocol):
+    """Chunk availability per swarm, HTTP-fetch assignments, and the edge directory."""
+
+    async def report(
+        self,
+        swarm: str,
+        host: str,
+        ip: str,
+        port: int | None,
+        num_chunks: int,
+        *,
+        full: bytes | None,
+        have: list[int],
+        lost: list[int],
+        now: float,
+    ) -> None:
+        """A full bitfield (``full``) or a delta; raises ``Conflict`` for a delta with no
+        live full report on record."""
+
+    async def replicas(self, swarm: str, num_chunks: int, now: float) -> list[int]: ...
+
+    async def holders(self, swarm: str, chunk: int, now: float) -> list[Holder]: ...
+
+    async def assign(
+        self, swarm: str, host: str, num_chunks: int, want: int, now: float
+    ) -> tuple[list[int], float]:
+        """Chunks for ``host`` to fetch over HTTP and when the assignment expires."""
+
+    async def register_edge(self, edge: EdgeRecord, now: float) -> None:
+        """Raises ``AuthError`` if another live owner holds the URL."""
+
+    async def edges(self, now: float) -> list[EdgeRecord]: ...
+
+    async def close(self) -> None: ...
