@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 from shoal import bencode
@@ -45,15 +45,21 @@ class AnnounceRequest:
 
 @dataclass(frozen=True, slots=True)
 class PeerAddr:
-    """A peer as a tracker hands it out."""
+    """A peer as a tracker hands it out; ``packed`` is its compact form (BEP 23/7),
+    computed once so that answers are a join of stored bytes."""
 
     ip: str
     port: int
     peer_id: bytes
+    packed: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        packed = ipaddress.ip_address(self.ip).packed + struct.pack(">H", self.port)
+        object.__setattr__(self, "packed", packed)
 
     @property
     def v6(self) -> bool:
-        return ":" in self.ip
+        return len(self.packed) == 18
 
 
 def parse_query(raw: bytes) -> dict[bytes, list[bytes]]:
@@ -137,8 +143,8 @@ def announce_response(
         "min interval": min_interval,
     }
     if compact:
-        body["peers"] = b"".join(_pack(p) for p in peers if not p.v6)
-        body["peers6"] = b"".join(_pack(p) for p in peers if p.v6)
+        body["peers"] = b"".join(p.packed for p in peers if not p.v6)
+        body["peers6"] = b"".join(p.packed for p in peers if p.v6)
     else:
         body["peers"] = [
             {"ip": p.ip, "port": p.port}
@@ -157,10 +163,6 @@ def scrape_response(stats: Iterable[tuple[bytes, int, int, int]]) -> bytes:
 
 def failure(reason: str) -> bytes:
     return bencode.encode({"failure reason": reason})
-
-
-def _pack(p: PeerAddr) -> bytes:
-    return ipaddress.ip_address(p.ip).packed + struct.pack(">H", p.port)
 
 
 def _one(q: dict[bytes, list[bytes]], key: bytes) -> bytes:

@@ -59,3 +59,21 @@ def test_completed_twice_counts_once() -> None:
         assert stats.downloaded == 1
 
     run(scenario())
+
+
+def test_large_swarm_sampling_is_bounded_and_correct() -> None:
+    async def scenario() -> None:
+        s = MemorySwarms(peer_ttl=100, rng=random.Random(3))
+        for n in range(2000):
+            await s.announce(IH, peer(n), 0 if n % 2 else 5, "", 50, now=0)
+        r = await s.announce(IH, peer(1), 0, "", 50, now=1)  # a seed
+        assert len(r.peers) == 50 and all(p.port % 2 == 0 for p in r.peers)
+        assert (r.complete, r.incomplete) == (1000, 1000)
+        r = await s.announce(IH, peer(0), 5, "", 50, now=1)  # a leecher
+        assert len(r.peers) == 50 and peer(0) not in r.peers
+        assert len({p.port for p in r.peers}) == 50
+        # peers refreshed later expire later: only the two that re-announced survive
+        [stats] = await s.scrape([IH], now=100.5)
+        assert (stats.complete, stats.incomplete) == (1, 1)
+
+    run(scenario())

@@ -1,4 +1,9 @@
-"""Swarm state in this process's memory (the SQLite backend's default for swarms)."""
+"""Swarm state in this process's memory (the SQLite backend's default for swarms).
+
+An announce costs O(numwant), whatever the swarm's size: seeds and leechers are
+kept in two sampling lists (swap-remove), counts are kept up to date, and
+peers sit in a dict ordered by last announce, so expiry pops from the front.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,29 @@ from dataclasses import dataclass, field
 
 from tracker.announce import PeerAddr
 from tracker.stores.base import AnnounceResult, SwarmStats
+
+Key = tuple[str, int]
+
+
+class _Bag:
+    """Keys with O(1) add, remove and random sampling."""
+
+    __slots__ = ("items", "pos")
+
+    def __init__(self) -> None:
+        self.items: list[Key] = []
+        self.pos: dict[Key, int] = {}
+
+    def add(self, key: Key) -> None:
+        self.pos[key] = len(self.items)
+        self.items.append(key)
+
+    def remove(self, key: Key) -> None:
+        i = self.pos.pop(key)
+        last = self.items.pop()
+        if i < len(self.items):
+            self.items[i] = last
+            self.pos[last] = i
 
 
 @dataclass(slots=True)
@@ -18,20 +46,27 @@ class _Peer:
 
 @dataclass(slots=True)
 class _Swarm:
-    peers: dict[tuple[str, int], _Peer] = field(default_factory=dict)
+    peers: dict[Key, _Peer] = field(default_factory=dict)  # oldest announce first
+    seeds: _Bag = field(default_factory=_Bag)
+    leechers: _Bag = field(default_factory=_Bag)
     downloaded: int = 0
-    next_sweep: float = 0.0
 
-    def sweep(self, now: float, every: float) -> None:
-        if now < self.next_sweep:
-            return
-        self.next_sweep = now + every
-        for key in [k for k, p in self.peers.items() if p.expires <= now]:
-            del self.peers[key]
+    def drop(self, key: Key) -> None:
+        peer = self.peers.pop(key)
+        (self.seeds if peer.left == 0 else self.leechers).remove(key)
 
-    def counts(self) -> tuple[int, int]:
-        seeds = sum(1 for p in self.peers.values() if p.left == 0)
-        return seeds, len(self.peers) - seeds
+    def put(self, key: Key, peer: _Peer) -> None:
+        if key in self.peers:
+            self.drop(key)
+        self.peers[key] = peer
+        (self.seeds if peer.left == 0 else self.leechers).add(key)
+
+    def expire(self, now: float) -> None:
+        while self.peers:
+            key = next(iter(self.peers))
+            if self.peers[key].expires > now:
+                break
+            self.drop(key)
 
 
 class MemorySwarms:
@@ -49,24 +84,37 @@ class MemorySwarms:
         swarm = self._swarms.get(info_hash)
         if swarm is None:
             swarm = self._swarms[info_hash] = _Swarm()
-        swarm.sweep(now, self.peer_ttl / 4)
+        swarm.expire(now)
         key = (peer.ip, peer.port)
+        old = swarm.peers.get(key)
         if event == "stopped":
-            swarm.peers.pop(key, None)
+            if old is not None:
+                swarm.drop(key)
         else:
-            old = swarm.peers.get(key)
             if event == "completed" and (old is None or old.left != 0):
                 swarm.downloaded += 1
-            swarm.peers[key] = _Peer(peer, left, now + self.peer_ttl)
-        others = [
-            p.addr
-            for k, p in swarm.peers.items()
-            if k != key and p.expires > now and (left != 0 or p.left != 0)
-        ]
-        if len(others) > numwant:
-            others = self._rng.sample(others, numwant)
-        seeds, leechers = swarm.counts()
-        return AnnounceResult(others, seeds, leechers)
+            swarm.put(key, _Peer(peer, left, now + self.peer_ttl))
+        pools = [swarm.leechers] if left == 0 else [swarm.seeds, swarm.leechers]
+        return AnnounceResult(
+            self._sample(swarm, pools, key, numwant),
+            len(swarm.seeds.items),
+            len(swarm.leechers.items),
+        )
+
+    def _sample(self, swarm: _Swarm, pools: list[_Bag], me: Key, numwant: int) -> list[PeerAddr]:
+        total = sum(len(b.items) for b in pools)
+        if total <= numwant + 1:
+            keys = [k for b in pools for k in b.items]
+        else:
+            picks = self._rng.sample(range(total), numwant + 1)
+            keys = []
+            for i in picks:
+                for b in pools:
+                    if i < len(b.items):
+                        keys.append(b.items[i])
+                        break
+                    i -= len(b.items)
+        return [swarm.peers[k].addr for k in keys if k != me][:numwant]
 
     async def scrape(self, info_hashes: list[bytes], now: float) -> list[SwarmStats]:
         stats = []
@@ -75,17 +123,18 @@ class MemorySwarms:
             if swarm is None:
                 stats.append(SwarmStats(h, 0, 0, 0))
                 continue
-            swarm.sweep(now, 0)
-            seeds, leechers = swarm.counts()
-            stats.append(SwarmStats(h, seeds, swarm.downloaded, leechers))
+            swarm.expire(now)
+            stats.append(
+                SwarmStats(h, len(swarm.seeds.items), swarm.downloaded, len(swarm.leechers.items))
+            )
         return stats
 
     async def totals(self, now: float) -> tuple[int, int]:
         peers = 0
         for swarm in self._swarms.values():
-            swarm.sweep(now, self.peer_ttl / 4)
+            swarm.expire(now)
             peers += len(swarm.peers)
-        return len(self._swarms), peers
+        return sum(1 for s in self._swarms.values() if s.peers), peers
 
     async def close(self) -> None:
         self._swarms.clear()
