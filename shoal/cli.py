@@ -54,7 +54,7 @@ def main() -> None:
         app()
     except _Signalled as exc:
         name = "interrupted" if exc.signum == signal.SIGINT else "terminated"
-        _fail(f"{name}; nothing half-written was left in place", 128 + exc.signum)
+        _fail(f"{name} ({signal.Signals(exc.signum).name}); stopped cleanly", 128 + exc.signum)
 
 
 def _raise_signalled(signum: int, frame: FrameType | None) -> None:

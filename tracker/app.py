@@ -125,8 +125,8 @@ def _api(coordinator: Coordinator, stores: StoreFactory, clock: Callable[[], flo
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         state: CoordinatorState = request.app.state.coordinator
-        swarms, peers = await state.swarms.totals(state.clock())
-        return Response(state.metrics.render(swarms, peers), media_type="text/plain; version=0.0.4")
+        census = await state.swarms.census(state.clock())
+        return Response(state.metrics.render(census), media_type="text/plain; version=0.0.4")
 
     return app
 

@@ -99,6 +99,7 @@ async def report_full(request: Request, digest: str, authorization: Auth = None)
     await state.fleet.report(
         swarm, host, ip, port, n, full=bits, have=[], lost=[], now=state.clock()
     )
+    state.metrics.reports.labels("full").inc()
     return respond(request, {"host": host, "ttl": state.settings.availability_ttl})
 
 
@@ -130,6 +131,7 @@ async def report_delta(request: Request, digest: str, authorization: Auth = None
         lost=_int_list(body.get("lost"), "lost"),
         now=state.clock(),
     )
+    state.metrics.reports.labels("delta").inc()
     return respond(request, {"host": host, "ttl": state.settings.availability_ttl})
 
 
@@ -171,6 +173,7 @@ async def assignments(request: Request, digest: str, authorization: Auth = None)
     chunks, expires = await state.fleet.assign(
         swarm, host, n, min(want, state.settings.max_want), now
     )
+    state.metrics.assigned.inc(len(chunks))
     return respond(request, {"chunks": chunks, "expires_in": round(expires - now, 3)})
 
 

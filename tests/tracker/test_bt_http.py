@@ -147,4 +147,5 @@ def test_health_and_metrics(coordinator: Running, published: bytes) -> None:
     text = httpx.get(f"{coordinator.url}/metrics").text
     assert 'shoal_tracker_announces_total{event="started"} 1.0' in text
     assert "shoal_tracker_peers 1.0" in text
+    assert f'shoal_tracker_swarm_peers{{info_hash="{published.hex()}",kind="seeds"}} 1.0' in text
     assert 'shoal_tracker_registry_ops_total{op="publish"} 1.0' in text

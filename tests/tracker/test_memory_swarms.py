@@ -26,7 +26,8 @@ def test_counts_events_and_expiry() -> None:
         [stats] = await s.scrape([IH], now=2)
         assert (stats.complete, stats.downloaded, stats.incomplete) == (2, 1, 0)
         await s.announce(IH, peer(1), 0, "stopped", 50, now=3)
-        assert (await s.totals(now=3)) == (1, 1)
+        [live] = await s.census(now=3)
+        assert (live.complete, live.incomplete) == (1, 0)
         # peer 0 never announces again: gone after the TTL
         [stats] = await s.scrape([IH], now=101)
         assert (stats.complete, stats.incomplete) == (0, 0)

@@ -76,8 +76,8 @@ class Swarms(Protocol):
 
     async def scrape(self, info_hashes: list[bytes], now: float) -> list[SwarmStats]: ...
 
-    async def totals(self, now: float) -> tuple[int, int]:
-        """(swarms, peers) alive now."""
+    async def census(self, now: float) -> list[SwarmStats]:
+        """Every swarm with live peers."""
 
     async def close(self) -> None: ...
 

@@ -129,12 +129,17 @@ class MemorySwarms:
             )
         return stats
 
-    async def totals(self, now: float) -> tuple[int, int]:
-        peers = 0
-        for swarm in self._swarms.values():
+    async def census(self, now: float) -> list[SwarmStats]:
+        out = []
+        for h, swarm in self._swarms.items():
             swarm.expire(now)
-            peers += len(swarm.peers)
-        return sum(1 for s in self._swarms.values() if s.peers), peers
+            if swarm.peers:
+                out.append(
+                    SwarmStats(
+                        h, len(swarm.seeds.items), swarm.downloaded, len(swarm.leechers.items)
+                    )
+                )
+        return out
 
     async def close(self) -> None:
         self._swarms.clear()

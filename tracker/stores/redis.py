@@ -250,14 +250,11 @@ class RedisSwarms:
         return stats
 
     @_guard
-    async def totals(self, now: float) -> tuple[int, int]:
-        swarms = peers = 0
+    async def census(self, now: float) -> list[SwarmStats]:
+        hashes = []
         async for key in self.s.r.scan_iter(match=f"{P}peers:*", count=500):
-            alive = sum(1 for v in (await self.s.r.hvals(key)) if _unpack(v)[2] > now)
-            if alive:
-                swarms += 1
-                peers += alive
-        return swarms, peers
+            hashes.append(bytes.fromhex(_text(key).rsplit(":", 1)[1]))
+        return [s for s in await self.scrape(hashes, now) if s.complete + s.incomplete]
 
     async def close(self) -> None:
         return None

@@ -1,0 +1,124 @@
+"""``shoal tracker serve`` as real processes: two replicas on one Redis, and publishing to them."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote_from_bytes
+
+import httpx
+
+from shoal.bencode import decode
+from shoal.coordinator_client import CoordinatorClient
+from shoal.ref import ModelRef
+from shoal.testing import free_port, write_model_dir
+from shoal.torrent import Torrent
+from tests.conftest import SHOAL
+from tests.tracker.conftest import flush
+
+
+def serve(tmp: Path, redis_url: str) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(SHOAL),
+            "tracker",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--redis",
+            redis_url,
+            "--db",
+            str(tmp / "registry.sqlite"),
+            "--publish-token",
+            "pub",
+            "--fleet-token",
+            "fleet",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, "coordinator did not start"
+            time.sleep(0.05)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def announce(url: str, info_hash: bytes, port: int, left: int) -> dict[bytes, object]:
+    q = (
+        f"info_hash={quote_from_bytes(info_hash, safe='')}&peer_id=-SH0100-{port:012d}"
+        f"&port={port}&left={left}&event=started"
+    )
+    return decode(httpx.get(f"{url}/announce?{q}").content)
+
+
+def test_two_replicas_one_redis_and_cli_publish(tmp_path: Path, redis_url: str) -> None:
+    flush(redis_url)
+    (a, url_a), (b, url_b) = serve(tmp_path / "a", redis_url), serve(tmp_path / "b", redis_url)
+    try:
+        src = write_model_dir(tmp_path / "src", {"w.bin": 200_000})
+        r = subprocess.run(
+            [
+                str(SHOAL),
+                "publish",
+                str(src),
+                "--name",
+                "fleet/m:1",
+                "--out",
+                str(tmp_path / "out"),
+                "--coordinator",
+                url_a,
+                "--token",
+                "pub",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 0, r.stderr
+        assert f"registered with {url_a}" in r.stdout
+        torrent = Torrent.load((tmp_path / "out" / "m-1.torrent").read_bytes())
+        assert torrent.trackers == (f"{url_a}/announce",)  # the coordinator became the tracker
+        with CoordinatorClient(url_b) as cc:  # the other replica knows it
+            manifest = cc.resolve(ModelRef.parse("fleet/m:1"))
+        assert manifest.info_hash_v1 == torrent.info_hash_v1
+        announce(url_a, torrent.info_hash_v1, 4001, 0)
+        body = announce(url_b, torrent.info_hash_v1, 4002, 10)
+        assert body[b"peers"] == bytes([127, 0, 0, 1]) + (4001).to_bytes(2, "big")
+        bad = subprocess.run(
+            [
+                str(SHOAL),
+                "publish",
+                str(src),
+                "--name",
+                "fleet/m:2",
+                "--out",
+                str(tmp_path / "o2"),
+                "--coordinator",
+                url_b,
+                "--token",
+                "nope",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert bad.returncode == 1 and "may not publish" in bad.stderr
+        assert not (tmp_path / "o2").exists()
+    finally:
+        for proc in (a, b):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (a, b):
+            assert proc.wait(timeout=20) == 128 + signal.SIGTERM  # graceful, after shutdown
+            assert "stopped cleanly" in (proc.stderr.read() if proc.stderr else "")
