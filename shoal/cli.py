@@ -171,6 +171,53 @@ def tracker_serve(
 
 
 @app.command()
+def seed(
+    dirs: Annotated[list[Path], typer.Argument(help="Directories written by 'shoal publish'.")],
+    host: Annotated[str | None, typer.Option(help="Address for HTTP [0.0.0.0].")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port [8471].")] = None,
+    bt_listen: Annotated[
+        str | None, typer.Option(help="BitTorrent listen address:port [0.0.0.0:6881].")
+    ] = None,
+    public_url: Annotated[
+        str | None, typer.Option(help="URL the fleet reaches this origin at.")
+    ] = None,
+    coordinator: Annotated[str | None, typer.Option(help="Coordinator to register with.")] = None,
+    token: Annotated[str | None, typer.Option(help="Host or fleet token for it.")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="k=v label (repeatable).")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file ([seed] table).")] = None,
+) -> None:
+    """Serve published models over HTTP (Range, BEP 19 web seed) and seed them over BitTorrent."""
+    with _user_errors():
+        import asyncio
+
+        from seeder.seed import OriginSettings, run
+
+        settings = OriginSettings.load(
+            config,
+            dirs=tuple(dirs),
+            host=host,
+            port=port,
+            bt_listen=bt_listen,
+            public_url=public_url,
+            coordinator=coordinator,
+            token=token,
+            labels=_labels(label) if label else None,
+        )
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        asyncio.run(run(settings))
+
+
+def _labels(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BadInput(f"invalid label {item!r}", "write labels as key=value")
+        out[key] = value
+    return out
+
+
+@app.command()
 def version() -> None:
     """Print shoal's version."""
     typer.echo(f"shoal {__version__}")

@@ -86,6 +86,24 @@ class CoordinatorClient:
         answer = self._call("GET", "/v1/models")
         return list(answer.get("models", [])) if isinstance(answer, dict) else []
 
+    def register_edge(
+        self, url: str, kind: str, labels: dict[str, str], capacity: int = 0
+    ) -> float:
+        """Register an edge or origin (host token); returns the TTL to renew within."""
+        answer = self._call(
+            "POST",
+            "/v1/edges",
+            content=wire.pack({"url": url, "kind": kind, "labels": labels, "capacity": capacity}),
+            headers={"Content-Type": wire.MSGPACK},
+        )
+        ttl = answer.get("ttl") if isinstance(answer, dict) else None
+        return float(ttl) if isinstance(ttl, int | float) and ttl > 0 else 60.0
+
+    def edges(self, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        """Edges and origins, nearest first by ``labels``."""
+        answer = self._call("GET", "/v1/edges", params=labels or {})
+        return list(answer.get("edges", [])) if isinstance(answer, dict) else []
+
     def delete(self, ref: ModelRef) -> None:
         self._call("DELETE", f"/v1/models/{ref}")
 

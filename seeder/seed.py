@@ -1,0 +1,111 @@
+"""``shoal seed``: serve published models over HTTP and seed them over BitTorrent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from seeder.catalog import Catalog
+from seeder.httpserve import HttpServer
+from seeder.origin import Origin
+from seeder.seeding import Seeder, SeedSettings
+from shoal.coordinator_client import CoordinatorClient
+from shoal.errors import ShoalError
+from shoal.settings import ComponentSettings
+
+log = logging.getLogger("shoal.seed")
+
+
+class OriginSettings(ComponentSettings):
+    """``[seed]`` in the config file, ``SHOAL_SEED_*`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOAL_SEED_", extra="forbid", frozen=True)
+    toml_section: ClassVar[str] = "seed"
+
+    dirs: tuple[Path, ...] = ()
+    host: str = "0.0.0.0"  # noqa: S104 - an origin serves its fleet
+    port: int = Field(default=8471, ge=0, le=65535)
+    bt_listen: str = "0.0.0.0:6881"
+    enable_lsd: bool = True
+    public_url: str | None = None
+    coordinator: str | None = None
+    token: str | None = None  # a host (or fleet) token for the coordinator
+    labels: dict[str, str] = Field(default_factory=dict)
+    capacity: int = Field(default=0, ge=0)  # bytes/s, advertised to the coordinator
+
+
+def public_url(settings: OriginSettings, port: int) -> str:
+    if settings.public_url:
+        return settings.public_url
+    host = settings.host if settings.host not in ("0.0.0.0", "::") else socket.getfqdn()  # noqa: S104
+    return f"http://{host}:{port}/"
+
+
+async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled or SIGTERM/SIGINT."""
+    if not settings.dirs:
+        raise ShoalError("no published model directories to serve", "give DIR arguments")
+    catalog = Catalog.load(list(settings.dirs))
+    seeder = Seeder(
+        catalog, SeedSettings(listen=settings.bt_listen, enable_lsd=settings.enable_lsd)
+    )
+    seeder.start()
+    server = HttpServer(Origin(catalog))
+    try:
+        await server.start(settings.host, settings.port)
+    except OSError as exc:
+        seeder.close()
+        raise ShoalError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            "pick another --port",
+        ) from None
+    url = public_url(settings, server.port)
+    log.info(
+        "origin for %d models at %s (BitTorrent port %d)",
+        len(catalog.models),
+        url,
+        seeder.listen_port,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
+    if settings.coordinator:
+        tasks.append(asyncio.create_task(_register(settings, url)))
+    if ready is not None:
+        ready.set()
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            t.result()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await server.close()
+        seeder.close()
+        log.info("origin stopped")
+
+
+async def _register(settings: OriginSettings, url: str) -> None:
+    """Register as an origin, and renew well within the coordinator's TTL."""
+    assert settings.coordinator is not None
+    with CoordinatorClient(settings.coordinator, settings.token) as client:
+        while True:
+            try:
+                ttl = await asyncio.to_thread(
+                    client.register_edge, url, "origin", dict(settings.labels), settings.capacity
+                )
+            except ShoalError as exc:
+                log.warning("cannot register with the coordinator: %s", exc)
+                ttl = 15.0
+            await asyncio.sleep(max(1.0, ttl / 3))

@@ -1,0 +1,95 @@
+"""Seeding published models with libtorrent, straight from their content-addressed blobs.
+
+Each torrent file is mapped onto its blob (``renamed_files`` with absolute
+paths), so nothing is copied into a torrent layout; pad files stay virtual.
+Torrents start in seed mode: ``shoal publish`` hashed every byte, and
+libtorrent still checks each piece before it first sends it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import libtorrent as lt
+
+from seeder.catalog import Catalog
+from shoal.errors import ShoalError
+
+log = logging.getLogger("shoal.seed")
+
+
+@dataclass(frozen=True, slots=True)
+class SeedSettings:
+    listen: str = "0.0.0.0:6881"
+    enable_lsd: bool = True
+    enable_dht: bool = False
+    upload_rate_limit: int = 0  # bytes/s, 0 = unlimited
+    allow_multiple_connections_per_ip: bool = True
+
+
+class Seeder:
+    """A libtorrent session seeding every model of a catalog."""
+
+    def __init__(self, catalog: Catalog, settings: SeedSettings) -> None:
+        self.catalog = catalog
+        self.settings = settings
+        self.session: Any = None
+        self.handles: dict[str, Any] = {}
+
+    def start(self) -> None:
+        s = self.settings
+        self.session = lt.session(
+            {
+                "listen_interfaces": s.listen,
+                "enable_dht": s.enable_dht,
+                "enable_lsd": s.enable_lsd,
+                "enable_upnp": False,
+                "enable_natpmp": False,
+                "allow_multiple_connections_per_ip": s.allow_multiple_connections_per_ip,
+                "upload_rate_limit": s.upload_rate_limit,
+                "unchoke_slots_limit": -1,
+                "alert_mask": lt.alert_category.error,
+                "user_agent": "shoal-seed",
+            }
+        )
+        for model in self.catalog.models:
+            ti = lt.torrent_info(model.torrent)
+            fs = ti.files()
+            blobs = {f.path.value: model.blob_path(f) for f in model.manifest.files}
+            renamed = {}
+            for i in range(fs.num_files()):
+                if fs.file_flags(i) & lt.file_storage.flag_pad_file:
+                    continue
+                rel = (
+                    fs.file_path(i).split("/", 1)[1] if "/" in fs.file_path(i) else fs.file_path(i)
+                )
+                if rel not in blobs:
+                    raise ShoalError(f"torrent of {model.root} names {rel}, not in its manifest")
+                renamed[i] = str(blobs[rel].resolve())
+            params = lt.add_torrent_params()
+            params.ti = ti
+            params.save_path = str(model.root.resolve())
+            params.renamed_files = renamed
+            params.flags |= lt.torrent_flags.seed_mode
+            params.flags &= ~lt.torrent_flags.auto_managed
+            params.flags &= ~lt.torrent_flags.paused
+            self.handles[model.meta.name] = self.session.add_torrent(params)
+        log.info("seeding %d torrents on port %d", len(self.handles), self.listen_port)
+
+    @property
+    def listen_port(self) -> int:
+        port: int = self.session.listen_port()
+        return port
+
+    def errors(self) -> list[str]:
+        """Error alerts since the last call (file errors, listen failures)."""
+        return [a.message() for a in self.session.pop_alerts()]
+
+    def close(self) -> None:
+        if self.session is not None:
+            for h in self.handles.values():
+                self.session.remove_torrent(h)
+            self.handles.clear()
+            self.session = None
