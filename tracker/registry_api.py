@@ -129,6 +129,29 @@ async def torrent(request: Request, info_hash: str) -> Response:
     return Response(data, media_type="application/x-bittorrent")
 
 
+@router.get("/blobs/{digest}/chunks")
+async def chunk_map(request: Request, digest: str) -> Response:
+    """Chunk size and chunk digests of a blob, from a manifest that lists it (edges verify
+    every chunk against this)."""
+    state = state_of(request)
+    d = Digest.parse(digest)
+    holder = await state.registry.manifest_with_blob(d)
+    data = await state.registry.manifest(holder) if holder else None
+    if data is None:
+        raise NotFound(f"no published manifest lists blob {d}")
+    m = Manifest.load(data)
+    entry = next(f for f in m.files if f.sha256 == d)
+    return respond(
+        request,
+        {
+            "digest": str(d),
+            "size": entry.size,
+            "chunk_size": m.chunk_size,
+            "chunks": entry.chunk_hashes,
+        },
+    )
+
+
 @router.get("/models")
 async def models(request: Request) -> Response:
     """Every current tag and the manifest it points at."""

@@ -177,3 +177,18 @@ def test_bad_or_unknown_lookups(coordinator: Running, path: str) -> None:
     r = httpx.get(coordinator.url + path, headers={"Accept": "application/json"})
     assert r.status_code in (400, 404), (r.status_code, r.text)
     assert r.json()["error"]["message"]
+
+
+def test_chunk_map_of_a_blob(coordinator: Running, tmp_path: Path) -> None:
+    pub = make_published(tmp_path)
+    with client(coordinator) as cc:
+        cc.publish(pub.manifest, pub.torrent_path.read_bytes())
+    entry = pub.manifest.files[1]
+    r = httpx.get(f"{coordinator.url}/v1/blobs/{entry.sha256}/chunks")
+    got = msgpack.unpackb(r.content)
+    assert (got["size"], got["chunk_size"], got["chunks"]) == (
+        entry.size,
+        pub.manifest.chunk_size,
+        entry.chunk_hashes,
+    )
+    assert httpx.get(f"{coordinator.url}/v1/blobs/sha256:{'0' * 64}/chunks").status_code == 404

@@ -55,6 +55,9 @@ class Registry(Protocol):
     async def torrent(self, info_hash: bytes) -> bytes | None:
         """By v1 (20 bytes), v2 (32 bytes) or truncated v2 (20 bytes) info-hash."""
 
+    async def manifest_with_blob(self, blob: Digest) -> Digest | None:
+        """A published manifest that lists a file with this content (the first one)."""
+
     async def is_swarm(self, info_hash: bytes) -> bool:
         """Whether a 20-byte announce key belongs to a published torrent."""
 

@@ -125,6 +125,8 @@ class RedisRegistry:
             p.set(f"{P}manifest:{manifest.digest}", manifest.canonical_bytes, nx=True)
             p.set(f"{P}torrent:{v1.hex()}", torrent)
             p.sadd(f"{P}swarms", v1)
+            for f in manifest.files:
+                p.set(f"{P}blob:{f.sha256}", str(manifest.digest), nx=True)
             if v2:
                 p.set(f"{P}torrent-v2:{v2.hex()}", v1.hex())
                 p.set(f"{P}torrent-v2s:{short_v2(v2).hex()}", v1.hex())
@@ -161,6 +163,11 @@ class RedisRegistry:
             key = _text(pointer) if pointer else ""
         data = await r.get(f"{P}torrent:{key}") if key else None
         return _bytes(data)
+
+    @_guard
+    async def manifest_with_blob(self, blob: Digest) -> Digest | None:
+        found = await self.s.r.get(f"{P}blob:{blob}")
+        return Digest.parse(_text(found)) if found else None
 
     @_guard
     async def is_swarm(self, info_hash: bytes) -> bool:

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS tags (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, ref TEXT NOT NULL, digest TEXT,
     created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS tags_ref ON tags(ref, seq);
+CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, manifest TEXT NOT NULL);
 """
 
 
@@ -64,6 +65,10 @@ class SqliteRegistry:
                     torrent,
                 ),
             )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO blobs VALUES (?, ?)",
+                [(str(f.sha256), str(manifest.digest)) for f in manifest.files],
+            )
             moved = self._current(str(ref)) != manifest.digest
             if moved:
                 self._db.execute(
@@ -97,6 +102,12 @@ class SqliteRegistry:
                 "SELECT body FROM torrents WHERE v2_short = ?", (info_hash,)
             ).fetchone()
         return bytes(row[0]) if row else None
+
+    async def manifest_with_blob(self, blob: Digest) -> Digest | None:
+        row = self._db.execute(
+            "SELECT manifest FROM blobs WHERE digest = ?", (str(blob),)
+        ).fetchone()
+        return Digest.parse(row[0]) if row else None
 
     async def is_swarm(self, info_hash: bytes) -> bool:
         return info_hash in self._swarms
