@@ -52,7 +52,7 @@ class FileBody:
 class Response:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes | FileBody | AsyncIterator[bytes] = b""
+    body: bytes | FileBody | list[FileBody] | AsyncIterator[bytes] = b""
     length: int | None = None  # Content-Length; required for a streamed body
 
     def content_length(self) -> int:
@@ -60,6 +60,8 @@ class Response:
             return len(self.body)
         if isinstance(self.body, FileBody):
             return self.body.length
+        if isinstance(self.body, list):
+            return sum(part.length for part in self.body)
         if self.length is None:
             raise ValueError("a streamed body needs a length")
         return self.length
@@ -153,6 +155,9 @@ class HttpServer:
             await writer.drain()
         elif isinstance(body, FileBody):
             await _send_file(writer, body)
+        elif isinstance(body, list):
+            for part in body:
+                await _send_file(writer, part)
         else:
             sent = 0
             async for chunk in body:

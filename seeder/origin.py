@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from seeder.catalog import Blob, Catalog
 from seeder.httpserve import FileBody, Request, Response
 from shoal import wire
+from shoal.chunkmap import ChunkMap
 from shoal.digest import Digest
 from shoal.errors import BadInput
 from shoal.ranges import select
@@ -217,14 +218,8 @@ class Origin:
             )
             if blob is None:
                 return error(request, 404, "no such blob here")
-            return encode(request, chunk_map(blob))
+            return encode(
+                request,
+                ChunkMap(blob.digest, blob.size, blob.chunk_size, blob.chunk_hashes).to_wire(),
+            )
         return error(request, 404, "unknown registry path")
-
-
-def chunk_map(blob: Blob) -> dict[str, Any]:
-    return {
-        "digest": str(blob.digest),
-        "size": blob.size,
-        "chunk_size": blob.chunk_size,
-        "chunks": blob.chunk_hashes,
-    }

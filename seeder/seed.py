@@ -16,8 +16,8 @@ from pydantic_settings import SettingsConfigDict
 from seeder.catalog import Catalog
 from seeder.httpserve import HttpServer
 from seeder.origin import Origin
+from seeder.register import register_forever
 from seeder.seeding import Seeder, SeedSettings
-from shoal.coordinator_client import CoordinatorClient
 from shoal.errors import ShoalError
 from shoal.settings import ComponentSettings
 
@@ -42,11 +42,12 @@ class OriginSettings(ComponentSettings):
     capacity: int = Field(default=0, ge=0)  # bytes/s, advertised to the coordinator
 
 
-def public_url(settings: OriginSettings, port: int) -> str:
-    if settings.public_url:
-        return settings.public_url
-    host = settings.host if settings.host not in ("0.0.0.0", "::") else socket.getfqdn()  # noqa: S104
-    return f"http://{host}:{port}/"
+def public_url(host: str, port: int, explicit: str | None = None) -> str:
+    """The URL others reach this server at: ``explicit``, else built from host and port."""
+    if explicit:
+        return explicit
+    name = host if host not in ("0.0.0.0", "::") else socket.getfqdn()  # noqa: S104
+    return f"http://{name}:{port}/"
 
 
 async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> None:
@@ -67,7 +68,7 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
             "pick another --port",
         ) from None
-    url = public_url(settings, server.port)
+    url = public_url(settings.host, server.port, settings.public_url)
     log.info(
         "origin for %d models at %s (BitTorrent port %d)",
         len(catalog.models),
@@ -81,7 +82,18 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
             loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
     if settings.coordinator:
-        tasks.append(asyncio.create_task(_register(settings, url)))
+        tasks.append(
+            asyncio.create_task(
+                register_forever(
+                    settings.coordinator,
+                    settings.token,
+                    url,
+                    "origin",
+                    dict(settings.labels),
+                    settings.capacity,
+                )
+            )
+        )
     if ready is not None:
         ready.set()
     try:
@@ -94,18 +106,3 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
         await server.close()
         seeder.close()
         log.info("origin stopped")
-
-
-async def _register(settings: OriginSettings, url: str) -> None:
-    """Register as an origin, and renew well within the coordinator's TTL."""
-    assert settings.coordinator is not None
-    with CoordinatorClient(settings.coordinator, settings.token) as client:
-        while True:
-            try:
-                ttl = await asyncio.to_thread(
-                    client.register_edge, url, "origin", dict(settings.labels), settings.capacity
-                )
-            except ShoalError as exc:
-                log.warning("cannot register with the coordinator: %s", exc)
-                ttl = 15.0
-            await asyncio.sleep(max(1.0, ttl / 3))

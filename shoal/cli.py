@@ -207,6 +207,50 @@ def seed(
         asyncio.run(run(settings))
 
 
+edge_app = typer.Typer(
+    help="A verifying pull-through cache in front of origins.", no_args_is_help=True
+)
+app.add_typer(edge_app, name="edge")
+
+
+@edge_app.command("serve")
+def edge_serve(
+    upstream: Annotated[
+        list[str] | None, typer.Option(help="Origin or edge URL, tried in order (repeatable).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on [0.0.0.0].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [8472].")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Cache directory.")] = None,
+    max_size: Annotated[str | None, typer.Option(help="Cache budget, e.g. 500GiB.")] = None,
+    coordinator: Annotated[str | None, typer.Option(help="Coordinator URL.")] = None,
+    token: Annotated[str | None, typer.Option(help="Host or fleet token for it.")] = None,
+    label: Annotated[list[str] | None, typer.Option(help="k=v label (repeatable).")] = None,
+    public_url: Annotated[str | None, typer.Option(help="URL the fleet reaches it at.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file ([edge] table).")] = None,
+) -> None:
+    """Serve blobs and web-seed paths from a verified chunk cache, filled from upstream."""
+    with _user_errors():
+        import asyncio
+
+        from seeder.edge_serve import EdgeSettings, run
+
+        settings = EdgeSettings.load(
+            config,
+            upstreams=tuple(upstream) if upstream else None,
+            host=host,
+            port=port,
+            cache_dir=cache_dir,
+            max_size=max_size,
+            coordinator=coordinator,
+            token=token,
+            labels=_labels(label) if label else None,
+            public_url=public_url,
+        )
+        settings.max_bytes  # noqa: B018 - validate the size before starting
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        asyncio.run(run(settings))
+
+
 def _labels(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:

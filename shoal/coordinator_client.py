@@ -104,6 +104,10 @@ class CoordinatorClient:
         answer = self._call("GET", "/v1/edges", params=labels or {})
         return list(answer.get("edges", [])) if isinstance(answer, dict) else []
 
+    def chunk_map(self, digest: Digest) -> Any:
+        """The decoded chunk-map answer for a blob (validate with ``ChunkMap.from_wire``)."""
+        return self._call("GET", f"/v1/blobs/{digest}/chunks")
+
     def delete(self, ref: ModelRef) -> None:
         self._call("DELETE", f"/v1/models/{ref}")
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Path, Request
 from fastapi.responses import Response
 
 from shoal import wire
+from shoal.chunkmap import ChunkMap
 from shoal.digest import Digest
 from shoal.errors import BadInput, NotFound
 from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
@@ -141,15 +142,7 @@ async def chunk_map(request: Request, digest: str) -> Response:
         raise NotFound(f"no published manifest lists blob {d}")
     m = Manifest.load(data)
     entry = next(f for f in m.files if f.sha256 == d)
-    return respond(
-        request,
-        {
-            "digest": str(d),
-            "size": entry.size,
-            "chunk_size": m.chunk_size,
-            "chunks": entry.chunk_hashes,
-        },
-    )
+    return respond(request, ChunkMap(d, entry.size, m.chunk_size, entry.chunk_hashes).to_wire())
 
 
 @router.get("/models")

@@ -1,0 +1,118 @@
+"""Running an edge: settings, the cache, upstreams, the server and registration."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from seeder.cache import ChunkCache
+from seeder.edge import Edge
+from seeder.httpserve import HttpServer
+from seeder.register import register_forever
+from seeder.seed import public_url
+from seeder.upstream import Upstreams
+from shoal.coordinator_client import CoordinatorClient
+from shoal.errors import BadInput, ShoalError
+from shoal.settings import ComponentSettings
+from shoal.units import parse_size
+
+log = logging.getLogger("shoal.edge")
+
+
+class EdgeSettings(ComponentSettings):
+    """``[edge]`` in the config file, ``SHOAL_EDGE_*`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOAL_EDGE_", extra="forbid", frozen=True)
+    toml_section: ClassVar[str] = "edge"
+
+    upstreams: tuple[str, ...] = ()
+    host: str = "0.0.0.0"  # noqa: S104 - an edge serves its fleet
+    port: int = Field(default=8472, ge=0, le=65535)
+    cache_dir: Path = Path("shoal-edge-cache")
+    max_size: str = "10GiB"
+    coordinator: str | None = None
+    token: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    capacity: int = Field(default=0, ge=0)
+    public_url: str | None = None
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=15.0, gt=0)
+
+    @property
+    def max_bytes(self) -> int:
+        return parse_size(self.max_size)
+
+
+async def run(settings: EdgeSettings, ready: asyncio.Event | None = None) -> None:
+    if not settings.upstreams:
+        raise BadInput("an edge needs at least one --upstream URL")
+    cache = ChunkCache(settings.cache_dir, settings.max_bytes)
+    try:
+        cache.load()
+    except OSError as exc:
+        raise ShoalError(f"cannot use cache dir {settings.cache_dir}: {exc.strerror}") from None
+    upstreams = Upstreams(
+        list(settings.upstreams),
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+    )
+    coordinator = (
+        CoordinatorClient(settings.coordinator, settings.token) if settings.coordinator else None
+    )
+    server = HttpServer(Edge(cache, upstreams, coordinator))
+    try:
+        await server.start(settings.host, settings.port)
+    except OSError as exc:
+        await upstreams.close()
+        raise ShoalError(
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            "pick another --port",
+        ) from None
+    url = public_url(settings.host, server.port, settings.public_url)
+    log.info(
+        "edge at %s, upstreams %s, cache %s (max %s)",
+        url,
+        ", ".join(settings.upstreams),
+        settings.cache_dir,
+        settings.max_size,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
+    if settings.coordinator:
+        tasks.append(
+            asyncio.create_task(
+                register_forever(
+                    settings.coordinator,
+                    settings.token,
+                    url,
+                    "edge",
+                    dict(settings.labels),
+                    settings.capacity,
+                )
+            )
+        )
+    if ready is not None:
+        ready.set()
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            t.result()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await server.close()
+        await upstreams.close()
+        if coordinator is not None:
+            coordinator.close()
+        log.info("edge stopped")

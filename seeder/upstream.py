@@ -1,0 +1,198 @@
+"""The edge's upstreams: origins or other edges, tried in order, with health tracking.
+
+Only this module sees httpx. Every answer is checked strictly: a chunk must come
+as 206 with exactly the requested ``Content-Range``, exactly that many bytes, no
+content coding, and the SHA-256 of its chunk map. A failed upstream is skipped
+for a while (longer each time; ``Retry-After`` respected), a 403/404 makes it
+useless for that blob; the next upstream is tried.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+
+from shoal.chunkmap import ChunkMap
+from shoal.digest import Digest
+from shoal.ranges import parse_content_range
+from shoal.urls import check_url
+
+log = logging.getLogger("shoal.edge.upstream")
+
+MAX_BACKOFF = 60.0
+
+
+class UpstreamError(Exception):
+    """No upstream could deliver; ``status`` is 502 (bad answers) or 504 (timeouts)."""
+
+    def __init__(self, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Upstream:
+    url: str
+    failures: int = 0
+    down_until: float = 0.0
+    useless_for: set[Digest] = field(default_factory=set)
+
+    def failed(self, now: float, retry_after: float | None = None) -> None:
+        self.failures += 1
+        pause = retry_after if retry_after is not None else min(MAX_BACKOFF, 0.5 * 2**self.failures)
+        self.down_until = now + pause
+
+    def worked(self) -> None:
+        self.failures = 0
+        self.down_until = 0.0
+
+
+class Upstreams:
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 15.0,
+        clock: Callable[[], float] = time.monotonic,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not urls:
+            raise ValueError("an edge needs at least one upstream")
+        self.upstreams = [Upstream(check_url(u, "upstream").rstrip("/")) for u in urls]
+        self.clock = clock
+        timeout = httpx.Timeout(
+            connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
+        )
+        self.http = httpx.AsyncClient(
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+            headers={"User-Agent": "shoal-edge", "Accept-Encoding": "identity"},
+        )
+        self.on_fetch: Callable[[str, str], None] = lambda upstream, outcome: None
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    def order(self, digest: Digest | None = None) -> list[Upstream]:
+        """Healthy upstreams first (configured order), then the resting ones."""
+        now = self.clock()
+        usable = [u for u in self.upstreams if digest is None or digest not in u.useless_for]
+        return [u for u in usable if u.down_until <= now] + [
+            u for u in usable if u.down_until > now
+        ]
+
+    async def chunk(self, cmap: ChunkMap, index: int) -> bytes:
+        """Chunk ``index`` of a blob, verified; raises ``UpstreamError``."""
+        start, end = cmap.bounds(index)
+        timeouts = 0
+        for up in self.order(cmap.digest):
+            try:
+                data = await self._range(up, cmap, start, end)
+            except httpx.TimeoutException:
+                timeouts += 1
+                up.failed(self.clock())
+                self.on_fetch(up.url, "timeout")
+                continue
+            except (httpx.HTTPError, _Refused) as exc:
+                log.warning("upstream %s: chunk %d of %s: %s", up.url, index, cmap.digest, exc)
+                self.on_fetch(up.url, "error")
+                continue
+            if not cmap.verify(index, data):
+                log.warning("upstream %s sent a corrupt chunk %d of %s", up.url, index, cmap.digest)
+                up.failed(self.clock())
+                self.on_fetch(up.url, "corrupt")
+                continue
+            up.worked()
+            self.on_fetch(up.url, "ok")
+            return data
+        raise UpstreamError(
+            f"no upstream delivered chunk {index} of {cmap.digest}",
+            504 if timeouts == len(self.upstreams) else 502,
+        )
+
+    async def _range(self, up: Upstream, cmap: ChunkMap, start: int, end: int) -> bytes:
+        headers = {"Range": f"bytes={start}-{end - 1}", "If-Range": f'"{cmap.digest}"'}
+        async with self.http.stream("GET", f"{up.url}/blobs/{cmap.digest}", headers=headers) as r:
+            self._check_status(up, r, cmap.digest)
+            if r.status_code != 206:
+                up.failed(self.clock())
+                raise _Refused(f"answered {r.status_code}, not 206")
+            if parse_content_range(r.headers.get("content-range")) != (start, end, cmap.size):
+                up.failed(self.clock())
+                raise _Refused(f"wrong Content-Range {r.headers.get('content-range')!r}")
+            if r.headers.get("content-encoding", "identity") != "identity":
+                up.failed(self.clock())
+                raise _Refused("sent a content-coded body")
+            parts, got = [], 0
+            async for part in r.aiter_raw():
+                got += len(part)
+                if got > end - start:
+                    up.failed(self.clock())
+                    raise _Refused("sent more bytes than asked for")
+                parts.append(part)
+        if got != end - start:
+            up.failed(self.clock())
+            raise _Refused(f"sent {got} of {end - start} bytes")
+        return b"".join(parts)
+
+    def _check_status(self, up: Upstream, r: httpx.Response, digest: Digest) -> None:
+        if r.status_code in (403, 404, 410):
+            up.useless_for.add(digest)
+            raise _Refused(f"answered {r.status_code}: marked useless for {digest}")
+        if r.status_code in (429, 500, 502, 503, 504):
+            up.failed(self.clock(), _retry_after(r.headers.get("retry-after")))
+            raise _Refused(f"answered {r.status_code}")
+
+    async def get(self, path: str, limit: int, accept: str = "application/msgpack") -> bytes:
+        """A small answer (registry reads) from the first upstream that gives a 200."""
+        for up in self.order():
+            try:
+                async with self.http.stream(
+                    "GET", f"{up.url}{path}", headers={"Accept": accept}
+                ) as r:
+                    if r.status_code == 404:
+                        continue
+                    if r.status_code != 200:
+                        raise _Refused(f"answered {r.status_code}")
+                    body = b""
+                    async for part in r.aiter_raw():
+                        body += part
+                        if len(body) > limit:
+                            raise _Refused("answer too large")
+                up.worked()
+                return body
+            except (httpx.HTTPError, _Refused) as exc:
+                up.failed(self.clock())
+                log.warning("upstream %s: %s: %s", up.url, path, exc)
+        raise UpstreamError(f"no upstream has {path}", 404)
+
+    async def etag(self, path: str) -> str | None:
+        """The ETag of a HEAD answer (the blob digest, for web-seed paths)."""
+        for up in self.order():
+            try:
+                r = await self.http.head(f"{up.url}{path}")
+            except httpx.HTTPError:
+                up.failed(self.clock())
+                continue
+            if r.status_code == 200:
+                etag: str | None = r.headers.get("etag")
+                return etag
+            if r.status_code == 404:
+                continue
+        return None
+
+
+class _Refused(Exception):
+    pass
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None or not value.strip().isdigit():
+        return None
+    return min(float(value.strip()), 3600.0)
