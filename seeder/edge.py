@@ -177,9 +177,11 @@ class Edge:
         return parts
 
     async def _stream(
-        self, cmap: ChunkMap, span: Span, first: int, last: int
+        self, cmap: ChunkMap, span: Span, first: int, last: int, head: bytes
     ) -> AsyncIterator[bytes]:
-        ahead: dict[int, asyncio.Task[bytes]] = {}
+        done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        done.set_result(head)
+        ahead: dict[int, asyncio.Future[bytes]] = {first: done}
         try:
             for i in range(first, last + 1):
                 for j in range(i, min(last, i + PREFETCH) + 1):
