@@ -94,6 +94,11 @@ class Edge:
         self._verifying: set[Digest] = set()
         self._tasks: set[asyncio.Future[None]] = set()
 
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.up.close()
+
     async def __call__(self, request: Request) -> Response:
         route, response = await self._route(request)
         self.metrics.requests.labels(route, str(response.status)).inc()

@@ -53,18 +53,18 @@ class Response:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes | FileBody | list[FileBody] | AsyncIterator[bytes] = b""
-    length: int | None = None  # Content-Length; required for a streamed body
+    length: int | None = None  # Content-Length; required for a streamed body or a HEAD
 
     def content_length(self) -> int:
+        if self.length is not None:
+            return self.length
         if isinstance(self.body, bytes):
             return len(self.body)
         if isinstance(self.body, FileBody):
             return self.body.length
         if isinstance(self.body, list):
             return sum(part.length for part in self.body)
-        if self.length is None:
-            raise ValueError("a streamed body needs a length")
-        return self.length
+        raise ValueError("a streamed body needs a length")
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -91,6 +91,7 @@ class HttpServer:
         self.handler = handler
         self._slots = asyncio.Semaphore(max_connections)
         self._server: asyncio.Server | None = None
+        self._open: set[asyncio.StreamWriter] = set()
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self._server = await asyncio.start_server(
@@ -107,6 +108,8 @@ class HttpServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            for writer in list(self._open):  # idle keep-alive connections too
+                writer.close()
             await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -116,6 +119,7 @@ class HttpServer:
             writer.close()
             return
         async with self._slots:
+            self._open.add(writer)
             try:
                 first = True
                 while True:
@@ -134,6 +138,7 @@ class HttpServer:
             except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
                 pass
             finally:
+                self._open.discard(writer)
                 writer.close()
                 with contextlib.suppress(ConnectionError, OSError):
                     await writer.wait_closed()

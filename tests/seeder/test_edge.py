@@ -1,0 +1,285 @@
+"""The edge against real and misbehaving upstreams: it never caches or serves a wrong byte."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from seeder.cache import ChunkCache
+from seeder.edge import Edge
+from seeder.publish import Published, PublishOptions, publish
+from seeder.sources import directory_source
+from seeder.upstream import Upstreams
+from shoal.ref import ModelRef
+from shoal.testing import write_model_dir
+from tests.seeder.conftest import AsyncServerThread, FaultyUpstream
+
+CS = 16 * 1024
+FILES = {"w.bin": 13 * CS + 777, "small.txt": 100}
+
+
+@pytest.fixture
+def pub(tmp_path: Path) -> Published:
+    src = write_model_dir(tmp_path / "src", FILES, seed=5)
+    return publish(
+        directory_source(src),
+        PublishOptions(ref=ModelRef.parse("m:1"), out=tmp_path / "pub", chunk_size=CS),
+    )
+
+
+def blob(pub: Published, rel: str = "w.bin") -> tuple[str, bytes]:
+    entry = next(f for f in pub.manifest.files if f.path.value == rel)
+    return str(entry.sha256), (pub.out / "blobs" / entry.sha256.filename).read_bytes()
+
+
+def edge(
+    tmp_path: Path, upstreams: list[str], max_size: int = 1 << 30, cache_dir: Path | None = None
+) -> AsyncServerThread:
+    cache = ChunkCache(cache_dir or tmp_path / "cache", max_size)
+    cache.load()
+    return AsyncServerThread(Edge(cache, Upstreams(upstreams, connect_timeout=1, read_timeout=1)))
+
+
+def cached_chunks_are_right(cache_dir: Path, data: bytes) -> int:
+    n = 0
+    for f in cache_dir.rglob("*.chunk"):
+        i = int(f.name.split(".")[0])
+        assert f.read_bytes() == data[i * CS : (i + 1) * CS], f"wrong bytes cached in {f}"
+        n += 1
+    return n
+
+
+@pytest.fixture
+def origin(pub: Published) -> Iterator[AsyncServerThread]:
+    with AsyncServerThread(FaultyUpstream([pub.out])) as server:
+        yield server
+
+
+def test_miss_then_hit_and_ranges(
+    tmp_path: Path, pub: Published, origin: AsyncServerThread
+) -> None:
+    digest, data = blob(pub)
+    with edge(tmp_path, [origin.url]) as e:
+        r = httpx.get(f"{e.url}/blobs/{digest}")
+        assert r.status_code == 200 and r.content == data
+        assert origin.handler.blob_requests == 14
+        for header, part in [
+            ("bytes=100-20000", data[100:20001]),
+            ("bytes=-5", data[-5:]),
+            (f"bytes={CS}-", data[CS:]),
+        ]:
+            r = httpx.get(f"{e.url}/blobs/{digest}", headers={"Range": header})
+            assert r.status_code == 206 and r.content == part
+        assert origin.handler.blob_requests == 14  # all hits
+        r = httpx.get(f"{e.url}/blobs/{digest}", headers={"Range": f"bytes={len(data)}-"})
+        assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(data)}"
+        r = httpx.head(f"{e.url}/blobs/{digest}")
+        assert r.headers["content-length"] == str(len(data)) and r.headers["etag"] == f'"{digest}"'
+        text = httpx.get(f"{e.url}/metrics").text
+        assert "shoal_edge_cache_hits_total" in text and "shoal_edge_cache_misses_total" in text
+    assert cached_chunks_are_right(tmp_path / "cache", data) == 14
+
+
+def test_concurrent_requests_share_one_fetch(
+    tmp_path: Path, pub: Published, origin: AsyncServerThread
+) -> None:
+    digest, data = blob(pub)
+    with edge(tmp_path, [origin.url]) as e, concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: httpx.get(f"{e.url}/blobs/{digest}").content, range(8)))
+    assert all(r == data for r in results)
+    assert origin.handler.blob_requests == 14
+
+
+@pytest.mark.parametrize(
+    "mode", ["500", "503", "403", "timeout", "cut", "corrupt", "full200", "badrange", "gzip"]
+)
+def test_faulty_upstream_then_good_one(
+    tmp_path: Path, pub: Published, origin: AsyncServerThread, mode: str
+) -> None:
+    digest, data = blob(pub)
+    with (
+        AsyncServerThread(FaultyUpstream([pub.out], mode)) as bad,
+        edge(tmp_path, [bad.url, origin.url]) as e,
+    ):
+        r = httpx.get(f"{e.url}/blobs/{digest}", timeout=30)
+        assert r.status_code == 200 and r.content == data
+        assert bad.handler.blob_requests >= 1
+        text = httpx.get(f"{e.url}/metrics").text
+        assert 'outcome="ok"' in text
+    assert cached_chunks_are_right(tmp_path / "cache", data) == 14
+
+
+@pytest.mark.parametrize(
+    ("mode", "status"), [("500", 502), ("corrupt", 502), ("timeout", 504), ("403", 502)]
+)
+def test_only_faulty_upstream_is_a_clean_error(
+    tmp_path: Path, pub: Published, mode: str, status: int
+) -> None:
+    digest, _ = blob(pub)
+    with AsyncServerThread(FaultyUpstream([pub.out], mode)) as bad, edge(tmp_path, [bad.url]) as e:
+        r = httpx.get(f"{e.url}/blobs/{digest}", timeout=30)
+        assert r.status_code == status, r.text
+    assert not list((tmp_path / "cache").rglob("*.chunk"))
+
+
+def test_failure_mid_body_cuts_the_answer(tmp_path: Path, pub: Published) -> None:
+    """The first chunk is good, then the only upstream fails: the client sees a short body
+    (an error), never a wrong or padded one."""
+    digest, data = blob(pub)
+    faulty = FaultyUpstream([pub.out])
+    with AsyncServerThread(faulty) as up, edge(tmp_path, [up.url]) as e:
+        httpx.get(f"{e.url}/blobs/{digest}", headers={"Range": f"bytes=0-{CS - 1}"})
+        faulty.mode = "corrupt"
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{e.url}/blobs/{digest}", timeout=30).raise_for_status()
+    assert cached_chunks_are_right(tmp_path / "cache", data) >= 1
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/blobs/../../etc/passwd",
+        "/blobs/..%2F..%2Fetc%2Fpasswd",
+        "/blobs/sha256:abc",
+        "/webseed/m-1/../../../etc/passwd",
+        "/webseed/m-1/%2e%2e/%2e%2e/etc/passwd",
+        "/webseed/%2e%2e/x",
+        "/webseed/m-1/%00",
+        "/v1/manifests/sha256:../x",
+        "/etc/passwd",
+    ],
+)
+def test_edge_traversal(tmp_path: Path, origin: AsyncServerThread, path: str) -> None:
+    with edge(tmp_path, [origin.url]) as e:
+        out = subprocess.run(
+            ["curl", "-s", "--path-as-is", "-o", "-", "-w", "%{http_code}", e.url + path],
+            capture_output=True,
+            timeout=30,
+        ).stdout
+        assert out[-3:] in (b"400", b"404") and b"root:" not in out
+
+
+def test_restart_rebuilds_index_and_drops_partials(tmp_path: Path, pub: Published) -> None:
+    digest, data = blob(pub)
+    faulty = FaultyUpstream([pub.out])
+    with AsyncServerThread(faulty) as up:
+        with edge(tmp_path, [up.url]) as e:
+            assert httpx.get(f"{e.url}/blobs/{digest}").content == data
+        blob_dir = tmp_path / "cache" / digest.removeprefix("sha256:")
+        (blob_dir / ".tmp-3.chunk-999").write_bytes(b"partial")
+        (blob_dir / "5.chunk").write_bytes(data[5 * CS : 5 * CS + 100])  # truncated
+        (blob_dir / "junk").write_bytes(b"x")
+        faulty.blob_requests = 0
+        with edge(tmp_path, [up.url]) as e:
+            assert httpx.get(f"{e.url}/blobs/{digest}").content == data
+        assert faulty.blob_requests == 1  # only the truncated chunk was fetched again
+        assert not (blob_dir / ".tmp-3.chunk-999").exists() and not (blob_dir / "junk").exists()
+    assert cached_chunks_are_right(tmp_path / "cache", data) == 14
+
+
+def test_lru_eviction_under_max_size(
+    tmp_path: Path, pub: Published, origin: AsyncServerThread
+) -> None:
+    digest, data = blob(pub)
+    with edge(tmp_path, [origin.url], max_size=4 * CS) as e:
+        assert httpx.get(f"{e.url}/blobs/{digest}").content == data
+    chunks = sorted(int(f.name.split(".")[0]) for f in (tmp_path / "cache").rglob("*.chunk"))
+    assert chunks == [10, 11, 12, 13]  # the most recently used
+    assert sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*.chunk")) <= 4 * CS
+
+
+def test_disk_full_keeps_serving(tmp_path: Path, pub: Published, origin: AsyncServerThread) -> None:
+    cache_dir = tmp_path / "tiny"
+    cache_dir.mkdir()
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(cache_dir)]
+        ).returncode
+    ):
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        digest, data = blob(pub)
+        with edge(tmp_path, [origin.url], cache_dir=cache_dir) as e:
+            for _ in range(2):
+                assert httpx.get(f"{e.url}/blobs/{digest}").content == data
+            text = httpx.get(f"{e.url}/metrics").text
+            errors = float(re.search(r"^shoal_edge_cache_write_errors (\S+)$", text, re.M)[1])
+            assert errors > 0
+        cached_chunks_are_right(cache_dir, data)
+    finally:
+        subprocess.run(["umount", str(cache_dir)], check=False)
+
+
+def test_two_tiers_origin_sends_once(
+    tmp_path: Path, pub: Published, origin: AsyncServerThread
+) -> None:
+    digest, data = blob(pub)
+    with edge(tmp_path / "b", [origin.url]) as b, edge(tmp_path / "a", [b.url]) as a:
+        assert httpx.get(f"{a.url}/blobs/{digest}").content == data
+        assert httpx.get(f"{a.url}/blobs/{digest}").content == data  # a hit at A
+        assert origin.handler.blob_requests == 14  # the origin sent each chunk once
+        a_metrics = httpx.get(f"{a.url}/metrics").text
+        assert 'shoal_edge_cache_hits_total{blob="' + digest[7:23] + '"} 14.0' in a_metrics
+
+
+def test_webseed_and_registry_through_the_edge(
+    tmp_path: Path, pub: Published, origin: AsyncServerThread
+) -> None:
+    _, data = blob(pub)
+    with edge(tmp_path, [origin.url]) as e:
+        assert httpx.get(f"{e.url}/webseed/m-1/w.bin").content == data
+        assert httpx.get(f"{e.url}/webseed/m-1/.pad/10").content == b"\0" * 10
+        r = httpx.get(f"{e.url}/v1/manifests/{pub.manifest.digest}")
+        assert r.content == pub.manifest.canonical_bytes
+        r = httpx.get(f"{e.url}/v1/torrents/{pub.manifest.info_hash_v1.hex()}")
+        assert r.content == pub.torrent_path.read_bytes()
+        assert httpx.get(f"{e.url}/v1/manifests/sha256:{'0' * 64}").status_code == 404
+
+
+def test_aria2c_through_an_edge(tmp_path: Path, pub: Published, origin: AsyncServerThread) -> None:
+    """aria2c (Debian) with only a web seed, and that web seed is an edge over the origin."""
+    if shutil.which("aria2c") is None:
+        pytest.skip("needs Debian's aria2")
+    with edge(tmp_path, [origin.url]) as e:
+        v1 = publish(
+            directory_source(tmp_path / "src"),
+            PublishOptions(
+                ref=ModelRef.parse("m:1"),
+                out=tmp_path / "v1",
+                chunk_size=CS,
+                v1_only=True,
+                web_seeds=[f"{e.url}/webseed/"],
+            ),
+        )  # aria2 1.36 cannot read hybrid torrents
+        r = subprocess.run(
+            [
+                "aria2c",
+                "-q",
+                "--enable-dht=false",
+                "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false",
+                "--seed-time=0",
+                f"--dir={tmp_path / 'dl'}",
+                str(v1.torrent_path),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+    for rel in FILES:
+        got = (tmp_path / "dl" / "m-1" / rel).read_bytes()
+        assert (
+            hashlib.sha256(got).digest()
+            == hashlib.sha256((tmp_path / "src" / rel).read_bytes()).digest()
+        )
