@@ -21,8 +21,12 @@ pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="needs Deb
 
 def nginx_conf(tmp: Path, origin: str, listen: str) -> Path:
     server = (ROOT / "deploy" / "nginx" / "shoal-edge.conf").read_text()
-    for key, value in {"@ORIGIN@": origin, "@LISTEN@": listen,
-                       "@CACHE_DIR@": str(tmp / "cache"), "@MAX_SIZE@": "100m"}.items():
+    for key, value in {
+        "@ORIGIN@": origin,
+        "@LISTEN@": listen,
+        "@CACHE_DIR@": str(tmp / "cache"),
+        "@MAX_SIZE@": "100m",
+    }.items():
         server = server.replace(key, value)
     conf = tmp / "nginx.conf"
     conf.write_text(f"""
@@ -95,13 +99,31 @@ def test_aria2c_through_nginx(stack: tuple[Origin, str], tmp_path: Path) -> None
     from shoal.ref import ModelRef
 
     origin, url = stack
-    pub = publish(directory_source(origin.src), PublishOptions(
-        ref=ModelRef.parse("demo:v1"), out=tmp_path / "via-nginx", chunk_size=64 * 1024,
-        v1_only=True, web_seeds=[f"{url}/webseed/"]))
-    r = subprocess.run(["aria2c", "-q", "--enable-dht=false", "--bt-enable-lpd=false",
-                        "--enable-peer-exchange=false", "--seed-time=0",
-                        f"--dir={tmp_path / 'dl'}", str(pub.torrent_path)],
-                       capture_output=True, text=True, timeout=120)
+    pub = publish(
+        directory_source(origin.src),
+        PublishOptions(
+            ref=ModelRef.parse("demo:v1"),
+            out=tmp_path / "via-nginx",
+            chunk_size=64 * 1024,
+            v1_only=True,
+            web_seeds=[f"{url}/webseed/"],
+        ),
+    )
+    r = subprocess.run(
+        [
+            "aria2c",
+            "-q",
+            "--enable-dht=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--seed-time=0",
+            f"--dir={tmp_path / 'dl'}",
+            str(pub.torrent_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     for rel in FILES:
         assert (tmp_path / "dl" / "demo-v1" / rel).read_bytes() == (origin.src / rel).read_bytes()
