@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -283,3 +284,34 @@ def test_aria2c_through_an_edge(tmp_path: Path, pub: Published, origin: AsyncSer
             hashlib.sha256(got).digest()
             == hashlib.sha256((tmp_path / "src" / rel).read_bytes()).digest()
         )
+
+
+def test_whole_blob_check_catches_a_lying_chunk_map(tmp_path: Path, pub: Published) -> None:
+    """An upstream whose chunk map matches the bytes it sends, but not the blob's digest:
+    every chunk passes, the whole-blob SHA-256 does not, and the blob is dropped."""
+    from seeder.httpserve import Request, Response
+    from shoal import wire
+    from shoal.chunkmap import ChunkMap
+    from shoal.digest import Digest
+
+    _, data = blob(pub)
+    fake = Digest.of(b"not these bytes")
+    chunks = b"".join(hashlib.sha256(data[i : i + CS]).digest() for i in range(0, len(data), CS))
+    cmap = ChunkMap(fake, len(data), CS, chunks)
+
+    async def liar(request: Request) -> Response:
+        if request.path == f"/v1/blobs/{fake}/chunks":
+            return Response(200, [("Content-Type", wire.MSGPACK)], wire.pack(cmap.to_wire()))
+        start, end = (int(x) for x in request.headers["range"].removeprefix("bytes=").split("-"))
+        return Response(
+            206, [("Content-Range", f"bytes {start}-{end}/{len(data)}")], data[start : end + 1]
+        )
+
+    with AsyncServerThread(liar) as up, edge(tmp_path, [up.url]) as e:
+        httpx.get(f"{e.url}/blobs/{fake}")
+        deadline = time.monotonic() + 10
+        while list((tmp_path / "cache").rglob("*.chunk")):
+            assert time.monotonic() < deadline, "the blob was not dropped"
+            time.sleep(0.05)
+        text = httpx.get(f"{e.url}/metrics").text
+        assert f'shoal_edge_verification_failures_total{{blob="{fake.hex[:16]}"}} 1.0' in text

@@ -305,3 +305,16 @@ def test_registers_with_the_coordinator(tmp_path: Path) -> None:
             assert edges == [
                 {"url": o.url + "/", "kind": "origin", "labels": {"region": "eu"}, "capacity": 0}
             ]
+
+
+def test_seed_refuses_what_is_not_published(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [str(SHOAL), "seed", str(tmp_path / "nothing")], capture_output=True, text=True, timeout=30
+    )
+    assert r.returncode == 2 and "not a published model directory" in r.stderr
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "manifest.msgpack").write_bytes(b"\x80")
+    r = subprocess.run(
+        [str(SHOAL), "seed", str(tmp_path / "d")], capture_output=True, text=True, timeout=30
+    )
+    assert r.returncode == 2 and "manifest" in r.stderr and "Traceback" not in r.stderr
