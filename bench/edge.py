@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,22 +28,9 @@ sys.path.insert(0, str(ROOT))
 from seeder.publish import PublishOptions, publish  # noqa: E402
 from seeder.sources import file_source  # noqa: E402
 from shoal.ref import ModelRef  # noqa: E402
-from shoal.testing import free_port, write_blob  # noqa: E402
+from shoal.testing import free_port, wait_listening, write_blob  # noqa: E402
 
 SHOAL = Path(sys.executable).parent / "shoal"
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not listen on {port}")
 
 
 def curl_mb_s(url: str) -> float:
@@ -122,7 +108,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
         )
-        wait_port(seed_port, procs[-1], "shoal seed")
+        wait_listening(seed_port, procs[-1], "shoal seed")
         procs.append(
             subprocess.Popen(
                 [
@@ -143,7 +129,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
         )
-        wait_port(edge_port, procs[-1], "shoal edge")
+        wait_listening(edge_port, procs[-1], "shoal edge")
         www = work / "www"
         www.mkdir()
         os.link(blob, www / "big.bin")
@@ -162,7 +148,7 @@ http {{
 }}
 """)
         procs.append(subprocess.Popen(["nginx", "-c", str(conf)], stderr=subprocess.DEVNULL))
-        wait_port(nginx_port, procs[-1], "nginx")
+        wait_listening(nginx_port, procs[-1], "nginx")
 
         urls = {
             "nginx": f"http://127.0.0.1:{nginx_port}/big.bin",

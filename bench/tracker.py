@@ -14,11 +14,9 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +27,9 @@ from seeder.publish import PublishOptions, publish  # noqa: E402
 from seeder.sources import directory_source  # noqa: E402
 from shoal.coordinator_client import CoordinatorClient  # noqa: E402
 from shoal.ref import ModelRef  # noqa: E402
-from shoal.testing import free_port, write_model_dir  # noqa: E402
+from shoal.testing import free_port, wait_listening, write_model_dir  # noqa: E402
 
 SHOAL = Path(sys.executable).parent / "shoal"
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{what} exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"{what} did not listen on {port}")
 
 
 def run_wrk(
@@ -131,7 +116,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
         )
-        wait_port(port, procs[-1], "shoal tracker")
+        wait_listening(port, procs[-1], "shoal tracker")
         hashes = []
         with CoordinatorClient(f"http://127.0.0.1:{port}", token) as cc:
             for i in range(args.swarms):
@@ -177,7 +162,7 @@ def main() -> None:
                 stderr=subprocess.DEVNULL,
             )
         )
-        wait_port(ot_port, procs[-1], "opentracker")
+        wait_listening(ot_port, procs[-1], "opentracker")
         check_answer(ot_port, encoded[0])
 
         results = {}

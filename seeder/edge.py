@@ -26,6 +26,7 @@ from seeder.origin import (
     MANIFEST_MEDIA_TYPE,
     ServeMetrics,
     encode,
+    entity_span,
     error,
     pad_response,
     parse_web_path,
@@ -37,7 +38,7 @@ from shoal.coordinator_client import CoordinatorClient
 from shoal.digest import Digest
 from shoal.errors import BadInput, ShoalError
 from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
-from shoal.ranges import Span, select
+from shoal.ranges import Span
 from shoal.ref import ModelRef
 from shoal.relpath import PAD_DIR
 from shoal.torrent import MAX_TORRENT_BYTES, Torrent
@@ -138,16 +139,7 @@ class Edge:
 
     async def blob(self, request: Request, digest: Digest) -> Response:
         cmap = await self.chunk_map(digest)
-        etag = f'"{digest}"'
-        span = select(cmap.size, request.header("range"), request.header("if-range"), etag)
-        headers = [
-            ("Accept-Ranges", "bytes"),
-            ("ETag", etag),
-            ("Content-Type", "application/octet-stream"),
-            ("Cache-Control", "public, max-age=31536000, immutable"),
-        ]
-        if span.content_range():
-            headers.append(("Content-Range", span.content_range() or ""))
+        span, headers = entity_span(request, cmap.size, f'"{digest}"', immutable=True)
         if span.status == 416 or span.length == 0:
             return Response(span.status, headers, b"")
         first = span.start // cmap.chunk_size

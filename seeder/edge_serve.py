@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from seeder.cache import ChunkCache
+from seeder.daemon import register_forever, until_stopped
 from seeder.edge import Edge
 from seeder.httpserve import HttpServer
-from seeder.register import register_forever
 from seeder.seed import public_url
 from seeder.upstream import Upstreams
 from shoal.coordinator_client import CoordinatorClient
@@ -83,34 +81,21 @@ async def run(settings: EdgeSettings, ready: asyncio.Event | None = None) -> Non
         settings.cache_dir,
         settings.max_size,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
-    if settings.coordinator:
-        tasks.append(
-            asyncio.create_task(
-                register_forever(
-                    settings.coordinator,
-                    settings.token,
-                    url,
-                    "edge",
-                    dict(settings.labels),
-                    settings.capacity,
-                )
-            )
+    registration = (
+        register_forever(
+            settings.coordinator,
+            settings.token,
+            url,
+            "edge",
+            dict(settings.labels),
+            settings.capacity,
         )
-    if ready is not None:
-        ready.set()
+        if settings.coordinator
+        else None
+    )
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            t.result()
+        await until_stopped(registration, ready)
     finally:
-        for t in tasks:
-            t.cancel()
         await server.close()
         await upstreams.close()
         if coordinator is not None:

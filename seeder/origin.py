@@ -24,7 +24,7 @@ from shoal import wire
 from shoal.chunkmap import ChunkMap
 from shoal.digest import Digest
 from shoal.errors import BadInput
-from shoal.ranges import select
+from shoal.ranges import Span, select
 from shoal.ref import ModelRef
 from shoal.relpath import PAD_DIR, RelPath
 
@@ -55,19 +55,27 @@ class ServeMetrics:
         return out
 
 
-def blob_response(request: Request, blob: Blob, metrics: ServeMetrics | None = None) -> Response:
-    """A blob (or a range of it) from disk, with RFC 9110 range semantics."""
-    etag = f'"{blob.digest}"'
-    span = select(blob.size, request.header("range"), request.header("if-range"), etag)
+def entity_span(
+    request: Request, size: int, etag: str, *, immutable: bool
+) -> tuple[Span, list[tuple[str, str]]]:
+    """What part of an entity to send (RFC 9110 ranges) and the headers that say so."""
+    span = select(size, request.header("range"), request.header("if-range"), etag)
     headers = [
         ("Accept-Ranges", "bytes"),
         ("ETag", etag),
         ("Content-Type", "application/octet-stream"),
-        ("Cache-Control", "public, max-age=31536000, immutable"),
     ]
+    if immutable:
+        headers.append(("Cache-Control", "public, max-age=31536000, immutable"))
     content_range = span.content_range()
     if content_range:
         headers.append(("Content-Range", content_range))
+    return span, headers
+
+
+def blob_response(request: Request, blob: Blob, metrics: ServeMetrics | None = None) -> Response:
+    """A blob (or a range of it) from disk, with RFC 9110 range semantics."""
+    span, headers = entity_span(request, blob.size, f'"{blob.digest}"', immutable=True)
     if span.status == 416:
         return Response(416, headers, b"")
     if metrics is not None and request.method == "GET":
@@ -77,15 +85,7 @@ def blob_response(request: Request, blob: Blob, metrics: ServeMetrics | None = N
 
 def pad_response(request: Request, n: int) -> Response:
     """``n`` zero bytes, as old BitTorrent clients ask web seeds for pad files."""
-    etag = f'"pad-{n}"'
-    span = select(n, request.header("range"), request.header("if-range"), etag)
-    headers = [
-        ("Accept-Ranges", "bytes"),
-        ("ETag", etag),
-        ("Content-Type", "application/octet-stream"),
-    ]
-    if span.content_range():
-        headers.append(("Content-Range", span.content_range() or ""))
+    span, headers = entity_span(request, n, f'"pad-{n}"', immutable=False)
     if span.status == 416:
         return Response(416, headers, b"")
 

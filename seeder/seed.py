@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import socket
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from seeder.catalog import Catalog
+from seeder.daemon import register_forever, until_stopped
 from seeder.httpserve import HttpServer
 from seeder.origin import Origin
-from seeder.register import register_forever
 from seeder.seeding import Seeder, SeedSettings
 from shoal.errors import ShoalError
 from shoal.settings import ComponentSettings
@@ -75,34 +73,21 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
         url,
         seeder.listen_port,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
-    if settings.coordinator:
-        tasks.append(
-            asyncio.create_task(
-                register_forever(
-                    settings.coordinator,
-                    settings.token,
-                    url,
-                    "origin",
-                    dict(settings.labels),
-                    settings.capacity,
-                )
-            )
+    registration = (
+        register_forever(
+            settings.coordinator,
+            settings.token,
+            url,
+            "origin",
+            dict(settings.labels),
+            settings.capacity,
         )
-    if ready is not None:
-        ready.set()
+        if settings.coordinator
+        else None
+    )
     try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            t.result()
+        await until_stopped(registration, ready)
     finally:
-        for t in tasks:
-            t.cancel()
         await server.close()
         seeder.close()
         log.info("origin stopped")

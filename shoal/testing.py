@@ -160,3 +160,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         s.bind((host, 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def wait_listening(port: int, proc: Any = None, what: str = "server", timeout: float = 30) -> None:
+    """Poll until something accepts TCP connections on 127.0.0.1:``port``.
+
+    Raises ``RuntimeError`` if ``proc`` (a ``subprocess.Popen``) exits first or time runs out.
+    """
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if proc is not None and proc.poll() is not None:
+                err = proc.stderr.read() if getattr(proc, "stderr", None) else ""
+                raise RuntimeError(f"{what} exited with {proc.returncode}: {err}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not listen on port {port}") from None
+            time.sleep(0.05)

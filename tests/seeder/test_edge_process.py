@@ -11,9 +11,9 @@ import httpx
 import msgpack
 
 from shoal.coordinator_client import CoordinatorClient
-from shoal.testing import ServerThread, free_port
+from shoal.testing import ServerThread, free_port, wait_listening
 from tests.conftest import SHOAL
-from tests.seeder.test_origin import start_seed, wait_listening
+from tests.seeder.test_origin import start_seed
 from tracker.app import create_app
 from tracker.settings import TrackerSettings
 

@@ -21,7 +21,7 @@ from seeder.publish import Published, PublishOptions, publish
 from seeder.sources import directory_source
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
-from shoal.testing import ServerThread, free_port, write_model_dir
+from shoal.testing import ServerThread, free_port, wait_listening, write_model_dir
 from tests.conftest import SHOAL
 
 FILES = {"weights/model.gguf": 1_000_000, "config.json": 321, "empty.txt": 0}
@@ -34,19 +34,6 @@ class Origin:
     pub: Published
     src: Path
     proc: subprocess.Popen[str]
-
-
-def wait_listening(port: int, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            if proc.poll() is not None:
-                raise AssertionError(proc.stderr.read() if proc.stderr else "seed exited") from None
-            assert time.monotonic() < deadline, "shoal seed did not start"
-            time.sleep(0.05)
 
 
 def start_seed(tmp_path: Path, *extra: str, v1_only: bool = False) -> Iterator[Origin]:
@@ -79,7 +66,7 @@ def start_seed(tmp_path: Path, *extra: str, v1_only: bool = False) -> Iterator[O
         text=True,
     )
     try:
-        wait_listening(port, proc)
+        wait_listening(port, proc, "shoal seed")
         yield Origin(f"http://127.0.0.1:{port}", bt_port, pub, src, proc)
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 from urllib.parse import quote_from_bytes
 
@@ -14,7 +12,7 @@ import httpx
 from shoal.bencode import decode
 from shoal.coordinator_client import CoordinatorClient
 from shoal.ref import ModelRef
-from shoal.testing import free_port, write_model_dir
+from shoal.testing import free_port, wait_listening, write_model_dir
 from shoal.torrent import Torrent
 from tests.conftest import SHOAL
 from tests.tracker.conftest import flush
@@ -43,15 +41,7 @@ def serve(tmp: Path, redis_url: str) -> tuple[subprocess.Popen[str], str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "coordinator did not start"
-            time.sleep(0.05)
+    wait_listening(port, proc, "shoal tracker serve")
     return proc, f"http://127.0.0.1:{port}"
 
 

@@ -1,0 +1,58 @@
+"""What the origin and edge daemons share: running until a signal, and staying listed in
+the coordinator's directory while they run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from shoal.coordinator_client import CoordinatorClient
+from shoal.errors import ShoalError
+
+log = logging.getLogger("shoal.daemon")
+
+
+async def register_forever(
+    coordinator: str,
+    token: str | None,
+    url: str,
+    kind: str,
+    labels: dict[str, str],
+    capacity: int,
+) -> None:
+    """Register ``url`` and renew well within the coordinator's TTL, until cancelled."""
+    with CoordinatorClient(coordinator, token) as client:
+        while True:
+            try:
+                ttl = await asyncio.to_thread(client.register_edge, url, kind, labels, capacity)
+            except ShoalError as exc:
+                log.warning("cannot register with the coordinator: %s", exc)
+                ttl = 15.0
+            await asyncio.sleep(max(1.0, ttl / 3))
+
+
+async def until_stopped(
+    background: Coroutine[Any, Any, None] | None, ready: asyncio.Event | None = None
+) -> None:
+    """Run ``background`` (if any) until SIGTERM or SIGINT; its failure ends the wait too."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    tasks: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
+    if background is not None:
+        tasks.append(asyncio.create_task(background))
+    if ready is not None:
+        ready.set()
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            t.result()
+    finally:
+        for t in tasks:
+            t.cancel()
