@@ -1,0 +1,166 @@
+"""Putting a stored model where other tools look for it, by hard link (no second copy).
+
+``ollama``: ``<dir>/manifests/<host>/<ns>/<name>/<tag>`` (ollama's manifest JSON) and
+``<dir>/blobs/sha256-<hex>``. A model published from ollama's store carries its own
+manifest JSON (``ollama-manifest.json``), exported byte for byte; a model with exactly
+one ``.gguf`` file gets a manifest made for it.
+
+``hf``: the Hugging Face cache: ``<dir>/models--<org>--<name>/blobs/<etag>``,
+``snapshots/<commit>/<path>`` (relative symlinks into ``blobs/``) and ``refs/main``.
+LFS-style files are named by SHA-256, small text files by their git blob SHA-1, as the
+Hub names them. The commit id is derived from the manifest digest.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from peer.store import Store, atomic_write
+from shoal.digest import Digest
+from shoal.errors import BadInput, IntegrityError
+from shoal.manifest import FileEntry, Manifest
+from shoal.ref import ModelRef
+
+OLLAMA_MANIFEST = "ollama-manifest.json"
+MODEL_MEDIA_TYPE = "application/vnd.ollama.image.model"
+CONFIG_MEDIA_TYPE = "application/vnd.docker.container.image.v1+json"
+MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+LFS_SUFFIXES = (
+    ".safetensors",
+    ".gguf",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".onnx",
+    ".h5",
+    ".ckpt",
+    ".model",
+    ".msgpack",
+    ".npz",
+    ".tflite",
+    ".ot",
+)
+LFS_MIN_SIZE = 10 << 20
+
+
+def export_ollama(store: Store, ref: ModelRef, manifest: Manifest, target: Path) -> Path:
+    """Write the model into an ollama models dir; returns the manifest path written."""
+    files = {f.path.value: f for f in manifest.files}
+    if OLLAMA_MANIFEST in files:
+        raw = store.blob_path(files[OLLAMA_MANIFEST].sha256).read_bytes()
+        doc = _ollama_doc(raw)
+        by_digest = {f.sha256: f for f in manifest.files}
+        for layer in [doc["config"], *doc["layers"]]:
+            digest = Digest.parse(layer["digest"])
+            entry = by_digest.get(digest)
+            if entry is None or entry.size != layer["size"]:
+                raise IntegrityError(f"{ref}: ollama layer {digest} is not in the model")
+            _link(store.blob_path(digest), target / "blobs" / digest.filename, entry.size)
+    else:
+        ggufs = [f for f in manifest.files if f.path.value.endswith(".gguf")]
+        if len(ggufs) != 1:
+            raise BadInput(
+                f"{ref} is not an ollama model (no ollama manifest, {len(ggufs)} .gguf files)",
+                "export it with --hf instead",
+            )
+        raw = _made_manifest(store, ggufs[0], target)
+    path = target / "manifests" / ref.host / ref.namespace / ref.name / ref.tag
+    atomic_write(path, raw)
+    return path
+
+
+def _made_manifest(store: Store, gguf: FileEntry, target: Path) -> bytes:
+    _link(store.blob_path(gguf.sha256), target / "blobs" / gguf.sha256.filename, gguf.size)
+    config = json.dumps(
+        {
+            "model_format": "gguf",
+            "model_family": "",
+            "model_families": None,
+            "model_type": "",
+            "file_type": "",
+            "rootfs": {"type": "layers", "diff_ids": [str(gguf.sha256)]},
+        },
+        separators=(",", ":"),
+    ).encode()
+    config_digest = Digest.of(config)
+    config_path = target / "blobs" / config_digest.filename
+    if not config_path.exists():
+        atomic_write(config_path, config)
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": {
+            "mediaType": CONFIG_MEDIA_TYPE,
+            "digest": str(config_digest),
+            "size": len(config),
+        },
+        "layers": [{"mediaType": MODEL_MEDIA_TYPE, "digest": str(gguf.sha256), "size": gguf.size}],
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _ollama_doc(raw: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+        ok = (
+            isinstance(doc, dict)
+            and isinstance(doc.get("config"), dict)
+            and isinstance(doc.get("layers"), list)
+        )
+    except ValueError:
+        ok = False
+    if not ok:
+        raise IntegrityError("the model's ollama manifest is not a manifest")
+    return doc  # type: ignore[no-any-return]
+
+
+def export_hf(store: Store, ref: ModelRef, manifest: Manifest, target: Path) -> Path:
+    """Write the model into a Hugging Face cache dir; returns the snapshot directory."""
+    repo = target / (
+        "models--" + (ref.name if ref.namespace == "library" else f"{ref.namespace}--{ref.name}")
+    )
+    commit = manifest.digest.hex[:40]
+    snapshot = repo / "snapshots" / commit
+    for f in manifest.files:
+        blob_name = _hf_etag(store, f)
+        _link(store.blob_path(f.sha256), repo / "blobs" / blob_name, f.size)
+        link = snapshot / f.path.value
+        link.parent.mkdir(parents=True, exist_ok=True)
+        rel = os.path.relpath(repo / "blobs" / blob_name, link.parent)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(rel)
+    atomic_write(repo / "refs" / "main", commit.encode())
+    return snapshot
+
+
+def _hf_etag(store: Store, f: FileEntry) -> str:
+    if f.path.value.endswith(LFS_SUFFIXES) or f.size >= LFS_MIN_SIZE:
+        return f.sha256.hex
+    data = store.blob_path(f.sha256).read_bytes()
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def _link(src: Path, dst: Path, size: int) -> None:
+    """Hard-link ``src`` at ``dst`` (copy across filesystems); keep a right-sized existing one."""
+    try:
+        if dst.stat().st_size == size:
+            return
+        dst.unlink()
+    except FileNotFoundError:
+        pass
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+            raise
+        tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)

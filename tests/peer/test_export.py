@@ -1,0 +1,107 @@
+"""Exports read back by independent readers: an ollama-format reader written here, and
+huggingface_hub itself (offline) for the HF cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from peer.export import export_hf, export_ollama
+from peer.store import Store
+from seeder.ollama import ollama_source
+from seeder.publish import PublishOptions, publish
+from shoal.errors import BadInput
+from shoal.ref import ModelRef
+from shoal.testing import write_ollama_store
+from tests.peer.test_store import fill, published
+
+
+def read_ollama(models: Path, name: str) -> dict[str, bytes]:
+    """What ollama does to find a model: manifest by name, then blobs by digest."""
+    ref = ModelRef.parse(name)
+    doc = json.loads(
+        (models / "manifests" / ref.host / ref.namespace / ref.name / ref.tag).read_text()
+    )
+    out = {}
+    for layer in [doc["config"], *doc["layers"]]:
+        assert layer["digest"].startswith("sha256:")
+        data = (models / "blobs" / layer["digest"].replace(":", "-")).read_bytes()
+        assert len(data) == layer["size"]
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == layer["digest"]
+        out[layer["mediaType"]] = data
+    return out
+
+
+def test_ollama_model_round_trip(tmp_path: Path) -> None:
+    origin = tmp_path / "ollama-origin"
+    weights = os.urandom(200_000)
+    doc = write_ollama_store(
+        origin,
+        "tiny:1b",
+        [
+            ("application/vnd.ollama.image.model", weights),
+            ("application/vnd.ollama.image.template", b"T"),
+        ],
+    )
+    pub = publish(
+        ollama_source("tiny:1b", origin),
+        PublishOptions(ref=ModelRef.parse("tiny:1b"), out=tmp_path / "pub"),
+    )
+    store = Store(tmp_path / "models").open()
+    fill(store, pub)
+    target = tmp_path / "ollama-here"
+    path = export_ollama(store, ModelRef.parse("tiny:1b"), pub.manifest, target)
+    assert (
+        path.read_bytes() == (origin / "manifests/registry.ollama.ai/library/tiny/1b").read_bytes()
+    )
+    layers = read_ollama(target, "tiny:1b")
+    assert layers["application/vnd.ollama.image.model"] == weights
+    model_digest = doc["layers"][0]["digest"].replace(":", "-")
+    assert (
+        os.stat(target / "blobs" / model_digest).st_ino
+        == os.stat(store.blobs / model_digest).st_ino
+    )  # a hard link, not a copy
+
+
+def test_single_gguf_gets_a_manifest(tmp_path: Path) -> None:
+    pub = published(tmp_path, "m:q4", {"model.Q4.gguf": 50_000, "README.md": 10})
+    store = Store(tmp_path / "models").open()
+    fill(store, pub)
+    export_ollama(store, ModelRef.parse("m:q4"), pub.manifest, tmp_path / "o")
+    layers = read_ollama(tmp_path / "o", "m:q4")
+    assert (
+        layers["application/vnd.ollama.image.model"]
+        == (tmp_path / "src-m:q4" / "model.Q4.gguf").read_bytes()
+    )
+
+
+def test_not_an_ollama_model(tmp_path: Path) -> None:
+    pub = published(tmp_path, "m:1", {"a.safetensors": 100})
+    store = Store(tmp_path / "models").open()
+    fill(store, pub)
+    with pytest.raises(BadInput, match="not an ollama model"):
+        export_ollama(store, ModelRef.parse("m:1"), pub.manifest, tmp_path / "o")
+
+
+def test_hf_cache_read_by_huggingface_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = pytest.importorskip("huggingface_hub")
+    files = {"model.safetensors": 300_000, "config.json": 50, "tokenizer/tok.json": 2000}
+    pub = published(tmp_path, "acme/tiny:main", files, seed=4)
+    store = Store(tmp_path / "models").open()
+    fill(store, pub)
+    cache = tmp_path / "hf"
+    snapshot = export_hf(store, ModelRef.parse("acme/tiny:main"), pub.manifest, cache)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    got = hub.snapshot_download("acme/tiny", cache_dir=str(cache), local_files_only=True)
+    assert Path(got) == snapshot
+    for rel in files:
+        path = hub.try_to_load_from_cache("acme/tiny", rel, cache_dir=str(cache))
+        assert Path(path).read_bytes() == (tmp_path / "src-acme/tiny:main" / rel).read_bytes()
+    # small files are named like the Hub names them: git blob SHA-1
+    data = (tmp_path / "src-acme/tiny:main" / "config.json").read_bytes()
+    sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+    assert (cache / "models--acme--tiny" / "blobs" / sha1).exists()
