@@ -88,7 +88,7 @@ def test_space_and_permissions(tmp_path: Path) -> None:
     if os.geteuid() == 0 and os.system(f"mount -t tmpfs -o size=4k tmpfs {tiny}") == 0:
         try:
             big = published(tmp_path, "big:1", {"w": 1 << 20})
-            with pytest.raises(StoreError, match="needs 1.0 MiB more"):
+            with pytest.raises(StoreError, match=r"needs 1\.0 MiB more"):
                 Store(tiny / "m").open().check_space(big.manifest)
         finally:
             os.system(f"umount {tiny}")
