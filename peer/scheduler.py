@@ -1,0 +1,115 @@
+"""Per chunk, swarm or edge: a pure policy, no sockets and no libtorrent.
+
+Inputs describe one moment (what this host holds, what the swarm and the
+coordinator say, what is in flight); the output is a plan: a libtorrent piece
+priority per chunk, and which HTTP fetches to start now, in order.
+
+HTTP takes, in this order: the coordinator's assignments for this host; chunks
+no connected peer has; chunks overdue in the swarm; when the swarm is too slow,
+the rarest chunks it has not started; and in the end game every missing chunk
+(hedged: swarm and edge at once, first verified copy wins).
+
+The swarm gets a chunk (priority > 0) only when another agent holds it, or it is
+this host's assignment and no edge can serve it, or in the end game. A chunk whose
+only holder is the origin stays at priority 0 for this host: that is what keeps
+the origin near one copy (../shared/reference/swarm-measurements.md). Without
+coordinator data, libtorrent's stock behaviour applies (everything priority 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+SKIP = 0
+NORMAL = 1
+TOP = 7
+
+
+@dataclass(frozen=True, slots=True)
+class Moment:
+    num_chunks: int
+    have: frozenset[int]
+    now: float
+    swarm_has: Sequence[int]  # connected peers (origin seeds included) holding each chunk
+    agent_replicas: Sequence[int] | None = (
+        None  # other agents holding it (coordinator); None: unknown
+    )
+    assigned: frozenset[int] = frozenset()
+    http_inflight: frozenset[int] = frozenset()
+    swarm_started: Mapping[int, float] = field(default_factory=dict)  # chunk -> first request
+    http_slots: int = 0  # HTTP fetches that may start now
+    edges: bool = True  # some edge or origin can serve HTTP
+    swarm: bool = True  # BitTorrent is usable at all
+    swarm_too_slow: bool = False
+    overdue_after: float = 20.0
+    endgame: int = 4  # hedge when this few chunks are missing
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    priorities: list[int]
+    http: list[int]
+
+
+def plan(m: Moment) -> Plan:
+    missing = [i for i in range(m.num_chunks) if i not in m.have]
+    endgame = len(missing) <= m.endgame
+    return Plan(priorities=_priorities(m, endgame), http=_http(m, missing, endgame))
+
+
+def _http(m: Moment, missing: list[int], endgame: bool) -> list[int]:
+    if not m.edges or m.http_slots <= 0:
+        return []
+    chosen: list[int] = []
+    seen = set(m.http_inflight)
+
+    def take(candidates: list[int]) -> None:
+        for c in candidates:
+            if len(chosen) >= m.http_slots:
+                return
+            if c not in seen:
+                seen.add(c)
+                chosen.append(c)
+
+    if not m.swarm:
+        take(missing)
+        return chosen
+    take(sorted(c for c in m.assigned if c not in m.have))
+    rarest = sorted(missing, key=lambda c: (m.swarm_has[c], c))
+    take([c for c in rarest if m.swarm_has[c] == 0])
+    take(
+        sorted(
+            (
+                c
+                for c, t in m.swarm_started.items()
+                if c not in m.have and m.now - t >= m.overdue_after
+            ),
+            key=lambda c: m.swarm_started[c],
+        )
+    )
+    if m.swarm_too_slow:
+        take([c for c in rarest if c not in m.swarm_started])
+    if endgame:
+        take(missing)
+    return chosen
+
+
+def _priorities(m: Moment, endgame: bool) -> list[int]:
+    out = []
+    for c in range(m.num_chunks):
+        if c in m.have:
+            out.append(NORMAL)
+        elif not m.swarm:
+            out.append(SKIP)
+        elif endgame:
+            out.append(TOP)
+        elif c in m.http_inflight:
+            out.append(SKIP)
+        elif m.agent_replicas is None or m.agent_replicas[c] > 0:
+            out.append(NORMAL)
+        elif c in m.assigned:
+            out.append(SKIP if m.edges else TOP)
+        else:
+            out.append(SKIP)
+    return out

@@ -1,0 +1,106 @@
+"""The swarm-or-edge policy as tables."""
+
+import pytest
+
+from peer.scheduler import NORMAL, SKIP, TOP, Moment, plan
+
+N = 8
+
+
+def m(**kw):  # type: ignore[no-untyped-def]
+    base = dict(
+        num_chunks=N,
+        have=frozenset(),
+        now=100.0,
+        swarm_has=[1] * N,
+        agent_replicas=[0] * N,
+        http_slots=3,
+        endgame=0,
+    )
+    base.update(kw)
+    return Moment(**base)
+
+
+@pytest.mark.parametrize(
+    ("moment", "http"),
+    [
+        (m(), []),  # the origin seeds everything, no assignment: wait for peers
+        (m(assigned=frozenset({5, 2})), [2, 5]),  # assignments first, in order
+        (m(swarm_has=[1, 0, 1, 0, 1, 1, 1, 1]), [1, 3]),  # nobody connected has these
+        (m(assigned=frozenset({6}), swarm_has=[1, 0, 1, 1, 1, 1, 1, 1]), [6, 1]),
+        (m(assigned=frozenset({0, 1, 2, 3})), [0, 1, 2]),  # bounded by the free slots
+        (m(assigned=frozenset({0, 1}), http_inflight=frozenset({0})), [1]),
+        (m(assigned=frozenset({0}), have=frozenset({0})), []),
+        (m(swarm_started={4: 70.0, 5: 90.0}), [4]),  # overdue after 20 s
+        (
+            m(swarm_too_slow=True, swarm_has=[3, 1, 2, 1, 3, 3, 3, 3], swarm_started={1: 99.0}),
+            [3, 2, 0],
+        ),  # rarest not yet started in the swarm
+        (m(endgame=2, have=frozenset(range(6))), [6, 7]),  # hedge the last chunks
+        (m(edges=False, assigned=frozenset({1})), []),  # no edge: no HTTP
+        (m(swarm=False), [0, 1, 2]),  # edges only
+        (m(http_slots=0, assigned=frozenset({1})), []),
+    ],
+)
+def test_http_choices(moment: Moment, http: list[int]) -> None:
+    assert plan(moment).http == http
+
+
+@pytest.mark.parametrize(
+    ("moment", "priorities"),
+    [
+        # only the origin holds anything: nothing for the swarm
+        (m(), [SKIP] * N),
+        # another agent holds 2 and 3: open them
+        (m(agent_replicas=[0, 0, 1, 2, 0, 0, 0, 0]), [SKIP, SKIP, NORMAL, NORMAL] + [SKIP] * 4),
+        # assigned chunk, edges exist: HTTP takes it; without edges the swarm does, first
+        (m(assigned=frozenset({1})), [SKIP] * N),
+        (m(assigned=frozenset({1}), edges=False), [SKIP, TOP] + [SKIP] * 6),
+        # fetched over HTTP right now: not also from the swarm
+        (m(agent_replicas=[1] * N, http_inflight=frozenset({0})), [SKIP] + [NORMAL] * 7),
+        # no coordinator data: stock libtorrent
+        (m(agent_replicas=None), [NORMAL] * N),
+        # end game: everything missing at top priority, held ones normal
+        (
+            m(endgame=3, have=frozenset(range(5)), http_inflight=frozenset({6})),
+            [NORMAL] * 5 + [TOP] * 3,
+        ),
+    ],
+)
+def test_priorities(moment: Moment, priorities: list[int]) -> None:
+    assert plan(moment).priorities == priorities
+
+
+def test_simulated_fleet_origin_sends_about_one_copy() -> None:
+    """Eight hosts, one origin seed, a coordinator handing out disjoint assignments:
+    chunks cross from the origin once; everything else moves host to host."""
+    n, hosts = 64, 8
+    have = [set[int]() for _ in range(hosts)]
+    origin_sent = 0
+    assigned = {h: set(range(h * 8, h * 8 + 8)) for h in range(hosts)}
+    for _step in range(200):
+        replicas = [sum(1 for h in range(hosts) if c in have[h]) for c in range(n)]
+        for h in range(hosts):
+            p = plan(
+                Moment(
+                    num_chunks=n,
+                    have=frozenset(have[h]),
+                    now=0.0,
+                    swarm_has=[1] * n,
+                    agent_replicas=[replicas[c] - (c in have[h]) for c in range(n)],
+                    assigned=frozenset(assigned[h]),
+                    http_slots=2,
+                    endgame=0,
+                )
+            )
+            for c in p.http:  # from the origin/edge
+                have[h].add(c)
+                origin_sent += 1
+            for c, prio in enumerate(p.priorities):  # from other agents, one chunk a step
+                if prio > 0 and c not in have[h] and replicas[c] > 0:
+                    have[h].add(c)
+                    break
+        if all(len(x) == n for x in have):
+            break
+    assert all(len(x) == n for x in have)
+    assert origin_sent == n
