@@ -31,8 +31,8 @@ from seeder.origin import (
     pad_response,
     parse_web_path,
 )
-from seeder.upstream import UpstreamError, Upstreams
 from shoal import wire
+from shoal.chunk_client import UpstreamError, Upstreams
 from shoal.chunkmap import ChunkMap
 from shoal.coordinator_client import CoordinatorClient
 from shoal.digest import Digest

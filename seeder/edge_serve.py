@@ -15,7 +15,7 @@ from seeder.daemon import register_forever, until_stopped
 from seeder.edge import Edge
 from seeder.httpserve import HttpServer
 from seeder.seed import public_url
-from seeder.upstream import Upstreams
+from shoal.chunk_client import Upstreams
 from shoal.coordinator_client import CoordinatorClient
 from shoal.errors import BadInput, ShoalError
 from shoal.settings import ComponentSettings

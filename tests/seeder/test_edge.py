@@ -19,7 +19,7 @@ from seeder.cache import ChunkCache
 from seeder.edge import Edge
 from seeder.publish import Published, PublishOptions, publish
 from seeder.sources import directory_source
-from seeder.upstream import Upstreams
+from shoal.chunk_client import Upstreams
 from shoal.ref import ModelRef
 from shoal.testing import write_model_dir
 from tests.seeder.conftest import AsyncServerThread, FaultyUpstream

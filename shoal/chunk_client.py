@@ -1,6 +1,7 @@
-"""The edge's upstreams: origins or other edges, tried in order, with health tracking.
+"""Verified chunks over HTTP from a list of sources (origins or edges), with health tracking.
 
-Only this module sees httpx. Every answer is checked strictly: a chunk must come
+Shared by the edge (its upstreams) and the peer's HTTP fallback (its edges). Only this
+module and the coordinator client see httpx. Every answer is checked strictly: a chunk must come
 as 206 with exactly the requested ``Content-Range``, exactly that many bytes, no
 content coding, and the SHA-256 of its chunk map. A failed upstream is skipped
 for a while (longer each time; ``Retry-After`` respected), a 403/404 makes it
@@ -21,7 +22,7 @@ from shoal.digest import Digest
 from shoal.ranges import parse_content_range
 from shoal.urls import check_url
 
-log = logging.getLogger("shoal.edge.upstream")
+log = logging.getLogger("shoal.chunks")
 
 MAX_BACKOFF = 60.0
 
@@ -72,7 +73,7 @@ class Upstreams:
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
-            headers={"User-Agent": "shoal-edge", "Accept-Encoding": "identity"},
+            headers={"User-Agent": "shoal", "Accept-Encoding": "identity"},
         )
         self.on_fetch: Callable[[str, str], None] = lambda upstream, outcome: None
 
