@@ -15,7 +15,6 @@ from typing import Any
 import libtorrent as lt
 
 from seeder.catalog import Catalog
-from shoal.errors import ShoalError
 
 log = logging.getLogger("shoal.seed")
 
@@ -56,18 +55,11 @@ class Seeder:
         )
         for model in self.catalog.models:
             ti = lt.torrent_info(model.torrent)
-            fs = ti.files()
-            blobs = {f.path.value: model.blob_path(f) for f in model.manifest.files}
-            renamed = {}
-            for i in range(fs.num_files()):
-                if fs.file_flags(i) & lt.file_storage.flag_pad_file:
-                    continue
-                rel = (
-                    fs.file_path(i).split("/", 1)[1] if "/" in fs.file_path(i) else fs.file_path(i)
-                )
-                if rel not in blobs:
-                    raise ShoalError(f"torrent of {model.root} names {rel}, not in its manifest")
-                renamed[i] = str(blobs[rel].resolve())
+            blobs = {f.path: model.blob_path(f).resolve() for f in model.manifest.files}
+            renamed = {
+                index: str(blobs[path])
+                for index, (path, _) in zip(model.meta.file_indices, model.meta.files, strict=True)
+            }
             params = lt.add_torrent_params()
             params.ti = ti
             params.save_path = str(model.root.resolve())

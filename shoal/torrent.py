@@ -96,6 +96,7 @@ class Torrent:
     name: str
     piece_length: int
     files: tuple[tuple[RelPath, int], ...]  # without pad files
+    file_indices: tuple[int, ...]  # each of those files' index among all, pads included
     info_hash_v1: bytes
     info_hash_v2: bytes | None
     trackers: tuple[str, ...]
@@ -143,7 +144,8 @@ def _from_meta(meta: Any) -> Torrent:
     files: list[tuple[RelPath, int]] = []
     expected_pieces = 0
     offset = 0
-    for raw in raw_files:
+    indices: list[int] = []
+    for index, raw in enumerate(raw_files):
         if not isinstance(raw, dict):
             raise InvalidTorrent("torrent file entry is not a dictionary")
         length = raw.get(b"length")
@@ -159,6 +161,7 @@ def _from_meta(meta: Any) -> Torrent:
             if offset % plen:
                 raise InvalidTorrent("file does not start on a piece boundary")
             files.append((RelPath.from_parts([_text(p, "path") for p in parts]), length))
+            indices.append(index)
             expected_pieces += chunk_count(length, plen)
         offset += length
     if expected_pieces > MAX_CHUNKS:
@@ -178,6 +181,7 @@ def _from_meta(meta: Any) -> Torrent:
         name=name,
         piece_length=plen,
         files=tuple(files),
+        file_indices=tuple(indices),
         info_hash_v1=hashlib.sha1(encoded, usedforsecurity=False).digest(),
         info_hash_v2=v2,
         trackers=tuple(trackers),

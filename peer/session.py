@@ -1,0 +1,250 @@
+"""The one module that owns libtorrent for pulls: the session, its settings, torrents
+written straight into the store's staging area, and alerts turned into our own events.
+
+Each torrent file is renamed onto ``staging/<manifest>/<file sha256 hex>`` (pad files
+stay virtual), so what libtorrent writes and later seeds is the very file that moves
+into ``blobs/``. URL seeds are dropped: HTTP goes through the scheduler and the
+coordinator's assignments, and HTTP-fetched chunks come back in with ``add_piece``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import libtorrent as lt
+
+from shoal.errors import ShoalError
+from shoal.manifest import Manifest
+from shoal.torrent import Torrent
+
+
+class SessionError(ShoalError):
+    """libtorrent could not do what was asked (listen, add, read resume data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    host: str = "0.0.0.0"  # noqa: S104 - peers of the fleet connect in
+    port: int | None = None  # None: the first free port of port_range
+    port_range: tuple[int, int] = (6881, 6999)
+    enable_lsd: bool = True
+    enable_dht: bool = False
+    enable_utp: bool = False
+    allow_multiple_connections_per_ip: bool = True
+    download_rate_limit: int = 0
+    upload_rate_limit: int = 0
+
+
+# events
+
+
+@dataclass(frozen=True, slots=True)
+class PieceDone:
+    name: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class PieceFailed:
+    name: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileFailed:
+    name: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeData:
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """Everything written so far is on disk (safe to hash, move or save resume data for)."""
+
+    name: str
+
+
+Event = PieceDone | PieceFailed | Finished | FileFailed | ResumeData | Flushed
+
+
+def free_port(host: str, lo: int, hi: int) -> int:
+    for port in range(lo, hi + 1):
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise SessionError(
+        f"no free BitTorrent port in {lo}-{hi} on {host}", "close other pulls or pass --port"
+    )
+
+
+class TorrentSession:
+    def __init__(self, settings: SessionSettings) -> None:
+        self.settings = settings
+        s = settings
+        self.port = s.port or free_port(s.host, *s.port_range)
+        self.lt: Any = lt.session(
+            {
+                "listen_interfaces": f"{s.host}:{self.port}",
+                "enable_dht": s.enable_dht,
+                "enable_lsd": s.enable_lsd,
+                "enable_upnp": False,
+                "enable_natpmp": False,
+                "enable_outgoing_utp": s.enable_utp,
+                "enable_incoming_utp": s.enable_utp,
+                "allow_multiple_connections_per_ip": s.allow_multiple_connections_per_ip,
+                "download_rate_limit": s.download_rate_limit,
+                "upload_rate_limit": s.upload_rate_limit,
+                # measured here: shallow request queues keep a seeder from sending a piece twice
+                "max_out_request_queue": 50,
+                "request_queue_time": 1,
+                "unchoke_slots_limit": -1,
+                "alert_mask": (
+                    lt.alert_category.status
+                    | lt.alert_category.error
+                    | lt.alert_category.storage
+                    | lt.alert_category.piece_progress
+                ),
+                "user_agent": "shoal",
+            }
+        )
+        self.downloads: dict[str, Download] = {}
+
+    def add(
+        self,
+        name: str,
+        manifest: Manifest,
+        torrent: bytes,
+        staging: Path,
+        resume: bytes | None = None,
+    ) -> Download:
+        """Start (or resume) ``torrent`` writing into ``staging``; ``name`` keys its events."""
+        try:
+            params = lt.read_resume_data(resume) if resume else lt.add_torrent_params()
+            ti = lt.torrent_info(torrent)
+        except RuntimeError as exc:
+            raise SessionError(f"libtorrent cannot load {name}: {exc}") from None
+        params.ti = ti
+        params.save_path = str(staging.resolve())
+        staging.mkdir(parents=True, exist_ok=True)
+        params.renamed_files = staged_names(Torrent.load(torrent), manifest, staging.resolve())
+        params.url_seeds = []
+        params.flags &= ~lt.torrent_flags.auto_managed
+        params.flags &= ~lt.torrent_flags.paused
+        handle = self.lt.add_torrent(params)
+        d = Download(name, handle, manifest)
+        self.downloads[name] = d
+        return d
+
+    def remove(self, name: str) -> None:
+        d = self.downloads.pop(name, None)
+        if d is not None:
+            self.lt.remove_torrent(d.handle)
+
+    def events(self, timeout: float = 0.0) -> list[Event]:
+        if timeout:
+            self.lt.wait_for_alert(int(timeout * 1000))
+        out: list[Event] = []
+        by_handle = {d.handle: n for n, d in self.downloads.items()}
+        for a in self.lt.pop_alerts():
+            name = by_handle.get(getattr(a, "handle", None))
+            if name is None:
+                continue
+            if isinstance(a, lt.piece_finished_alert):
+                out.append(PieceDone(name, int(a.piece_index)))
+            elif isinstance(a, lt.hash_failed_alert):
+                out.append(PieceFailed(name, int(a.piece_index)))
+            elif isinstance(a, lt.torrent_finished_alert):
+                out.append(Finished(name))
+            elif isinstance(a, lt.file_error_alert):
+                out.append(FileFailed(name, a.message()))
+            elif isinstance(a, lt.cache_flushed_alert):
+                out.append(Flushed(name))
+                d = self.downloads[name]
+                if d.resume_wanted:
+                    d.resume_wanted = False
+                    d.handle.save_resume_data(lt.save_resume_flags_t.flush_disk_cache)
+            elif isinstance(a, lt.save_resume_data_alert):
+                out.append(ResumeData(name, bytes(lt.write_resume_data_buf(a.params))))
+        return out
+
+    def close(self) -> None:
+        for name in list(self.downloads):
+            self.remove(name)
+        self.lt = None
+
+
+class Download:
+    def __init__(self, name: str, handle: Any, manifest: Manifest) -> None:
+        self.name = name
+        self.handle = handle
+        self.manifest = manifest
+        self.resume_wanted = False
+
+    @property
+    def ready(self) -> bool:
+        """Done checking resume data or existing files: pieces may be added now
+        (libtorrent drops ``add_piece`` calls that come earlier)."""
+        state = self.handle.status().state
+        return state not in (
+            lt.torrent_status.checking_resume_data,
+            lt.torrent_status.checking_files,
+        )
+
+    def prioritize(self, priorities: list[int]) -> None:
+        self.handle.prioritize_pieces(priorities)
+
+    def add_piece(self, index: int, data: bytes) -> None:
+        """Hand a chunk fetched (and verified) elsewhere to libtorrent, which writes it,
+        checks it against the torrent and shares it on."""
+        self.handle.add_piece(index, data, 0)
+
+    def have(self) -> set[int]:
+        status = self.handle.status(lt.status_flags_t.query_pieces)
+        return {i for i, held in enumerate(status.pieces) if held}
+
+    def connect(self, peers: Iterable[tuple[str, int]]) -> None:
+        for peer in peers:
+            self.handle.connect_peer(peer)
+
+    def status(self) -> Any:
+        return self.handle.status()
+
+    def request_resume_data(self) -> None:
+        """Ask for resume data; it arrives as a ``ResumeData`` event once every write
+        queued so far has reached the disk (a ``Flushed`` event comes first). Saving it
+        earlier can claim pieces whose bytes are still in flight."""
+        self.resume_wanted = True
+        self.flush()
+
+    def flush(self) -> None:
+        """Push queued writes to disk; a ``Flushed`` event says when."""
+        self.handle.flush_cache()
+
+
+def staged_names(meta: Torrent, manifest: Manifest, staging: Path) -> dict[int, str]:
+    """Torrent file index -> absolute staging path named by content (pad files left out)."""
+    by_path = {f.path: f for f in manifest.files}
+    renamed: dict[int, str] = {}
+    for index, (path, _) in zip(meta.file_indices, meta.files, strict=True):
+        entry = by_path.get(path)
+        if entry is None:
+            raise SessionError(f"torrent file {path} is not in the manifest of {manifest.ref}")
+        renamed[index] = str(staging / entry.sha256.hex)
+    return renamed
