@@ -261,6 +261,91 @@ def _labels(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _models_dir(given: Path | None) -> Path:
+    if given is not None:
+        return given
+    env = os.environ.get("SHOAL_MODELS")
+    return Path(env) if env else Path.home() / ".shoal"
+
+
+@app.command()
+def pull(
+    ref: Annotated[str, typer.Argument(help="Model reference, e.g. deepseek-r1:7b.")],
+    coordinator: Annotated[str | None, typer.Option(help="Coordinator URL.")] = None,
+    token: Annotated[str | None, typer.Option(help="Host or fleet token for it.")] = None,
+    edge: Annotated[list[str] | None, typer.Option(help="Edge or origin URL (repeatable).")] = None,
+    models_dir: Annotated[
+        Path | None, typer.Option(help="Store directory (default $SHOAL_MODELS or ~/.shoal).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="BitTorrent port (default: first free).")] = None,
+    host: Annotated[str, typer.Option(help="BitTorrent listen address.")] = "0.0.0.0",  # noqa: S104 - peers of the fleet connect in
+    stall_timeout: Annotated[
+        float, typer.Option(help="Give up after this long without progress.")
+    ] = 60.0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON line with the result.")] = False,
+) -> None:
+    """Fetch a model from peers and edges into the local store, every chunk verified."""
+    with _user_errors():
+        import asyncio
+
+        from peer.engine import PullOptions
+        from peer.engine import pull as run_pull
+        from peer.session import SessionSettings
+
+        opts = PullOptions(
+            ref=ModelRef.parse(ref),
+            models_dir=_models_dir(models_dir),
+            coordinator=coordinator,
+            token=token,
+            edges=tuple(edge or ()),
+            session=SessionSettings(host=host, port=port),
+            stall_timeout=stall_timeout,
+        )
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+        with _progress(1, f"pulling {opts.ref}") as advance:
+            state = {"done": 0}
+
+            def report(done: int, total: int) -> None:
+                if advance is not None and done > state["done"]:
+                    advance(done - state["done"])
+                    state["done"] = done
+
+            result = asyncio.run(run_pull(opts, report))
+        m = result.manifest
+        summary = {
+            "ref": str(opts.ref),
+            "digest": str(m.digest),
+            "bytes": m.total_size,
+            "seconds": round(result.seconds, 3),
+            "bytes_peer": result.bytes_peer,
+            "bytes_edge": result.bytes_edge,
+            "bytes_local": result.bytes_local,
+            "already_present": result.already_present,
+            "models_dir": str(opts.models_dir),
+        }
+        if as_json:
+            typer.echo(json.dumps(summary))
+        else:
+            typer.echo(
+                f"pulled {opts.ref} ({format_size(m.total_size)}) in {result.seconds:.1f} s: "
+                f"{format_size(result.bytes_peer)} from peers, "
+                f"{format_size(result.bytes_edge)} from edges"
+                + (" (already present)" if result.already_present else "")
+            )
+
+
+@app.command(name="ls")
+def list_models(
+    models_dir: Annotated[Path | None, typer.Option(help="Store directory.")] = None,
+) -> None:
+    """List the models in the local store."""
+    with _user_errors():
+        from peer.store import Store
+
+        for ref, m in Store(_models_dir(models_dir)).open().models():
+            typer.echo(f"{ref!s:<40} {format_size(m.total_size):>12}  {m.digest}")
+
+
 @app.command()
 def version() -> None:
     """Print shoal's version."""

@@ -108,6 +108,34 @@ class CoordinatorClient:
         """The decoded chunk-map answer for a blob (validate with ``ChunkMap.from_wire``)."""
         return self._call("GET", f"/v1/blobs/{digest}/chunks")
 
+    def report(self, digest: Digest, bits: bytes, port: int) -> None:
+        """This host's full bitfield for a swarm (host token)."""
+        self._call(
+            "PUT",
+            f"/v1/swarms/{digest}/bitfield",
+            content=wire.pack({"bitfield": bits, "port": port}),
+            headers={"Content-Type": wire.MSGPACK},
+        )
+
+    def replicas(self, digest: Digest) -> list[int]:
+        answer = self._call("GET", f"/v1/swarms/{digest}/replicas")
+        counts = answer.get("replicas") if isinstance(answer, dict) else None
+        if not isinstance(counts, list) or not all(type(c) is int for c in counts):
+            raise RemoteError(f"coordinator {self.base_url} sent malformed replica counts")
+        return counts
+
+    def assignments(self, digest: Digest, want: int) -> list[int]:
+        answer = self._call(
+            "POST",
+            f"/v1/swarms/{digest}/assignments",
+            content=wire.pack({"want": want}),
+            headers={"Content-Type": wire.MSGPACK},
+        )
+        chunks = answer.get("chunks") if isinstance(answer, dict) else None
+        if not isinstance(chunks, list) or not all(type(c) is int for c in chunks):
+            raise RemoteError(f"coordinator {self.base_url} sent malformed assignments")
+        return chunks
+
     def delete(self, ref: ModelRef) -> None:
         self._call("DELETE", f"/v1/models/{ref}")
 
