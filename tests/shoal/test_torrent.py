@@ -110,6 +110,7 @@ def test_check_matches_manifest() -> None:
         "demo-latest",
         m.chunk_size,
         ((RelPath("a"), 20000),),
+        (0,),
         m.info_hash_v1,
         m.info_hash_v2,
         (),
@@ -120,6 +121,7 @@ def test_check_matches_manifest() -> None:
         "demo-latest",
         m.chunk_size,
         ((RelPath("a"), 20001),),
+        (0,),
         m.info_hash_v1,
         m.info_hash_v2,
         (),
@@ -128,7 +130,7 @@ def test_check_matches_manifest() -> None:
     with pytest.raises(InvalidTorrent, match="files differ"):
         bad.check_matches(m)
     wrong_hash = torrent.Torrent(
-        "demo-latest", m.chunk_size, t.files, bytes(20), m.info_hash_v2, (), ()
+        "demo-latest", m.chunk_size, t.files, (0,), bytes(20), m.info_hash_v2, (), ()
     )
     with pytest.raises(InvalidTorrent, match="v1 info-hash"):
         wrong_hash.check_matches(m)
@@ -150,3 +152,17 @@ def test_check_matches_manifest() -> None:
 def test_load_rejects(data: bytes) -> None:
     with pytest.raises(InvalidTorrent):
         torrent.Torrent.load(data)
+
+
+def test_file_indices_skip_pads(tmp_path: Path) -> None:
+    files = CASES["tricky"]
+    root = tmp_path / "m"
+    for i, (rel, size) in enumerate(files.items()):
+        write_blob(root / rel, size, seed=i)
+    loaded = torrent.Torrent.load(_ours(root, files, 64 * KiB))
+    info = lt.torrent_info(_ours(root, files, 64 * KiB))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        fs = info.files()
+        names = [fs.file_path(i).split("/", 1)[1] for i in loaded.file_indices]
+    assert names == [p.value for p, _ in loaded.files]
