@@ -212,6 +212,7 @@ class Edge:
             fut = asyncio.ensure_future(self._fetch(cmap, index))
             self._inflight[key] = fut
             fut.add_done_callback(lambda _: self._inflight.pop(key, None))
+            fut.add_done_callback(_retrieve)
         return await asyncio.shield(fut)
 
     async def _fetch(self, cmap: ChunkMap, index: int) -> bytes:
@@ -348,6 +349,12 @@ class Edge:
             self._small.clear()
         self._small[path] = data
         return data
+
+
+def _retrieve(f: asyncio.Future[Any]) -> None:
+    """Mark a shared fetch's failure as seen: its waiters may all have gone away."""
+    if not f.cancelled():
+        f.exception()
 
 
 def _has_info_hash(t: Torrent, want: bytes) -> bool:
