@@ -347,6 +347,51 @@ def list_models(
 
 
 @app.command()
+def rm(
+    ref: Annotated[str, typer.Argument(help="Model reference to remove.")],
+    models_dir: Annotated[Path | None, typer.Option(help="Store directory.")] = None,
+) -> None:
+    """Remove a model from the local store (files other models use are kept)."""
+    with _user_errors():
+        from peer.store import Store
+
+        freed = Store(_models_dir(models_dir)).open().remove(ModelRef.parse(ref))
+        typer.echo(f"removed {ModelRef.parse(ref)}, freed {format_size(freed)}")
+
+
+@app.command()
+def export(
+    ref: Annotated[str, typer.Argument(help="Model reference in the local store.")],
+    ollama: Annotated[
+        Path | None, typer.Option(help="Write into this ollama models dir (e.g. ~/.ollama/models).")
+    ] = None,
+    hf: Annotated[
+        Path | None,
+        typer.Option(help="Write into this Hugging Face cache (e.g. ~/.cache/huggingface/hub)."),
+    ] = None,
+    models_dir: Annotated[Path | None, typer.Option(help="Store directory.")] = None,
+) -> None:
+    """Hard-link a stored model into ollama's layout or the Hugging Face cache."""
+    with _user_errors():
+        from peer.export import export_hf, export_ollama
+        from peer.store import Store
+
+        if (ollama is None) == (hf is None):
+            raise BadInput("give exactly one of --ollama DIR or --hf DIR")
+        store = Store(_models_dir(models_dir)).open()
+        model = ModelRef.parse(ref)
+        manifest = store.resolve(model)
+        if manifest is None:
+            raise BadInput(f"{model} is not in {store.root}", "pull it first (shoal pull)")
+        if ollama is not None:
+            where = export_ollama(store, model, manifest, ollama)
+        else:
+            assert hf is not None
+            where = export_hf(store, model, manifest, hf)
+        typer.echo(f"exported {model} to {where}")
+
+
+@app.command()
 def version() -> None:
     """Print shoal's version."""
     typer.echo(f"shoal {__version__}")

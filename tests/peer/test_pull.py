@@ -116,3 +116,54 @@ def test_everything_down_fails_clearly(tmp_path: Path) -> None:
         timeout=60,
     )
     assert r.returncode == 2 and "--coordinator" in r.stderr
+
+
+def test_export_and_rm_from_the_cli(fleet: tuple[str, Origin], tmp_path: Path) -> None:
+    _, origin = fleet
+    models = tmp_path / "m"
+    finish(pull("demo:v1", "--edge", origin.url, "--models-dir", models))
+    r = subprocess.run(
+        [
+            str(SHOAL),
+            "export",
+            "demo:v1",
+            "--hf",
+            str(tmp_path / "hf"),
+            "--models-dir",
+            str(models),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    snapshot = Path(r.stdout.split(" to ")[1].strip())
+    for rel in FILES:
+        assert (snapshot / rel).read_bytes() == (origin.src / rel).read_bytes()
+    r = subprocess.run(
+        [
+            str(SHOAL),
+            "export",
+            "demo:v1",
+            "--ollama",
+            str(tmp_path / "o"),
+            "--models-dir",
+            str(models),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2 and "not an ollama model" in r.stderr
+    r = subprocess.run(
+        [str(SHOAL), "rm", "demo:v1", "--models-dir", str(models)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and "freed" in r.stdout
+    assert not list((models / "blobs").iterdir())
+    ls = subprocess.run(
+        [str(SHOAL), "ls", "--models-dir", str(models)], capture_output=True, text=True, timeout=60
+    )
+    assert ls.returncode == 0 and ls.stdout == ""
