@@ -29,11 +29,12 @@ from peer.session import (
     SessionSettings,
     TorrentSession,
 )
-from peer.store import Store, atomic_write
+from peer.store import Store
 from shoal import bitfield, wire
 from shoal.chunk_client import UpstreamError, Upstreams
 from shoal.coordinator_client import CoordinatorClient
 from shoal.errors import BadInput, NotFound, RemoteError, ShoalError
+from shoal.fsutil import atomic_write
 from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
 from shoal.ref import ModelRef
 from shoal.torrent import MAX_TORRENT_BYTES, Torrent

@@ -21,9 +21,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from peer.store import Store, atomic_write
+from peer.store import Store
 from shoal.digest import Digest
 from shoal.errors import BadInput, IntegrityError
+from shoal.fsutil import atomic_write
 from shoal.manifest import FileEntry, Manifest
 from shoal.ref import ModelRef
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from shoal.digest import Digest
 from shoal.errors import BadInput, IntegrityError, ShoalError
+from shoal.fsutil import atomic_write, fsync_dir
 from shoal.manifest import FileEntry, Manifest
 from shoal.ref import ModelRef
 from shoal.units import format_size
@@ -111,7 +112,7 @@ class Store:
             os.close(fd)
         staged.chmod(0o644)
         staged.replace(final)
-        _fsync_dir(self.blobs)
+        fsync_dir(self.blobs)
         return final
 
     # manifests and tags
@@ -177,22 +178,3 @@ class Store:
 
     def _tag_path(self, ref: ModelRef) -> Path:
         return self.tags / ref.host / ref.namespace / ref.name / ref.tag
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -24,6 +24,7 @@ from shoal import torrent
 from shoal.chunking import check_chunk_size, choose_chunk_size
 from shoal.coordinator_client import CoordinatorClient
 from shoal.errors import OutputExists, ShoalError, SourceError
+from shoal.fsutil import fsync_dir
 from shoal.manifest import FileEntry, Manifest
 from shoal.ref import ModelRef
 from shoal.urls import check_url, directory_url
@@ -150,8 +151,8 @@ def _build(
     _write(tmp / torrent_name, blob)
     _write(tmp / MANIFEST_MSGPACK, manifest.canonical_bytes)
     _write(tmp / MANIFEST_JSON, (json.dumps(manifest.to_json(), indent=1) + "\n").encode())
-    _fsync_dir(tmp / "blobs")
-    _fsync_dir(tmp)
+    fsync_dir(tmp / "blobs")
+    fsync_dir(tmp)
     return Published(out=out, manifest=manifest, torrent_path=out / torrent_name, linked=linked)
 
 
@@ -246,14 +247,6 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _install(tmp: Path, out: Path) -> None:
     if out.exists():
         old = out.parent / f".{out.name}.replaced-{os.getpid()}"
@@ -262,7 +255,7 @@ def _install(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
 
 
 def _remove_stale_partials(out: Path) -> None:
