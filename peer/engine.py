@@ -186,6 +186,7 @@ async def _download(
     try:
         d = ses.add("pull", manifest, torrent, staging, resume)
         while not d.ready:
+            ses.events()
             await asyncio.sleep(opts.poll)
         have = d.have()
         inflight: dict[int, asyncio.Future[bytes]] = {}

@@ -166,7 +166,9 @@ class TorrentSession:
             name = by_handle.get(getattr(a, "handle", None))
             if name is None:
                 continue
-            if isinstance(a, lt.piece_finished_alert):
+            if isinstance(a, lt.torrent_checked_alert):
+                self.downloads[name].checked = True
+            elif isinstance(a, lt.piece_finished_alert):
                 out.append(PieceDone(name, int(a.piece_index)))
             elif isinstance(a, lt.hash_failed_alert):
                 out.append(PieceFailed(name, int(a.piece_index)))
@@ -196,16 +198,14 @@ class Download:
         self.handle = handle
         self.manifest = manifest
         self.resume_wanted = False
+        self.checked = False
 
     @property
     def ready(self) -> bool:
-        """Done checking resume data or existing files: pieces may be added now
-        (libtorrent drops ``add_piece`` calls that come earlier)."""
-        state = self.handle.status().state
-        return state not in (
-            lt.torrent_status.checking_resume_data,
-            lt.torrent_status.checking_files,
-        )
+        """libtorrent has checked the torrent (its ``torrent_checked_alert`` came through
+        ``events()``): pieces may be added now; earlier ``add_piece`` calls can be dropped,
+        and the torrent's state alone was seen to say "ready" too early."""
+        return self.checked
 
     def prioritize(self, priorities: list[int]) -> None:
         self.handle.prioritize_pieces(priorities)
