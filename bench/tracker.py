@@ -27,7 +27,7 @@ from seeder.publish import PublishOptions, publish  # noqa: E402
 from seeder.sources import directory_source  # noqa: E402
 from shoal.coordinator_client import CoordinatorClient  # noqa: E402
 from shoal.ref import ModelRef  # noqa: E402
-from shoal.testing import free_port, wait_listening, write_model_dir  # noqa: E402
+from shoal.testing import free_port, stop_processes, wait_listening, write_model_dir  # noqa: E402
 
 SHOAL = Path(sys.executable).parent / "shoal"
 
@@ -196,12 +196,7 @@ def main() -> None:
         args.out.write_text(json.dumps(report, indent=1) + "\n")
         print(json.dumps(report, indent=1))
     finally:
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -181,3 +181,18 @@ def wait_listening(port: int, proc: Any = None, what: str = "server", timeout: f
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} did not listen on port {port}") from None
             time.sleep(0.05)
+
+
+def stop_processes(procs: list[Any], timeout: float = 10) -> None:
+    """SIGTERM each ``subprocess.Popen``, then SIGKILL whatever has not exited in time."""
+    import subprocess
+
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=timeout)

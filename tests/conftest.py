@@ -30,3 +30,25 @@ def run_shoal() -> RunShoal:
         return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
     return run
+
+
+def aria2_webseed_download(torrent: Path, out: Path) -> None:
+    """Debian's aria2c downloads ``torrent`` into ``out`` with DHT, LSD and PEX off, so its
+    only sources are the torrent's web seeds (and tracker, when it has one)."""
+    r = subprocess.run(
+        [
+            "aria2c",
+            "-q",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--seed-time=0",
+            f"--dir={out}",
+            str(torrent),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr

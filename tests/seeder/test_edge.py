@@ -22,6 +22,7 @@ from seeder.sources import directory_source
 from shoal.chunk_client import Upstreams
 from shoal.ref import ModelRef
 from shoal.testing import write_model_dir
+from tests.conftest import aria2_webseed_download
 from tests.seeder.conftest import AsyncServerThread, FaultyUpstream
 
 CS = 16 * 1024
@@ -264,22 +265,7 @@ def test_aria2c_through_an_edge(tmp_path: Path, pub: Published, origin: AsyncSer
                 web_seeds=[f"{e.url}/webseed/"],
             ),
         )  # aria2 1.36 cannot read hybrid torrents
-        r = subprocess.run(
-            [
-                "aria2c",
-                "-q",
-                "--enable-dht=false",
-                "--bt-enable-lpd=false",
-                "--enable-peer-exchange=false",
-                "--seed-time=0",
-                f"--dir={tmp_path / 'dl'}",
-                str(v1.torrent_path),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert r.returncode == 0, r.stdout + r.stderr
+        aria2_webseed_download(v1.torrent_path, tmp_path / "dl")
     for rel in FILES:
         got = (tmp_path / "dl" / "m-1" / rel).read_bytes()
         assert (

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from shoal.testing import free_port
+from tests.conftest import aria2_webseed_download
 from tests.seeder.test_origin import FILES, Origin, start_seed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,21 +110,6 @@ def test_aria2c_through_nginx(stack: tuple[Origin, str], tmp_path: Path) -> None
             web_seeds=[f"{url}/webseed/"],
         ),
     )
-    r = subprocess.run(
-        [
-            "aria2c",
-            "-q",
-            "--enable-dht=false",
-            "--bt-enable-lpd=false",
-            "--enable-peer-exchange=false",
-            "--seed-time=0",
-            f"--dir={tmp_path / 'dl'}",
-            str(pub.torrent_path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert r.returncode == 0, r.stdout + r.stderr
+    aria2_webseed_download(pub.torrent_path, tmp_path / "dl")
     for rel in FILES:
         assert (tmp_path / "dl" / "demo-v1" / rel).read_bytes() == (origin.src / rel).read_bytes()

@@ -22,7 +22,7 @@ from seeder.sources import directory_source
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
 from shoal.testing import ServerThread, free_port, wait_listening, write_model_dir
-from tests.conftest import SHOAL
+from tests.conftest import SHOAL, aria2_webseed_download
 
 FILES = {"weights/model.gguf": 1_000_000, "config.json": 321, "empty.txt": 0}
 
@@ -213,23 +213,7 @@ def test_aria2c_downloads_using_only_the_web_seed(tmp_path: Path) -> None:
         pytest.skip("needs Debian's aria2")
     for o in start_seed(tmp_path, v1_only=True):  # aria2 1.36 cannot read hybrid torrents
         out = tmp_path / "dl"
-        r = subprocess.run(
-            [
-                "aria2c",
-                "-q",
-                "--enable-dht=false",
-                "--enable-dht6=false",
-                "--bt-enable-lpd=false",
-                "--enable-peer-exchange=false",
-                "--seed-time=0",
-                f"--dir={out}",
-                str(o.pub.torrent_path),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert r.returncode == 0, r.stdout + r.stderr
+        aria2_webseed_download(o.pub.torrent_path, out)
         for rel in FILES:
             assert (out / "demo-v1" / rel).read_bytes() == (o.src / rel).read_bytes()
         served = httpx.get(f"{o.url}/metrics").text
