@@ -1,10 +1,11 @@
-"""One pull: resolve, reuse what the store holds, then swarm and edges under the scheduler,
+"""One pull: resolve, skip what the store holds, then swarm and edges under the scheduler,
 every chunk verified, files moved into the store only when complete and flushed.
 
 BitTorrent pieces are verified by libtorrent against the torrent, whose info-hashes the
 manifest names (v2: SHA-256 Merkle); HTTP chunks are verified against the manifest's
-chunk SHA-256 before ``add_piece``; pieces of files the store already holds are read from
-there. Resume data is kept in staging, so a killed pull loses only what was in flight.
+chunk SHA-256 before ``add_piece``. Files the store already holds (another tag of the
+model) are not downloaded at all. Resume data and a journal of verified chunks are kept in
+staging, so a killed pull loses only what was in flight.
 """
 
 from __future__ import annotations
@@ -19,17 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peer import layout
+from peer.journal import Journal
+from peer.metrics import PullMetrics
 from peer.scheduler import Moment, plan
 from peer.session import (
     Download,
     FileFailed,
     Flushed,
     PieceDone,
+    PieceFailed,
     ResumeData,
     SessionSettings,
     TorrentSession,
 )
-from peer.store import Store
+from peer.store import Store, StoreError
+from peer.throttle import Throttle
 from shoal import bitfield, wire
 from shoal.chunk_client import UpstreamError, Upstreams
 from shoal.coordinator_client import CoordinatorClient
@@ -41,6 +46,7 @@ from shoal.torrent import MAX_TORRENT_BYTES, Torrent
 
 log = logging.getLogger("shoal.pull")
 RESUME_FILE = "resume.dat"
+JOURNAL_FILE = "verified.log"
 
 
 @dataclass(frozen=True)
@@ -51,47 +57,111 @@ class PullOptions:
     token: str | None = None
     edges: tuple[str, ...] = ()
     session: SessionSettings = field(default_factory=SessionSettings)
-    http_slots: int = 4
+    http_slots: int = 8
     stall_timeout: float = 60.0
-    poll: float = 0.1
+    max_rate: int = 0  # bytes/s over BitTorrent and HTTP each; 0 = unlimited
+    endgame: int = 4  # hedge the last chunks: swarm and edge at once
+    resume_every: float = 10.0
+    linger: float = 15.0  # seed on at most this long while this host alone holds a chunk
+    coordinate_every: float = 2.0
+    connect_timeout: float = 5.0
+    read_timeout: float = 15.0
+    proxy: str | None = None
+    poll: float = 0.05
 
 
 @dataclass
 class PullResult:
     manifest: Manifest
-    seconds: float
+    seconds: float = 0.0
     bytes_peer: int = 0
     bytes_edge: int = 0
-    bytes_local: int = 0
+    bytes_reused: int = 0  # files the store held already
+    chunks: int = 0  # chunks this pull needed
+    chunks_resumed: int = 0  # of those, verified by an earlier, interrupted pull
+    chunks_peer: int = 0
+    chunks_edge: int = 0
+    chunks_rejected: int = 0
+    edges: list[dict[str, object]] = field(default_factory=list)
     already_present: bool = False
 
 
-Progress = Callable[[int, int], None]  # (bytes held, total)
+@dataclass(frozen=True)
+class Snapshot:
+    """Progress: per file (path, bytes held, size) and bytes received by source."""
+
+    files: tuple[tuple[str, int, int], ...]
+    bytes_peer: int
+    bytes_edge: int
+
+    @property
+    def held(self) -> int:
+        return sum(f[1] for f in self.files)
+
+    @property
+    def total(self) -> int:
+        return sum(f[2] for f in self.files)
 
 
-async def pull(opts: PullOptions, progress: Progress | None = None) -> PullResult:
+Progress = Callable[[Snapshot], None]
+
+
+async def pull(
+    opts: PullOptions, progress: Progress | None = None, metrics: PullMetrics | None = None
+) -> PullResult:
     started = time.monotonic()
+    metrics = metrics or PullMetrics()
+    try:
+        result = await _pull(opts, progress, metrics)
+    except ShoalError as exc:
+        metrics.errors.labels(_reason(exc)).inc()
+        raise
+    result.seconds = time.monotonic() - started
+    if not result.already_present:
+        metrics.duration.observe(result.seconds)
+    return result
+
+
+def _reason(exc: ShoalError) -> str:
+    if isinstance(exc, StoreError):
+        return "store"
+    if isinstance(exc, NotFound):
+        return "not_found"
+    if isinstance(exc, BadInput):
+        return "bad_input"
+    return "remote" if isinstance(exc, RemoteError) else "other"
+
+
+async def _pull(opts: PullOptions, progress: Progress | None, metrics: PullMetrics) -> PullResult:
     store = Store(opts.models_dir).open()
     coord = CoordinatorClient(opts.coordinator, opts.token) if opts.coordinator else None
     edges = list(opts.edges)
     try:
         if coord is not None:
             edges += await _coordinator_edges(coord)
-        ups = Upstreams(list(dict.fromkeys(edges))) if edges else None
+        ups = (
+            Upstreams(
+                list(dict.fromkeys(edges)),
+                connect_timeout=opts.connect_timeout,
+                read_timeout=opts.read_timeout,
+                proxy=opts.proxy,
+            )
+            if edges
+            else None
+        )
         try:
             manifest = await _resolve(opts.ref, coord, ups, store)
             held = store.resolve(opts.ref)
             if held is not None and held.digest == manifest.digest and not store.missing(held):
-                return PullResult(manifest, time.monotonic() - started, already_present=True)
+                return PullResult(manifest, already_present=True)
             if not store.missing(manifest):
                 store.put(manifest, opts.ref)
-                return PullResult(manifest, time.monotonic() - started, already_present=True)
+                return PullResult(manifest, already_present=True)
             store.check_space(manifest)
             torrent = await _torrent(manifest, coord, ups)
-            result = await _download(opts, store, manifest, torrent, coord, ups, progress)
+            result = await _download(opts, store, manifest, torrent, coord, ups, progress, metrics)
             store.put(manifest, opts.ref)
             shutil.rmtree(store.staging_dir(manifest), ignore_errors=True)
-            result.seconds = time.monotonic() - started
             return result
         finally:
             if ups is not None:
@@ -166,6 +236,127 @@ async def _torrent(
     raise RemoteError(f"no torrent for {manifest.ref} that matches its manifest")
 
 
+@dataclass
+class _Coordination:
+    assigned: frozenset[int] = frozenset()
+    replicas: list[int] | None = None
+    task: asyncio.Future[tuple[frozenset[int], list[int] | None]] | None = None
+    dial: asyncio.Future[set[tuple[str, int]]] | None = None
+    answered: bool = False
+    last: float = 0.0
+
+
+class _Pull:
+    """The state of one download while it runs."""
+
+    def __init__(
+        self,
+        opts: PullOptions,
+        store: Store,
+        manifest: Manifest,
+        ups: Upstreams | None,
+        metrics: PullMetrics,
+    ) -> None:
+        self.opts = opts
+        self.store = store
+        self.manifest = manifest
+        self.ups = ups
+        self.metrics = metrics
+        self.staging = store.staging_dir(manifest)
+        self.pcs = layout.pieces(manifest)
+        self.maps = {e.sha256: layout.chunk_map(manifest, e) for e in manifest.files}
+        held = {e.sha256 for e in manifest.files} - {e.sha256 for e in store.missing(manifest)}
+        self.skip = frozenset(p.index for p in self.pcs if p.entry.sha256 in held)
+        self.need = frozenset(p.index for p in self.pcs) - self.skip
+        self.result = PullResult(
+            manifest,
+            chunks=len(self.need),
+            bytes_reused=sum(e.size for e in manifest.files if e.sha256 in held),
+        )
+        self.have: set[int] = set()
+        self.handed: dict[int, str] = {}  # given to libtorrent with add_piece: source
+        self.inflight: dict[int, asyncio.Future[bytes]] = {}
+        self.throttle = Throttle(opts.max_rate)
+        self.journal = Journal(self.staging / JOURNAL_FILE, len(self.pcs))
+        self.checking = True  # libtorrent checks staging first: what it finds is resumed
+
+    def chunk_len(self, i: int) -> int:
+        p = self.pcs[i]
+        return min(self.manifest.chunk_size, p.entry.size - p.chunk * self.manifest.chunk_size)
+
+    def recover(self, d: Download) -> None:
+        """Chunks the journal names but resume data does not (saved before a kill): read
+        back from staging, re-verified against the manifest, handed to libtorrent."""
+        for i in sorted(self.journal.read() & self.need - self.have):
+            p = self.pcs[i]
+            try:
+                with (self.staging / p.entry.sha256.hex).open("rb") as f:
+                    f.seek(p.chunk * self.manifest.chunk_size)
+                    data = f.read(self.chunk_len(i))
+            except OSError:
+                continue
+            if self.maps[p.entry.sha256].verify(p.chunk, data):
+                d.add_piece(i, p.padded(data))
+                self.handed[i] = "resumed"
+
+    def on_piece(self, i: int) -> None:
+        if i in self.have or i not in self.need:
+            return
+        self.have.add(i)
+        self.journal.add(i)
+        source = self.handed.pop(i, "resumed" if self.checking else "peer")
+        if source == "resumed":
+            self.result.chunks_resumed += 1
+        elif source == "edge":
+            self.result.chunks_edge += 1
+        else:
+            self.result.chunks_peer += 1
+            self.metrics.bytes.labels("peer").inc(self.chunk_len(i))
+        self.metrics.chunks_verified.labels(source).inc()
+
+    def harvest(self, d: Download) -> None:
+        """HTTP fetches that ended: verified chunks go to libtorrent."""
+        for i, task in list(self.inflight.items()):
+            if not task.done():
+                continue
+            del self.inflight[i]
+            if task.cancelled():
+                continue
+            exc = task.exception()
+            if exc is not None:
+                log.info("chunk %d over HTTP: %s", i, exc)
+                continue
+            data = task.result()
+            self.result.bytes_edge += len(data)
+            self.metrics.bytes.labels("edge").inc(len(data))
+            if i not in self.have:
+                d.add_piece(i, self.pcs[i].padded(data))
+                self.handed[i] = "edge"
+
+    def start_fetch(self, i: int) -> None:
+        assert self.ups is not None
+        p = self.pcs[i]
+        size = self.chunk_len(i)
+
+        async def fetch() -> bytes:
+            await self.throttle.take(size)
+            assert self.ups is not None
+            return await self.ups.chunk(self.maps[p.entry.sha256], p.chunk)
+
+        self.inflight[i] = asyncio.ensure_future(fetch())
+
+    def snapshot(self, bytes_peer: int) -> Snapshot:
+        held: dict[str, int] = {}
+        for i in self.have | set(self.skip):
+            path = self.pcs[i].entry.path.value
+            held[path] = held.get(path, 0) + self.chunk_len(i)
+        return Snapshot(
+            tuple((e.path.value, held.get(e.path.value, 0), e.size) for e in self.manifest.files),
+            bytes_peer,
+            self.result.bytes_edge,
+        )
+
+
 async def _download(
     opts: PullOptions,
     store: Store,
@@ -174,153 +365,244 @@ async def _download(
     coord: CoordinatorClient | None,
     ups: Upstreams | None,
     progress: Progress | None,
+    metrics: PullMetrics,
 ) -> PullResult:
-    staging = store.staging_dir(manifest)
-    staging.mkdir(parents=True, exist_ok=True)
-    resume_path = staging / RESUME_FILE
+    st = _Pull(opts, store, manifest, ups, metrics)
+    st.staging.mkdir(parents=True, exist_ok=True)
+    resume_path = st.staging / RESUME_FILE
     resume = resume_path.read_bytes() if resume_path.exists() else None
-    pcs = layout.pieces(manifest)
-    maps = {e.sha256: layout.chunk_map(manifest, e) for e in manifest.files}
-    result = PullResult(manifest, 0.0)
+    trackers = (f"{opts.coordinator.rstrip('/')}/announce",) if opts.coordinator else ()
     ses = TorrentSession(opts.session)
+    # fleet reports name this pull by its BitTorrent port: several pulls of one host differ
+    fleet = (
+        CoordinatorClient(opts.coordinator, opts.token, instance=str(ses.port))
+        if coord is not None and opts.coordinator
+        else None
+    )
     try:
-        d = ses.add("pull", manifest, torrent, staging, resume)
+        d = ses.add(
+            "pull",
+            manifest,
+            torrent,
+            st.staging,
+            resume,
+            skip=frozenset(st.pcs[i].entry.sha256.hex for i in st.skip),
+            trackers=trackers,
+        )
+        if opts.max_rate:
+            d.handle.set_download_limit(opts.max_rate)
         while not d.ready:
-            ses.events()
+            _events(ses, st, resume_path)
             await asyncio.sleep(opts.poll)
-        have = d.have()
-        inflight: dict[int, asyncio.Future[bytes]] = {}
-        handed: set[int] = set()  # given to libtorrent with add_piece, awaiting its check
-        assigned: frozenset[int] = frozenset()
-        replicas: list[int] | None = None
-        last_coord = last_resume = 0.0
-        last_progress = time.monotonic()
-        applied: list[int] | None = None
-        total = manifest.total_size
-        while len(have) < len(pcs):
-            now = time.monotonic()
-            for ev in ses.events():
-                if isinstance(ev, PieceDone):
-                    have.add(ev.index)
-                    last_progress = now
-                elif isinstance(ev, FileFailed):
-                    raise ShoalError(
-                        f"cannot write {manifest.ref} into {staging}: {ev.message}",
-                        "free disk space or fix permissions; the pull resumes",
-                    )
-                elif isinstance(ev, ResumeData):
-                    atomic_write(resume_path, ev.data)
-            _local(store, d, manifest.chunk_size, pcs, have, handed, result)
-            for i, task in list(inflight.items()):
-                if task.done():
-                    del inflight[i]
-                    if task.exception() is None:
-                        d.add_piece(i, pcs[i].padded(task.result()))
-                        handed.add(i)
-                        result.bytes_edge += len(task.result())
-                    else:
-                        log.warning("chunk %d over HTTP: %s", i, task.exception())
-            if coord is not None and now - last_coord > 2.0:
-                last_coord = now
-                assigned, replicas = await _coordinate(
-                    coord, manifest, have, len(pcs), ses.port, opts.http_slots
-                )
-            avail = list(d.handle.piece_availability())
-            p = plan(
-                Moment(
-                    num_chunks=len(pcs),
-                    have=frozenset(have),
-                    now=now,
-                    swarm_has=avail if len(avail) == len(pcs) else [0] * len(pcs),
-                    agent_replicas=replicas,
-                    assigned=assigned,
-                    http_inflight=frozenset(inflight) | frozenset(handed - have),
-                    http_slots=opts.http_slots - len(inflight),
-                    edges=ups is not None,
-                    endgame=2,
-                )
-            )
-            if p.priorities != applied:
-                d.prioritize(p.priorities)
-                applied = p.priorities
-            for i in p.http:
-                assert ups is not None
-                piece = pcs[i]
-                inflight[i] = asyncio.ensure_future(
-                    ups.chunk(maps[piece.entry.sha256], piece.chunk)
-                )
-            if now - last_resume > 10.0:
-                last_resume = now
-                d.request_resume_data()
-            if progress is not None:
-                progress(
-                    sum(pcs[i].entry.size and _chunk_len(manifest, pcs[i]) for i in have), total
-                )
-            if now - last_progress > opts.stall_timeout:
-                raise RemoteError(
-                    f"pull of {manifest.ref} made no progress for {opts.stall_timeout:.0f} s "
-                    f"({len(have)}/{len(pcs)} chunks): no peer or edge delivered",
-                    "check the coordinator, edges and peers; run the pull again to resume",
-                )
-            await asyncio.sleep(opts.poll)
-        for task in inflight.values():
-            task.cancel()
+        held = d.have() & set(st.need)  # from resume data: no alert says so
+        st.result.chunks_resumed += len(held - st.have)
+        st.have |= held
+        st.checking = False
+        st.recover(d)
+        await _loop(st, d, ses, fleet, resume_path, progress)
+        if fleet is not None:
+            await _linger(st, d, ses, fleet)
         d.flush()
         await _wait(ses, Flushed)
-        result.bytes_peer = int(d.status().total_payload_download)
+        status = d.status()
+        st.result.bytes_peer = int(status.total_payload_download)
+        metrics.upload.inc(int(status.total_payload_upload))
         ses.remove("pull")
         for entry in store.missing(manifest):
-            staged = staging / entry.sha256.hex
+            staged = st.staging / entry.sha256.hex
             if entry.size == 0:
                 staged.write_bytes(b"")
             store.commit(entry, staged)
-        return result
+        if ups is not None:
+            st.result.edges = ups.stats()
+            st.result.chunks_rejected += sum(int(str(e["corrupt"])) for e in st.result.edges)
+            for e in st.result.edges:
+                metrics.chunks_failed.labels("edge").inc(int(str(e["corrupt"])))
+        return st.result
     finally:
+        for task in st.inflight.values():
+            task.cancel()
+        st.journal.close()
         ses.close()
+        if fleet is not None:
+            await _leave(fleet, manifest, len(st.pcs), ses.port)
+            fleet.close()
 
 
-def _chunk_len(manifest: Manifest, piece: layout.Piece) -> int:
-    return min(manifest.chunk_size, piece.entry.size - piece.chunk * manifest.chunk_size)
+def _events(ses: TorrentSession, st: _Pull, resume_path: Path) -> bool:
+    """Apply libtorrent's events; True if a chunk was verified."""
+    progressed = False
+    for ev in ses.events():
+        if isinstance(ev, PieceDone):
+            st.on_piece(ev.index)
+            progressed = True
+        elif isinstance(ev, PieceFailed):
+            st.result.chunks_rejected += 1
+            st.metrics.chunks_failed.labels(st.handed.pop(ev.index, "peer")).inc()
+        elif isinstance(ev, FileFailed):
+            raise StoreError(
+                f"cannot write {st.manifest.ref} into {st.staging}: {ev.message}",
+                "free disk space or fix permissions, then pull again: verified chunks are kept",
+            )
+        elif isinstance(ev, ResumeData):
+            atomic_write(resume_path, ev.data)
+    return progressed
 
 
-def _local(
-    store: Store,
+async def _loop(
+    st: _Pull,
     d: Download,
-    chunk_size: int,
-    pcs: list[layout.Piece],
-    have: set[int],
-    handed: set[int],
-    result: PullResult,
+    ses: TorrentSession,
+    coord: CoordinatorClient | None,
+    resume_path: Path,
+    progress: Progress | None,
 ) -> None:
-    """Pieces of files the store already holds (for another model): read and hand in,
-    at most 8 a round; libtorrent checks them like any other piece."""
-    n = 0
-    for piece in pcs:
-        if n >= 8:
-            return
-        if piece.index in have or piece.index in handed or not store.has_blob(piece.entry):
-            continue
-        with store.blob_path(piece.entry.sha256).open("rb") as f:
-            f.seek(piece.chunk * chunk_size)
-            data = f.read(min(chunk_size, piece.entry.size - piece.chunk * chunk_size))
-        d.add_piece(piece.index, piece.padded(data))
-        handed.add(piece.index)
-        result.bytes_local += len(data)
-        n += 1
+    opts, n = st.opts, len(st.pcs)
+    co = _Coordination(answered=coord is None)
+    applied: list[int] | None = None
+    last_progress = last_resume = last_report = last_dial = time.monotonic()
+    while not st.need <= st.have:
+        now = time.monotonic()
+        if _events(ses, st, resume_path):
+            last_progress = now
+        st.harvest(d)
+        for i in [i for i in st.inflight if i in st.have]:
+            st.inflight.pop(i).cancel()  # a hedge the swarm won
+        if coord is not None:
+            if co.task is not None and co.task.done():
+                if co.task.exception() is None:
+                    co.assigned, co.replicas = co.task.result()
+                co.answered = True
+                co.task = None
+            # ask again at once when this host's assignments ran out (HTTP would idle)
+            idle = not (co.assigned - st.have - set(st.inflight)) and now - co.last >= 0.25
+            if co.task is None and (idle or now - co.last >= opts.coordinate_every):
+                co.last = now
+                co.task = asyncio.ensure_future(
+                    _coordinate(
+                        coord, st.manifest, set(st.have), n, ses.port, opts.http_slots, st.skip
+                    )
+                )
+        avail = list(d.handle.piece_availability())
+        if co.replicas is not None and now - last_dial > opts.coordinate_every and coord:
+            # chunks other hosts hold but no connected peer has: dial their holders
+            # (again each round while it lasts: a watchdog against half-made connections)
+            unseen = [
+                i
+                for i, (r, a) in enumerate(zip(co.replicas, avail, strict=False))
+                if r > 0 and a == 0
+            ]
+            if unseen and (co.dial is None or co.dial.done()):
+                last_dial = now
+                co.dial = asyncio.ensure_future(
+                    _holders(coord, st.manifest, unseen[:: max(1, len(unseen) // 4)][:4])
+                )
+        if co.dial is not None and co.dial.done() and not co.dial.cancelled():
+            if co.dial.exception() is None:
+                d.connect(p for p in co.dial.result() if p[1] != ses.port)
+            co.dial = None
+        p = plan(
+            Moment(
+                num_chunks=n,
+                have=frozenset(st.have),
+                now=now,
+                swarm_has=avail if len(avail) == n else [0] * n,
+                agent_replicas=co.replicas,
+                assigned=co.assigned,
+                skip=st.skip,
+                http_inflight=frozenset(st.inflight) | frozenset(st.handed),
+                # with a coordinator, HTTP waits for its first answer (or failure)
+                http_slots=opts.http_slots - len(st.inflight) if co.answered else 0,
+                edges=st.ups is not None and st.ups.available(),
+                endgame=opts.endgame,
+            )
+        )
+        if p.priorities != applied:
+            d.prioritize(p.priorities)
+            applied = p.priorities
+        for i in p.http:
+            st.start_fetch(i)
+        if now - last_resume > opts.resume_every:
+            last_resume = now
+            d.request_resume_data()
+        if progress is not None and now - last_report >= 0.25:
+            last_report = now
+            progress(st.snapshot(int(d.status().total_payload_download)))
+        if now - last_progress > opts.stall_timeout:
+            raise RemoteError(
+                f"pull of {st.manifest.ref} made no progress for {opts.stall_timeout:.0f} s "
+                f"({len(st.have)}/{len(st.need)} chunks): no peer or edge delivered",
+                "check the coordinator, edges and peers; pull again to resume",
+            )
+        await asyncio.sleep(opts.poll)
+    for task in (co.task, co.dial):
+        if task is not None:
+            task.cancel()
+    if progress is not None:
+        progress(st.snapshot(int(d.status().total_payload_download)))
 
 
 async def _coordinate(
-    coord: CoordinatorClient, manifest: Manifest, have: set[int], n: int, port: int, slots: int
+    coord: CoordinatorClient,
+    manifest: Manifest,
+    have: set[int],
+    n: int,
+    port: int,
+    slots: int,
+    skip: frozenset[int] = frozenset(),
 ) -> tuple[frozenset[int], list[int] | None]:
     try:
         await asyncio.to_thread(coord.report, manifest.digest, bitfield.from_indices(have, n), port)
         replicas = await asyncio.to_thread(coord.replicas, manifest.digest)
-        assigned = await asyncio.to_thread(coord.assignments, manifest.digest, slots * 2)
+        assigned = (
+            await asyncio.to_thread(
+                coord.assignments,
+                manifest.digest,
+                slots * 2,
+                bitfield.from_indices(skip, n) if skip else None,
+            )
+            if slots
+            else []
+        )
     except ShoalError as exc:
-        log.info("coordinator unavailable (%s); going on with peers and edges", exc.message)
+        log.warning("coordinator unavailable (%s); going on with peers and edges", exc.message)
         return frozenset(), None
     mine = [r - (i in have) for i, r in enumerate(replicas)] if len(replicas) == n else None
     return frozenset(assigned), mine
+
+
+async def _linger(st: _Pull, d: Download, ses: TorrentSession, coord: CoordinatorClient) -> None:
+    """Seed on while other hosts are part-way through (some chunk has fewer holders than
+    another), at most ``linger`` seconds: what they still need stays in the fleet without
+    another copy from the origin."""
+    deadline = time.monotonic() + st.opts.linger
+    n = len(st.pcs)
+    while time.monotonic() < deadline:
+        _, replicas = await _coordinate(coord, st.manifest, st.have, n, ses.port, 0)
+        others = [r for i, r in enumerate(replicas or ()) if i in st.need]
+        if not others or min(others) == max(others):  # nobody else is part-way through
+            return
+        for _ in range(int(st.opts.coordinate_every / st.opts.poll)):
+            ses.events()
+            await asyncio.sleep(st.opts.poll)
+
+
+async def _leave(coord: CoordinatorClient, manifest: Manifest, n: int, port: int) -> None:
+    """Tell the coordinator this pull holds nothing any more (nobody waits for it)."""
+    with contextlib.suppress(ShoalError):
+        await asyncio.to_thread(coord.report, manifest.digest, bitfield.from_indices((), n), port)
+
+
+async def _holders(
+    coord: CoordinatorClient, manifest: Manifest, chunks: list[int]
+) -> set[tuple[str, int]]:
+    found: set[tuple[str, int]] = set()
+    for i in chunks:
+        try:
+            found.update(await asyncio.to_thread(coord.holders, manifest.digest, i))
+        except ShoalError:
+            break
+    return found
 
 
 async def _wait(ses: TorrentSession, kind: type, timeout: float = 60.0) -> None:

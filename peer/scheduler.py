@@ -4,16 +4,17 @@ Inputs describe one moment (what this host holds, what the swarm and the
 coordinator say, what is in flight); the output is a plan: a libtorrent piece
 priority per chunk, and which HTTP fetches to start now, in order.
 
-HTTP takes, in this order: the coordinator's assignments for this host; chunks
-no connected peer has; chunks overdue in the swarm; when the swarm is too slow,
+HTTP takes, in this order: the coordinator's assignments for this host; without a
+coordinator, chunks no connected peer has; chunks overdue in the swarm; when the swarm is too slow,
 the rarest chunks it has not started; and in the end game every missing chunk
 (hedged: swarm and edge at once, first verified copy wins).
 
-The swarm gets a chunk (priority > 0) only when another agent holds it, or it is
-this host's assignment and no edge can serve it, or in the end game. A chunk whose
-only holder is the origin stays at priority 0 for this host: that is what keeps
-the origin near one copy (../shared/reference/swarm-measurements.md). Without
-coordinator data, libtorrent's stock behaviour applies (everything priority 1).
+The swarm gets a chunk (priority > 0) only when another agent holds it, or no edge
+can serve HTTP now, or in the end game. A chunk whose only holder is the origin stays
+at priority 0 for this host while an edge can serve it: that is what keeps the origin
+near one copy (../shared/reference/swarm-measurements.md). Without coordinator data,
+libtorrent's stock behaviour applies (everything priority 1). Chunks in ``skip`` (files
+the store already holds) are neither wanted from the swarm nor fetched.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Moment:
         None  # other agents holding it (coordinator); None: unknown
     )
     assigned: frozenset[int] = frozenset()
+    skip: frozenset[int] = frozenset()
     http_inflight: frozenset[int] = frozenset()
     swarm_started: Mapping[int, float] = field(default_factory=dict)  # chunk -> first request
     http_slots: int = 0  # HTTP fetches that may start now
@@ -53,7 +55,7 @@ class Plan:
 
 
 def plan(m: Moment) -> Plan:
-    missing = [i for i in range(m.num_chunks) if i not in m.have]
+    missing = [i for i in range(m.num_chunks) if i not in m.have and i not in m.skip]
     endgame = len(missing) <= m.endgame
     return Plan(priorities=_priorities(m, endgame), http=_http(m, missing, endgame))
 
@@ -75,9 +77,10 @@ def _http(m: Moment, missing: list[int], endgame: bool) -> list[int]:
     if not m.swarm:
         take(missing)
         return chosen
-    take(sorted(c for c in m.assigned if c not in m.have))
+    take(sorted(c for c in m.assigned if c not in m.have and c not in m.skip))
     rarest = sorted(missing, key=lambda c: (m.swarm_has[c], c))
-    take([c for c in rarest if m.swarm_has[c] == 0])
+    if m.agent_replicas is None:  # with a coordinator, its assignments cover these
+        take([c for c in rarest if m.swarm_has[c] == 0])
     take(
         sorted(
             (
@@ -100,16 +103,16 @@ def _priorities(m: Moment, endgame: bool) -> list[int]:
     for c in range(m.num_chunks):
         if c in m.have:
             out.append(NORMAL)
-        elif not m.swarm:
+        elif not m.swarm or c in m.skip:
             out.append(SKIP)
         elif endgame:
             out.append(TOP)
         elif c in m.http_inflight:
             out.append(SKIP)
+        elif not m.edges:
+            out.append(TOP if c in m.assigned else NORMAL)
         elif m.agent_replicas is None or m.agent_replicas[c] > 0:
             out.append(NORMAL)
-        elif c in m.assigned:
-            out.append(SKIP if m.edges else TOP)
         else:
             out.append(SKIP)
     return out

@@ -9,7 +9,7 @@ coordinator's assignments, and HTTP-fetched chunks come back in with ``add_piece
 
 from __future__ import annotations
 
-import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,27 +81,16 @@ class Flushed:
 Event = PieceDone | PieceFailed | Finished | FileFailed | ResumeData | Flushed
 
 
-def free_port(host: str, lo: int, hi: int) -> int:
-    for port in range(lo, hi + 1):
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise SessionError(
-        f"no free BitTorrent port in {lo}-{hi} on {host}", "close other pulls or pass --port"
-    )
-
-
 class TorrentSession:
     def __init__(self, settings: SessionSettings) -> None:
         self.settings = settings
         s = settings
-        self.port = s.port or free_port(s.host, *s.port_range)
+        first = s.port or s.port_range[0]
         self.lt: Any = lt.session(
             {
-                "listen_interfaces": f"{s.host}:{self.port}",
+                # a busy port: libtorrent binds the next one, up to the end of the range
+                "listen_interfaces": f"{s.host}:{first}",
+                "max_retry_port_bind": 0 if s.port else s.port_range[1] - s.port_range[0],
                 "enable_dht": s.enable_dht,
                 "enable_lsd": s.enable_lsd,
                 "enable_upnp": False,
@@ -115,6 +104,9 @@ class TorrentSession:
                 "max_out_request_queue": 50,
                 "request_queue_time": 1,
                 "unchoke_slots_limit": -1,
+                # a pull with nothing wanted yet (every chunk held back for HTTP) looks
+                # upload-only; two such pulls must stay connected for what comes next
+                "close_redundant_connections": False,
                 "alert_mask": (
                     lt.alert_category.status
                     | lt.alert_category.error
@@ -125,6 +117,28 @@ class TorrentSession:
             }
         )
         self.downloads: dict[str, Download] = {}
+        self.port = self._listening(first)
+
+    def _listening(self, first: int) -> int:
+        """The port libtorrent really listens on (several pulls of one host differ)."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            for a in self.lt.pop_alerts():
+                if isinstance(a, lt.listen_failed_alert) and self.settings.port:
+                    raise SessionError(
+                        f"cannot listen for BitTorrent on {self.settings.host}:{first}: "
+                        f"{a.message()}",
+                        "pick another --port, or leave it out to take the first free one",
+                    )
+            if self.lt.is_listening():
+                port: int = self.lt.listen_port()
+                return port
+            time.sleep(0.01)
+        lo, hi = self.settings.port_range
+        raise SessionError(
+            f"no free BitTorrent port in {lo}-{hi} on {self.settings.host}",
+            "close other pulls or pass --port",
+        )
 
     def add(
         self,
@@ -133,8 +147,14 @@ class TorrentSession:
         torrent: bytes,
         staging: Path,
         resume: bytes | None = None,
+        *,
+        skip: frozenset[str] = frozenset(),
+        trackers: tuple[str, ...] = (),
     ) -> Download:
-        """Start (or resume) ``torrent`` writing into ``staging``; ``name`` keys its events."""
+        """Start (or resume) ``torrent`` writing into ``staging``; ``name`` keys its events.
+
+        Files whose content hash (hex) is in ``skip`` are not downloaded (priority 0: the
+        store holds them already); ``trackers`` are announced to besides the torrent's own."""
         try:
             params = lt.read_resume_data(resume) if resume else lt.add_torrent_params()
             ti = lt.torrent_info(torrent)
@@ -144,6 +164,14 @@ class TorrentSession:
         params.save_path = str(staging.resolve())
         staging.mkdir(parents=True, exist_ok=True)
         params.renamed_files = staged_names(Torrent.load(torrent), manifest, staging.resolve())
+        priorities = [1] * ti.num_files()
+        for index, path in params.renamed_files.items():
+            if Path(path).name in skip:
+                priorities[index] = 0
+        params.file_priorities = priorities
+        # nothing from the swarm until the scheduler has spoken
+        params.piece_priorities = [0] * ti.num_pieces()
+        params.trackers = list(dict.fromkeys([*params.trackers, *trackers]))
         params.url_seeds = []
         params.flags &= ~lt.torrent_flags.auto_managed
         params.flags &= ~lt.torrent_flags.paused
@@ -222,6 +250,10 @@ class Download:
     def connect(self, peers: Iterable[tuple[str, int]]) -> None:
         for peer in peers:
             self.handle.connect_peer(peer)
+
+    def reannounce(self) -> None:
+        """Ask the trackers for peers now (the coordinator knows holders we lack)."""
+        self.handle.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
 
     def status(self) -> Any:
         return self.handle.status()

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from seeder.catalog import Blob, Catalog
 from seeder.httpserve import FileBody, Request, Response
@@ -134,9 +135,15 @@ def parse_web_path(rest: str) -> tuple[str, str]:
 class Origin:
     """The request handler of ``shoal seed``."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, bt_uploaded: Callable[[], int] | None = None) -> None:
         self.catalog = catalog
         self.metrics = ServeMetrics("origin")
+        if bt_uploaded is not None:
+            Gauge(
+                "shoal_origin_bt_upload_bytes",
+                "Payload bytes seeded over BitTorrent since start",
+                registry=self.metrics.registry,
+            ).set_function(bt_uploaded)
 
     async def __call__(self, request: Request) -> Response:
         route, response = self._route(request)

@@ -57,7 +57,7 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
         catalog, SeedSettings(listen=settings.bt_listen, enable_lsd=settings.enable_lsd)
     )
     seeder.start()
-    server = HttpServer(Origin(catalog))
+    server = HttpServer(Origin(catalog, seeder.uploaded))
     try:
         await server.start(settings.host, settings.port)
     except OSError as exc:

@@ -75,6 +75,10 @@ class Seeder:
         port: int = self.session.listen_port()
         return port
 
+    def uploaded(self) -> int:
+        """Payload bytes sent to peers since start, all torrents."""
+        return sum(int(h.status().total_payload_upload) for h in self.handles.values())
+
     def errors(self) -> list[str]:
         """Error alerts since the last call (file errors, listen failures)."""
         return [a.message() for a in self.session.pop_alerts()]

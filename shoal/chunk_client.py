@@ -5,7 +5,9 @@ module and the coordinator client see httpx. Every answer is checked strictly: a
 as 206 with exactly the requested ``Content-Range``, exactly that many bytes, no
 content coding, and the SHA-256 of its chunk map. A failed upstream is skipped
 for a while (longer each time; ``Retry-After`` respected), a 403/404 makes it
-useless for that blob; the next upstream is tried.
+useless for that blob; the next upstream is tried. Healthy upstreams are tried fastest
+first (measured throughput; untried ones first, to measure them); one that sent corrupt
+data more than once in twenty chunks is demoted behind every other.
 """
 
 from __future__ import annotations
@@ -38,18 +40,45 @@ class UpstreamError(Exception):
 @dataclass
 class Upstream:
     url: str
-    failures: int = 0
+    failures: int = 0  # in a row
     down_until: float = 0.0
     useless_for: set[Digest] = field(default_factory=set)
+    chunks: int = 0  # delivered and verified
+    corrupt: int = 0
+    errors: int = 0
+    bytes: int = 0
+    rate: float = 0.0  # bytes/s per request, moving average; 0 = not measured yet
 
     def failed(self, now: float, retry_after: float | None = None) -> None:
         self.failures += 1
+        self.errors += 1
         pause = retry_after if retry_after is not None else min(MAX_BACKOFF, 0.5 * 2**self.failures)
         self.down_until = now + pause
 
-    def worked(self) -> None:
+    def worked(self, size: int = 0, seconds: float = 0.0) -> None:
         self.failures = 0
         self.down_until = 0.0
+        if size:
+            self.chunks += 1
+            self.bytes += size
+            sample = size / max(seconds, 1e-6)
+            self.rate = sample if self.rate == 0.0 else 0.8 * self.rate + 0.2 * sample
+
+    @property
+    def demoted(self) -> bool:
+        """Sent corrupt data more than once in twenty verified chunks."""
+        return self.corrupt > 0 and self.corrupt * 20 > self.chunks + self.corrupt
+
+    def stats(self) -> dict[str, object]:
+        return {
+            "url": self.url,
+            "chunks": self.chunks,
+            "bytes": self.bytes,
+            "corrupt": self.corrupt,
+            "errors": self.errors,
+            "rate": round(self.rate),
+            "demoted": self.demoted,
+        }
 
 
 class Upstreams:
@@ -59,6 +88,7 @@ class Upstreams:
         *,
         connect_timeout: float = 5.0,
         read_timeout: float = 15.0,
+        proxy: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -72,6 +102,9 @@ class Upstreams:
         self.http = httpx.AsyncClient(
             timeout=timeout,
             transport=transport,
+            proxy=proxy,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
             follow_redirects=False,
             headers={"User-Agent": "shoal", "Accept-Encoding": "identity"},
         )
@@ -81,18 +114,28 @@ class Upstreams:
         await self.http.aclose()
 
     def order(self, digest: Digest | None = None) -> list[Upstream]:
-        """Healthy upstreams first (configured order), then the resting ones."""
+        """Healthy upstreams first (untried, then fastest), then demoted ones, then resting."""
         now = self.clock()
         usable = [u for u in self.upstreams if digest is None or digest not in u.useless_for]
-        return [u for u in usable if u.down_until <= now] + [
-            u for u in usable if u.down_until > now
-        ]
+        return sorted(usable, key=lambda u: (u.down_until > now, u.demoted, -(u.rate or 1e18)))
+
+    def available(self, digest: Digest | None = None) -> bool:
+        """Some upstream is not resting (and not useless for ``digest``)."""
+        now = self.clock()
+        return any(
+            u.down_until <= now and (digest is None or digest not in u.useless_for)
+            for u in self.upstreams
+        )
+
+    def stats(self) -> list[dict[str, object]]:
+        return [u.stats() for u in self.upstreams]
 
     async def chunk(self, cmap: ChunkMap, index: int) -> bytes:
         """Chunk ``index`` of a blob, verified; raises ``UpstreamError``."""
         start, end = cmap.bounds(index)
         timeouts = 0
         for up in self.order(cmap.digest):
+            began = self.clock()
             try:
                 data = await self._range(up, cmap, start, end)
             except httpx.TimeoutException:
@@ -101,15 +144,18 @@ class Upstreams:
                 self.on_fetch(up.url, "timeout")
                 continue
             except (httpx.HTTPError, _Refused) as exc:
+                if isinstance(exc, httpx.HTTPError):
+                    up.failed(self.clock())
                 log.warning("upstream %s: chunk %d of %s: %s", up.url, index, cmap.digest, exc)
                 self.on_fetch(up.url, "error")
                 continue
             if not cmap.verify(index, data):
                 log.warning("upstream %s sent a corrupt chunk %d of %s", up.url, index, cmap.digest)
                 up.failed(self.clock())
+                up.corrupt += 1
                 self.on_fetch(up.url, "corrupt")
                 continue
-            up.worked()
+            up.worked(len(data), self.clock() - began)
             self.on_fetch(up.url, "ok")
             return data
         raise UpstreamError(

@@ -279,15 +279,34 @@ def pull(
     ] = None,
     port: Annotated[int | None, typer.Option(help="BitTorrent port (default: first free).")] = None,
     host: Annotated[str, typer.Option(help="BitTorrent listen address.")] = "0.0.0.0",  # noqa: S104 - peers of the fleet connect in
+    max_rate: Annotated[
+        str, typer.Option(help="Download rate cap per source kind, e.g. 50M (bytes/s); 0: none.")
+    ] = "0",
+    http_connections: Annotated[
+        int, typer.Option(min=1, max=32, help="Parallel HTTP range requests.")
+    ] = 8,
+    proxy: Annotated[
+        str | None, typer.Option(help="HTTP(S) or SOCKS5 proxy for edges, with credentials.")
+    ] = None,
+    utp: Annotated[bool, typer.Option(help="Allow uTP besides TCP.")] = False,
+    lsd: Annotated[bool, typer.Option(help="Find peers on the LAN (local discovery).")] = True,
     stall_timeout: Annotated[
-        float, typer.Option(help="Give up after this long without progress.")
+        float, typer.Option(help="Give up after this long without progress (s).")
     ] = 60.0,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON line with the result.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Re-hash what the store holds of the model; fetch what fails.")
+    ] = False,
+    ollama: Annotated[
+        Path | None, typer.Option(help="Then export into this ollama models dir.")
+    ] = None,
+    hf: Annotated[Path | None, typer.Option(help="Then export into this HF cache dir.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines: progress, result.")] = False,
 ) -> None:
     """Fetch a model from peers and edges into the local store, every chunk verified."""
     with _user_errors():
         import asyncio
 
+        from peer import view
         from peer.engine import PullOptions
         from peer.engine import pull as run_pull
         from peer.session import SessionSettings
@@ -298,40 +317,24 @@ def pull(
             coordinator=coordinator,
             token=token,
             edges=tuple(edge or ()),
-            session=SessionSettings(host=host, port=port),
+            session=SessionSettings(host=host, port=port, enable_utp=utp, enable_lsd=lsd),
+            http_slots=http_connections,
+            max_rate=parse_size(max_rate) if max_rate != "0" else 0,
+            proxy=proxy,
             stall_timeout=stall_timeout,
         )
         logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
-        with _progress(1, f"pulling {opts.ref}") as advance:
-            state = {"done": 0}
-
-            def report(done: int, total: int) -> None:
-                if advance is not None and done > state["done"]:
-                    advance(done - state["done"])
-                    state["done"] = done
-
-            result = asyncio.run(run_pull(opts, report))
-        m = result.manifest
-        summary = {
-            "ref": str(opts.ref),
-            "digest": str(m.digest),
-            "bytes": m.total_size,
-            "seconds": round(result.seconds, 3),
-            "bytes_peer": result.bytes_peer,
-            "bytes_edge": result.bytes_edge,
-            "bytes_local": result.bytes_local,
-            "already_present": result.already_present,
-            "models_dir": str(opts.models_dir),
-        }
+        if force:
+            _verify(opts.models_dir, opts.ref, as_json)
+        with view.bars(f"pulling {opts.ref}") as bar:
+            progress = view.json_lines() if as_json else bar
+            result = asyncio.run(run_pull(opts, progress))
         if as_json:
-            typer.echo(json.dumps(summary))
+            typer.echo(json.dumps(view.summary(str(opts.ref), result, str(opts.models_dir))))
         else:
-            typer.echo(
-                f"pulled {opts.ref} ({format_size(m.total_size)}) in {result.seconds:.1f} s: "
-                f"{format_size(result.bytes_peer)} from peers, "
-                f"{format_size(result.bytes_edge)} from edges"
-                + (" (already present)" if result.already_present else "")
-            )
+            typer.echo(view.sentence(str(opts.ref), result))
+        for where in _export(opts.models_dir, opts.ref, ollama, hf):
+            typer.echo(f"exported {opts.ref} to {where}", err=as_json)
 
 
 @app.command(name="ls")
@@ -373,22 +376,79 @@ def export(
 ) -> None:
     """Hard-link a stored model into ollama's layout or the Hugging Face cache."""
     with _user_errors():
-        from peer.export import export_hf, export_ollama
-        from peer.store import Store
-
         if (ollama is None) == (hf is None):
             raise BadInput("give exactly one of --ollama DIR or --hf DIR")
-        store = Store(_models_dir(models_dir)).open()
-        model = ModelRef.parse(ref)
-        manifest = store.resolve(model)
-        if manifest is None:
-            raise BadInput(f"{model} is not in {store.root}", "pull it first (shoal pull)")
-        if ollama is not None:
-            where = export_ollama(store, model, manifest, ollama)
-        else:
-            assert hf is not None
-            where = export_hf(store, model, manifest, hf)
-        typer.echo(f"exported {model} to {where}")
+        for where in _export(_models_dir(models_dir), ModelRef.parse(ref), ollama, hf):
+            typer.echo(f"exported {ref} to {where}")
+
+
+def _export(models_dir: Path, model: ModelRef, ollama: Path | None, hf: Path | None) -> list[Path]:
+    from peer.export import export_hf, export_ollama
+    from peer.store import Store
+
+    store = Store(models_dir).open()
+    manifest = store.resolve(model)
+    if manifest is None:
+        raise BadInput(f"{model} is not in {store.root}", "pull it first (shoal pull)")
+    out = []
+    if ollama is not None:
+        out.append(export_ollama(store, model, manifest, ollama))
+    if hf is not None:
+        out.append(export_hf(store, model, manifest, hf))
+    return out
+
+
+@app.command()
+def verify(
+    ref: Annotated[str | None, typer.Argument(help="Model to check (default: all).")] = None,
+    models_dir: Annotated[Path | None, typer.Option(help="Store directory.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Re-hash every chunk the store holds; bad blobs leave the store for a re-pull."""
+    with _user_errors():
+        bad = _verify(_models_dir(models_dir), ModelRef.parse(ref) if ref else None, as_json)
+    if bad:
+        raise typer.Exit(1)
+
+
+def _verify(models_dir: Path, ref: ModelRef | None, as_json: bool) -> int:
+    from peer.store import Store
+    from peer.verify import verify as run_verify
+
+    store = Store(models_dir).open()
+    if ref is None:
+        models = list(store.models())
+    else:
+        manifest = store.resolve(ref)
+        models = [(ref, manifest)] if manifest is not None else []
+    report = run_verify(store, models)
+    bad = report.bad or []
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "event": "verified",
+                    "blobs": report.blobs,
+                    "bytes": report.bytes,
+                    "bad": [
+                        {"ref": str(b.ref), "path": b.path, "chunks": list(b.bad_chunks)}
+                        for b in bad
+                    ],
+                }
+            )
+        )
+    else:
+        for b in bad:
+            typer.echo(
+                f"{b.ref}: {b.path}: {len(b.bad_chunks)} of {b.num_chunks} chunks bad; "
+                f"moved out of the store, `shoal pull {b.ref}` fetches only those",
+                err=True,
+            )
+        typer.echo(
+            f"verified {report.blobs} blobs ({format_size(report.bytes)}): "
+            + (f"{len(bad)} bad" if bad else "all good")
+        )
+    return len(bad)
 
 
 @app.command()

@@ -7,6 +7,7 @@ HTTP failures become shoal errors here and nowhere else: 400 ``BadInput``,
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 import httpx
@@ -33,12 +34,16 @@ class CoordinatorClient:
         token: str | None = None,
         *,
         timeout: float = 30.0,
+        instance: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        """``instance`` (e.g. the BitTorrent port) tells apart several agents of one host."""
         self.base_url = check_url(base_url, "coordinator").rstrip("/")
         headers = {"Accept": wire.MSGPACK, "User-Agent": "shoal"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
+        if instance:
+            headers["X-Shoal-Instance"] = instance
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
         )
@@ -124,17 +129,37 @@ class CoordinatorClient:
             raise RemoteError(f"coordinator {self.base_url} sent malformed replica counts")
         return counts
 
-    def assignments(self, digest: Digest, want: int) -> list[int]:
+    def assignments(self, digest: Digest, want: int, skip: bytes | None = None) -> list[int]:
+        """Chunks to fetch over HTTP now; ``skip``: a bitfield of chunks not needed."""
+        body: dict[str, object] = {"want": want}
+        if skip is not None:
+            body["skip"] = skip
         answer = self._call(
             "POST",
             f"/v1/swarms/{digest}/assignments",
-            content=wire.pack({"want": want}),
+            content=wire.pack(body),
             headers={"Content-Type": wire.MSGPACK},
         )
         chunks = answer.get("chunks") if isinstance(answer, dict) else None
         if not isinstance(chunks, list) or not all(type(c) is int for c in chunks):
             raise RemoteError(f"coordinator {self.base_url} sent malformed assignments")
         return chunks
+
+    def holders(self, digest: Digest, index: int) -> list[tuple[str, int]]:
+        """BitTorrent endpoints of the live hosts holding chunk ``index``."""
+        answer = self._call("GET", f"/v1/swarms/{digest}/chunks/{index}/holders")
+        found = answer.get("holders") if isinstance(answer, dict) else None
+        if not isinstance(found, list):
+            raise RemoteError(f"coordinator {self.base_url} sent a malformed holder list")
+        out = []
+        for h in found:
+            ip, port = (h.get("ip"), h.get("port")) if isinstance(h, dict) else (None, None)
+            if isinstance(ip, str) and type(port) is int and 0 < port < 65536:
+                try:
+                    out.append((str(ipaddress.ip_address(ip)), port))
+                except ValueError:
+                    continue
+        return out
 
     def delete(self, ref: ModelRef) -> None:
         self._call("DELETE", f"/v1/models/{ref}")

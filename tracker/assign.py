@@ -41,14 +41,18 @@ def decide(
     want: int,
     now: float,
     ttl: float,
+    skip: bytes | None = None,
 ) -> Decision:
     """Choose up to ``want`` chunks for ``host``.
 
     ``replicas[i]`` counts live agents holding chunk i; ``live`` maps chunks to
     assignments, expired ones included (they are ignored here); ``have`` is the
-    host's own bitfield (None: it holds nothing yet).
+    host's own bitfield (None: it holds nothing yet); ``skip`` a bitfield of chunks it
+    does not need (same size).
     """
     held = have if have is not None else bytes(bitfield.size_for(num_chunks))
+    if skip is not None:  # chunks the host does not need (its store holds their files)
+        held = bytes(a | b for a, b in zip(held, skip, strict=True))
     mine = sorted(
         c
         for c, a in live.items()

@@ -10,6 +10,7 @@ request is 403.
 from __future__ import annotations
 
 import hmac
+import re
 import secrets
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from shoal.errors import AuthError, BadInput
 
+_INSTANCE = re.compile(r"[A-Za-z0-9._-]{1,32}")
 PUBLISH_TOKEN_FILE = "publish.token"  # noqa: S105 - a file name
 FLEET_TOKEN_FILE = "fleet.token"  # noqa: S105 - a file name
 
@@ -42,14 +44,26 @@ class Auth:
                 status=403,
             )
 
-    def host(self, authorization: str | None, client_ip: str) -> str:
-        """The identity of the host a request may speak for; raises ``AuthError``."""
+    def host(self, authorization: str | None, client_ip: str, instance: str | None = None) -> str:
+        """The identity of the host a request may speak for; raises ``AuthError``.
+
+        ``instance`` (the ``X-Shoal-Instance`` header) tells apart several agents or pulls
+        of one host (their BitTorrent ports): each gets its own bitfield and assignments,
+        always under the name its token allows."""
         token = _bearer(authorization)
+        suffix = ""
+        if instance is not None:
+            if not _INSTANCE.fullmatch(instance):
+                raise BadInput(
+                    "X-Shoal-Instance must be 1-32 letters, digits, '.', '_' or '-'",
+                    "send the BitTorrent port or a short name",
+                )
+            suffix = f"#{instance}"
         for name, t in self._hosts.items():
             if hmac.compare_digest(token, t):
-                return f"host:{name}"
+                return f"host:{name}{suffix}"
         if self._fleet is not None and hmac.compare_digest(token, self._fleet):
-            return f"addr:{client_ip}"
+            return f"addr:{client_ip}{suffix}"
         raise AuthError(
             "this token is not a host token of this fleet",
             "use the fleet token or this host's token",

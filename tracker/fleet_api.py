@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
-from shoal import wire
+from shoal import bitfield, wire
 from shoal.digest import Digest
 from shoal.errors import BadInput, NotFound
 from shoal.manifest import MAX_CHUNKS, Manifest
@@ -88,7 +88,7 @@ async def report_full(request: Request, digest: str, authorization: Auth = None)
     """Report every chunk this host holds in a swarm (renews its TTL)."""
     state = state_of(request)
     ip = _client_ip(request)
-    host = state.auth.host(authorization, ip)
+    host = state.auth.host(authorization, ip, request.headers.get("x-shoal-instance"))
     swarm, n = await _num_chunks(state, digest)
     body = await _body(request, REPORT_LIMITS)
     bits, port = body.get("bitfield"), body.get("port")
@@ -117,7 +117,7 @@ async def report_delta(request: Request, digest: str, authorization: Auth = None
     """Chunks gained and lost since the last report (409 without a full report first)."""
     state = state_of(request)
     ip = _client_ip(request)
-    host = state.auth.host(authorization, ip)
+    host = state.auth.host(authorization, ip, request.headers.get("x-shoal-instance"))
     swarm, n = await _num_chunks(state, digest)
     body = await _body(request, REPORT_LIMITS)
     await state.fleet.report(
@@ -158,20 +158,27 @@ async def holders(request: Request, digest: str, index: int) -> Response:
 
 
 @router.post(
-    "/swarms/{digest}/assignments", openapi_extra=_body_schema({"want": {"type": "integer"}}, [])
+    "/swarms/{digest}/assignments",
+    openapi_extra=_body_schema(
+        {"want": {"type": "integer"}, "skip": {"type": "string", "format": "binary"}}, []
+    ),
 )
 async def assignments(request: Request, digest: str, authorization: Auth = None) -> Response:
     """Which missing chunks this host should fetch over HTTP now."""
     state = state_of(request)
-    host = state.auth.host(authorization, _client_ip(request))
+    host = state.auth.host(
+        authorization, _client_ip(request), request.headers.get("x-shoal-instance")
+    )
     swarm, n = await _num_chunks(state, digest)
     body = await _body(request, wire.SMALL)
-    want = body.get("want", 16)
+    want, skip = body.get("want", 16), body.get("skip")
     if type(want) is not int or want < 1:
         raise BadInput("'want' must be a positive integer")
+    if skip is not None and (not isinstance(skip, bytes) or len(skip) != bitfield.size_for(n)):
+        raise BadInput(f"'skip' must be a bitfield of {n} chunks")
     now = state.clock()
     chunks, expires = await state.fleet.assign(
-        swarm, host, n, min(want, state.settings.max_want), now
+        swarm, host, n, min(want, state.settings.max_want), now, skip
     )
     state.metrics.assigned.inc(len(chunks))
     return respond(request, {"chunks": chunks, "expires_in": round(expires - now, 3)})
@@ -192,7 +199,9 @@ async def assignments(request: Request, digest: str, authorization: Auth = None)
 async def register_edge(request: Request, authorization: Auth = None) -> Response:
     """An edge or origin announces itself (renew before ``ttl`` runs out)."""
     state = state_of(request)
-    owner = state.auth.host(authorization, _client_ip(request))
+    owner = state.auth.host(
+        authorization, _client_ip(request), request.headers.get("x-shoal-instance")
+    )
     body = await _body(request, EDGE_LIMITS)
     url = body.get("url")
     if not isinstance(url, str):

@@ -1,175 +1,295 @@
-"""``shoal pull`` as real processes against a real coordinator and ``shoal seed``."""
+"""``shoal pull`` as real processes against a real coordinator and ``shoal seed``:
+swarm and edges together, faults, kills and resume."""
 
 from __future__ import annotations
 
-import json
+import os
+import random
+import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from peer.journal import Journal
 from peer.store import Store
-from shoal.coordinator_client import CoordinatorClient
 from shoal.ref import ModelRef
-from shoal.testing import ServerThread
 from tests.conftest import SHOAL
+from tests.peer.conftest import CHUNK, MODEL, Fleet, finish, only_verified_blobs
 from tests.peer.test_export import read_ollama
-from tests.seeder.test_origin import FILES, Origin, start_seed
-from tracker.app import create_app
-from tracker.settings import TrackerSettings
+from tests.seeder.conftest import AsyncServerThread, FaultyUpstream
+
+SIZE = sum(MODEL.values())
+NCHUNKS = sum(-(-s // CHUNK) for s in MODEL.values())
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[tuple[str, Origin]]:
-    settings = TrackerSettings(
-        db=tmp_path / "t" / "r.sqlite", publish_tokens=("pub",), fleet_token="fleet", rate_limit=0
-    )
-    with ServerThread(create_app(settings)) as coord:
-        for origin in start_seed(tmp_path, "--coordinator", coord.url, "--token", "fleet"):
-            with CoordinatorClient(coord.url, "pub") as cc:
-                cc.publish(origin.pub.manifest, origin.pub.torrent_path.read_bytes())
-            deadline = time.monotonic() + 20
-            while not CoordinatorClient(coord.url).edges():
-                assert time.monotonic() < deadline, "origin did not register"
-                time.sleep(0.1)
-            yield coord.url, origin
-
-
-def pull(*args: str | Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [str(SHOAL), "pull", *map(str, args), "--host", "127.0.0.1", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def shoal(*args: str | Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SHOAL), *map(str, args)], capture_output=True, text=True, timeout=timeout
     )
 
 
-def finish(proc: subprocess.Popen[str]) -> dict[str, object]:
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    result: dict[str, object] = json.loads(out)
-    return result
+def journal_count(models: Path, fleet: Fleet, ref: str = "demo:v1") -> int:
+    staging = Store(models).staging_dir(fleet.pubs[ref].manifest)
+    return len(Journal(staging / "verified.log", NCHUNKS).read())
 
 
-def held(models: Path, origin: Origin) -> None:
-    store = Store(models).open()
-    manifest = store.resolve(ModelRef.parse("demo:v1"))
-    assert manifest == origin.pub.manifest
-    for f in manifest.files:
-        assert store.blob_path(f.sha256).read_bytes() == (origin.src / f.path.value).read_bytes()
-    assert not any(store.staging.iterdir())
-
-
-def test_two_pulls_at_once_then_a_cache_hit(fleet: tuple[str, Origin], tmp_path: Path) -> None:
-    url, origin = fleet
-    procs = [
-        pull(
-            "demo:v1", "--coordinator", url, "--token", "fleet", "--models-dir", tmp_path / f"m{i}"
-        )
-        for i in range(2)
-    ]
+def test_three_pulls_at_once_share_through_the_swarm(fleet: Fleet, tmp_path: Path) -> None:
+    procs = [fleet.coordinated_pull("demo:v1", tmp_path / f"m{i}") for i in range(3)]
     results = [finish(p) for p in procs]
-    for i in range(2):
-        held(tmp_path / f"m{i}", origin)
-    total = sum(FILES.values())
-    assert sum(int(r["bytes_peer"]) + int(r["bytes_edge"]) for r in results) >= total
-    again = finish(
-        pull("demo:v1", "--coordinator", url, "--token", "fleet", "--models-dir", tmp_path / "m0")
+    for i in range(3):
+        fleet.check_held(tmp_path / f"m{i}", "demo:v1")
+        only_verified_blobs(tmp_path / f"m{i}")
+    peer = sum(int(str(r["bytes_peer"])) for r in results)
+    edge = sum(int(str(r["bytes_edge"])) for r in results)
+    egress = fleet.origin_egress()
+    print(
+        f"3 pulls of {SIZE} bytes: peers {peer}, edges {edge}, origin egress {egress} "
+        f"({egress / SIZE:.2f} copies)"
     )
-    assert again["already_present"] is True and float(again["seconds"]) < 1.0
+    for r in results:
+        print({k: r[k] for k in ("seconds", "chunks_edge", "chunks_peer", "bytes_edge")})
+    assert peer + edge >= 3 * SIZE
+    assert peer > edge, "most bytes should come from peers"
+    assert egress <= 1.5 * SIZE, "the origin should send about one copy"
+    again = finish(fleet.coordinated_pull("demo:v1", tmp_path / "m0"))
+    assert again["already_present"] is True and float(str(again["seconds"])) < 1.0
 
 
-def test_edge_only_without_coordinator(fleet: tuple[str, Origin], tmp_path: Path) -> None:
-    _, origin = fleet
-    result = finish(pull("demo:v1", "--edge", origin.url, "--models-dir", tmp_path / "m"))
-    # no coordinator: stock libtorrent behaviour for the swarm (the seed is found on the LAN
-    # by LSD), chunks no connected peer has come from the edge
-    assert int(result["bytes_edge"]) + int(result["bytes_peer"]) >= sum(FILES.values())
-    held(tmp_path / "m", origin)
-
-
-def test_everything_down_fails_clearly(tmp_path: Path) -> None:
+def test_coordinator_down_finishes_from_edges_and_peers(fleet: Fleet, tmp_path: Path) -> None:
+    finish(fleet.coordinated_pull("demo:v1", tmp_path / "first"))
+    fleet.kill("coordinator")
     t = time.monotonic()
-    r = subprocess.run(
-        [
-            str(SHOAL),
-            "pull",
-            "demo:v1",
-            "--coordinator",
-            "http://127.0.0.1:9",
-            "--edge",
-            "http://127.0.0.1:9",
-            "--models-dir",
-            str(tmp_path / "m"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = finish(fleet.coordinated_pull("demo:v1", tmp_path / "m", "--edge", fleet.origin_url))
+    fleet.check_held(tmp_path / "m", "demo:v1")
+    assert int(str(result["bytes_peer"])) + int(str(result["bytes_edge"])) >= SIZE
+    assert time.monotonic() - t < 60
+
+
+def test_edges_down_finishes_from_the_swarm(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path, coordinated=False)  # the origin seeds but is no edge
+    fleet.add_model("demo:v1", MODEL)
+    try:
+        fleet.start_coordinator()
+        fleet.start_seed()
+        result = finish(
+            fleet.coordinated_pull("demo:v1", tmp_path / "m", "--edge", "http://127.0.0.1:9")
+        )
+    finally:
+        fleet.kill("seed")
+        fleet.kill("coordinator")
+    fleet.check_held(tmp_path / "m", "demo:v1")
+    assert result["bytes_edge"] == 0 and int(str(result["bytes_peer"])) >= SIZE
+
+
+def test_everything_down_fails_in_bounded_time_then_resumes(fleet: Fleet, tmp_path: Path) -> None:
+    models = tmp_path / "m"
+    proc = fleet.coordinated_pull(
+        "demo:v1", models, "--max-rate", "1M", "--stall-timeout", "3", "--no-lsd"
+    )
+    deadline = time.monotonic() + 30
+    while journal_count(models, fleet) < 10:
+        assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+        time.sleep(0.05)
+    fleet.kill("seed")
+    fleet.kill("coordinator")
+    t = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - t < 20
+    assert proc.returncode == 1, err
+    assert "made no progress" in err and "pull again to resume" in err
+    assert "Traceback" not in err
+    held = journal_count(models, fleet)
+    only_verified_blobs(models)
+    fleet.start_coordinator()
+    fleet.start_seed()
+    result = finish(fleet.coordinated_pull("demo:v1", models))
+    fleet.check_held(models, "demo:v1")
+    print(result, held)
+    assert int(str(result["chunks_resumed"])) >= held > 0
+
+
+def test_edge_corrupting_one_chunk_in_ten_is_demoted(fleet: Fleet, tmp_path: Path) -> None:
+    faulty = FaultyUpstream([fleet.pubs["demo:v1"].out], "corrupt10")
+    with AsyncServerThread(faulty) as bad:
+        result = finish(
+            fleet.pull(
+                "demo:v1",
+                tmp_path / "m",
+                "--edge",
+                bad.url,
+                "--edge",
+                fleet.origin_url,
+                "--no-lsd",  # no coordinator, no LAN peers: every chunk over HTTP
+            )
+        )
+    fleet.check_held(tmp_path / "m", "demo:v1")
+    edges = {str(e["url"]): e for e in result["edges"]}  # type: ignore[union-attr]
+    print(edges)
+    assert int(str(edges[bad.url]["corrupt"])) >= 1
+    assert edges[bad.url]["demoted"] is True and edges[fleet.origin_url]["demoted"] is False
+    assert int(str(result["chunks_rejected"])) == int(str(edges[bad.url]["corrupt"]))
+    assert faulty.blob_requests < NCHUNKS  # after demotion the good edge serves
+
+
+def test_kill_9_three_times_loses_only_chunks_in_flight(fleet: Fleet, tmp_path: Path) -> None:
+    models = tmp_path / "m"
+    rng = random.Random(os.getpid())
+    held = [0]
+    for _ in range(3):
+        proc = fleet.pull(
+            "demo:v1", models, "--edge", fleet.origin_url, "--no-lsd", "--max-rate", "1M"
+        )
+        time.sleep(rng.uniform(0.5, 1.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=20)
+        only_verified_blobs(models)
+        assert Store(models).open().resolve(ModelRef.parse("demo:v1")) is None
+        held.append(journal_count(models, fleet))
+        assert held[-1] >= held[-2], "verified chunks were lost"
+    result = finish(fleet.pull("demo:v1", models, "--edge", fleet.origin_url, "--no-lsd"))
+    fleet.check_held(models, "demo:v1")
+    resumed = int(str(result["chunks_resumed"]))
+    refetched = (fleet.origin_egress() - SIZE) / CHUNK
+    print(f"journal after each kill {held[1:]}, resumed {resumed}, refetched {refetched:.1f}")
+    assert resumed >= held[-1] > 0
+    assert int(str(result["chunks_edge"])) == NCHUNKS - resumed
+    # at most the HTTP fetches in flight (8 per run) were lost per kill
+    assert refetched <= 3 * 8
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_disk_full_during_a_pull_then_resume(fleet: Fleet, tmp_path: Path) -> None:
+    disk = tmp_path / "small"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=10m", "tmpfs", str(disk)], check=True)
+    try:
+        models = disk / "m"
+        proc = fleet.pull(
+            "demo:v1", models, "--edge", fleet.origin_url, "--no-lsd", "--max-rate", "2M"
+        )
+        deadline = time.monotonic() + 30
+        while journal_count(models, fleet) < 5:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        filler = disk / "filler"
+        with filler.open("wb") as f, pytest.raises(OSError):
+            while True:
+                f.write(b"\1" * 65536)
+                f.flush()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 2, (out, err)  # the user must act: exit code 2
+        assert "No space left on device" in err and "verified chunks are kept" in err
+        assert "Traceback" not in err
+        only_verified_blobs(models)
+        filler.unlink()
+        result = finish(fleet.pull("demo:v1", models, "--edge", fleet.origin_url, "--no-lsd"))
+        assert int(str(result["chunks_resumed"])) >= 5
+        fleet.check_held(models, "demo:v1")
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root (root ignores modes)")
+def test_models_dir_not_writable_fails_before_any_download(fleet: Fleet, tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)], check=True)
+    try:
+        before = fleet.origin_egress()
+        r = shoal("pull", "demo:v1", "--edge", fleet.origin_url, "--models-dir", ro / "m")
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"models dir {ro / 'm'} is not writable" in r.stderr
+    assert fleet.origin_egress() == before
+
+
+def test_new_tag_moves_only_the_changed_file(tmp_path: Path) -> None:
+    files = {"a.bin": 1_000_000, "b.bin": 700_000, "c.json": 5_000}
+    fleet = Fleet(tmp_path)
+    fleet.add_model("demo:1", files)
+    # tag 2: b.bin changed, a.bin and c.json identical
+    src2 = tmp_path / "src2"
+    src2.mkdir()
+    for rel in files:
+        data = (fleet.srcs["demo:1"] / rel).read_bytes()
+        (src2 / rel).write_bytes(data if rel != "b.bin" else data[::-1])
+    fleet.add_model_from("demo:2", src2)
+    try:
+        fleet.start_coordinator()
+        fleet.start_seed()
+        models = tmp_path / "m"
+        finish(fleet.coordinated_pull("demo:1", models))
+        before = fleet.origin_egress()
+        result = finish(fleet.coordinated_pull("demo:2", models))
+        moved = fleet.origin_egress() - before
+    finally:
+        fleet.kill("seed")
+        fleet.kill("coordinator")
+    fleet.check_held(models, "demo:2")
+    fleet.check_held(models, "demo:1")
+    print(f"tag 2 moved {moved} bytes; b.bin is {files['b.bin']}")
+    assert result["bytes_reused"] == files["a.bin"] + files["c.json"]
+    assert result["chunks"] == -(-files["b.bin"] // CHUNK)
+    assert files["b.bin"] <= moved < files["b.bin"] + 2 * CHUNK
+
+
+def test_pull_exports_and_rm_and_verify(fleet: Fleet, tmp_path: Path) -> None:
+    models = tmp_path / "m"
+    p = fleet.coordinated_pull(
+        "demo:v1", models, "--ollama", tmp_path / "o", "--hf", tmp_path / "hf"
+    )
+    finish(p)
+    layers = read_ollama(tmp_path / "o", "demo:v1")
+    src = fleet.srcs["demo:v1"]
+    assert layers["application/vnd.ollama.image.model"] == (src / "weights/model.gguf").read_bytes()
+    snapshots = list((tmp_path / "hf").glob("models--*/snapshots/*"))
+    assert len(snapshots) == 1
+    for rel in MODEL:
+        assert (snapshots[0] / rel).read_bytes() == (src / rel).read_bytes()
+    r = shoal("verify", "--models-dir", models)
+    assert r.returncode == 0 and "all good" in r.stdout
+    # a flipped byte: verify finds the chunk, moves the blob out; a pull fetches one chunk
+    manifest = fleet.pubs["demo:v1"].manifest
+    weights = next(f for f in manifest.files if f.path.value == "weights/model.gguf")
+    blob = Store(models).blob_path(weights.sha256)
+    blob.unlink()  # the export's hard links share the inode: write a fresh corrupt copy
+    data = bytearray((src / "weights/model.gguf").read_bytes())
+    data[3 * CHUNK + 7] ^= 1
+    blob.write_bytes(bytes(data))
+    r = shoal("verify", "demo:v1", "--models-dir", models)
+    assert r.returncode == 1 and "1 of" in r.stderr and "`shoal pull library/demo:v1`" in r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+    assert not blob.exists()
+    only_verified_blobs(models)
+    result = finish(fleet.coordinated_pull("demo:v1", models))
+    assert result["chunks"] == weights.num_chunks
+    assert int(str(result["chunks_resumed"])) == weights.num_chunks - 1
+    fleet.check_held(models, "demo:v1")
+    r = shoal("rm", "demo:v1", "--models-dir", models)
+    assert r.returncode == 0 and "freed" in r.stdout
+    assert not list((models / "blobs").iterdir())
+    ls = shoal("ls", "--models-dir", models)
+    assert ls.returncode == 0 and ls.stdout == ""
+
+
+def test_bad_references_and_nothing_to_ask(tmp_path: Path) -> None:
+    r = shoal("pull", "demo:v1", "--models-dir", tmp_path / "m")
+    assert r.returncode == 2 and "--coordinator" in r.stderr
+    r = shoal("pull", "Bad Ref!", "--models-dir", tmp_path / "m")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    t = time.monotonic()
+    r = shoal(
+        "pull",
+        "demo:v1",
+        "--coordinator",
+        "http://127.0.0.1:9",
+        "--edge",
+        "http://127.0.0.1:9",
+        "--models-dir",
+        tmp_path / "m",
     )
     assert r.returncode == 1 and "cannot resolve" in r.stderr and "Traceback" not in r.stderr
     assert time.monotonic() - t < 60
-    r = subprocess.run(
-        [str(SHOAL), "pull", "demo:v1", "--models-dir", str(tmp_path / "m")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 2 and "--coordinator" in r.stderr
-
-
-def test_export_and_rm_from_the_cli(fleet: tuple[str, Origin], tmp_path: Path) -> None:
-    _, origin = fleet
-    models = tmp_path / "m"
-    finish(pull("demo:v1", "--edge", origin.url, "--models-dir", models))
-    r = subprocess.run(
-        [
-            str(SHOAL),
-            "export",
-            "demo:v1",
-            "--hf",
-            str(tmp_path / "hf"),
-            "--models-dir",
-            str(models),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr
-    snapshot = Path(r.stdout.split(" to ")[1].strip())
-    for rel in FILES:
-        assert (snapshot / rel).read_bytes() == (origin.src / rel).read_bytes()
-    r = subprocess.run(
-        [
-            str(SHOAL),
-            "export",
-            "demo:v1",
-            "--ollama",
-            str(tmp_path / "o"),
-            "--models-dir",
-            str(models),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0, r.stderr  # one .gguf file: ollama gets a manifest made for it
-    layers = read_ollama(tmp_path / "o", "demo:v1")
-    assert (
-        layers["application/vnd.ollama.image.model"]
-        == (origin.src / "weights/model.gguf").read_bytes()
-    )
-    r = subprocess.run(
-        [str(SHOAL), "rm", "demo:v1", "--models-dir", str(models)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert r.returncode == 0 and "freed" in r.stdout
-    assert not list((models / "blobs").iterdir())
-    ls = subprocess.run(
-        [str(SHOAL), "ls", "--models-dir", str(models)], capture_output=True, text=True, timeout=60
-    )
-    assert ls.returncode == 0 and ls.stdout == ""

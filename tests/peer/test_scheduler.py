@@ -26,8 +26,13 @@ def m(**kw):  # type: ignore[no-untyped-def]
     [
         (m(), []),  # the origin seeds everything, no assignment: wait for peers
         (m(assigned=frozenset({5, 2})), [2, 5]),  # assignments first, in order
-        (m(swarm_has=[1, 0, 1, 0, 1, 1, 1, 1]), [1, 3]),  # nobody connected has these
-        (m(assigned=frozenset({6}), swarm_has=[1, 0, 1, 1, 1, 1, 1, 1]), [6, 1]),
+        # no coordinator: what nobody connected has comes over HTTP
+        (m(swarm_has=[1, 0, 1, 0, 1, 1, 1, 1], agent_replicas=None), [1, 3]),
+        (m(assigned=frozenset({6}), swarm_has=[1, 0, 1, 1, 1, 1, 1, 1]), [6]),
+        (
+            m(assigned=frozenset({6}), swarm_has=[1, 0, 1, 1, 1, 1, 1, 1], agent_replicas=None),
+            [6, 1],
+        ),
         (m(assigned=frozenset({0, 1, 2, 3})), [0, 1, 2]),  # bounded by the free slots
         (m(assigned=frozenset({0, 1}), http_inflight=frozenset({0})), [1]),
         (m(assigned=frozenset({0}), have=frozenset({0})), []),
@@ -39,6 +44,8 @@ def m(**kw):  # type: ignore[no-untyped-def]
         (m(endgame=2, have=frozenset(range(6))), [6, 7]),  # hedge the last chunks
         (m(edges=False, assigned=frozenset({1})), []),  # no edge: no HTTP
         (m(swarm=False), [0, 1, 2]),  # edges only
+        (m(swarm=False, skip=frozenset({0, 2})), [1, 3, 4]),  # held files are not fetched
+        (m(assigned=frozenset({0, 1}), skip=frozenset({0})), [1]),
         (m(http_slots=0, assigned=frozenset({1})), []),
     ],
 )
@@ -53,9 +60,13 @@ def test_http_choices(moment: Moment, http: list[int]) -> None:
         (m(), [SKIP] * N),
         # another agent holds 2 and 3: open them
         (m(agent_replicas=[0, 0, 1, 2, 0, 0, 0, 0]), [SKIP, SKIP, NORMAL, NORMAL] + [SKIP] * 4),
-        # assigned chunk, edges exist: HTTP takes it; without edges the swarm does, first
+        # assigned chunk, edges exist: HTTP takes it; without edges (or all resting) the
+        # swarm takes everything, the assignment first
         (m(assigned=frozenset({1})), [SKIP] * N),
-        (m(assigned=frozenset({1}), edges=False), [SKIP, TOP] + [SKIP] * 6),
+        (m(assigned=frozenset({1}), edges=False), [NORMAL, TOP] + [NORMAL] * 6),
+        # files the store holds already: never wanted, not even in the end game
+        (m(skip=frozenset({0, 1}), agent_replicas=None), [SKIP, SKIP] + [NORMAL] * 6),
+        (m(skip=frozenset({7}), endgame=8), [TOP] * 7 + [SKIP]),
         # fetched over HTTP right now: not also from the swarm
         (m(agent_replicas=[1] * N, http_inflight=frozenset({0})), [SKIP] + [NORMAL] * 7),
         # no coordinator data: stock libtorrent

@@ -41,6 +41,9 @@ def test_swarm_download_lands_in_the_store(tmp_path: Path, origin: Origin) -> No
     ses = session()
     try:
         d = ses.add("m", m, origin.pub.torrent_path.read_bytes(), store.staging_dir(m))
+        wait_ready(ses, d)
+        assert d.have() == set() and not d.status().total_payload_download
+        d.prioritize([1] * m.num_chunks)  # nothing moves until the scheduler says so
         d.connect([("127.0.0.1", origin.bt_port)])
         until(ses, lambda ev: any(isinstance(e, Finished) for e in ev))
         d.request_resume_data()  # flushes the disk cache before we move files

@@ -67,7 +67,7 @@ class FaultyUpstream:
             return Response(500, [], b"late")
         good = await self.origin(request)
         data = _read(good)
-        if mode == "corrupt":
+        if mode == "corrupt" or (mode == "corrupt10" and self.blob_requests % 10 == 1):
             data = bytes([data[0] ^ 0xFF]) + data[1:]
         elif mode == "full200":
             full = request.headers.copy()

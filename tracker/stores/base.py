@@ -126,9 +126,16 @@ class Fleet(Protocol):
     async def holders(self, swarm: str, chunk: int, now: float) -> list[Holder]: ...
 
     async def assign(
-        self, swarm: str, host: str, num_chunks: int, want: int, now: float
+        self,
+        swarm: str,
+        host: str,
+        num_chunks: int,
+        want: int,
+        now: float,
+        skip: bytes | None = None,
     ) -> tuple[list[int], float]:
-        """Chunks for ``host`` to fetch over HTTP and when the assignment expires."""
+        """Chunks for ``host`` to fetch over HTTP (none of ``skip``) and when the
+        assignment expires."""
 
     async def register_edge(self, edge: EdgeRecord, now: float) -> None:
         """Raises ``AuthError`` if another live owner holds the URL."""

@@ -88,7 +88,13 @@ class MemoryFleet:
         ]
 
     async def assign(
-        self, swarm: str, host: str, num_chunks: int, want: int, now: float
+        self,
+        swarm: str,
+        host: str,
+        num_chunks: int,
+        want: int,
+        now: float,
+        skip: bytes | None = None,
     ) -> tuple[list[int], float]:
         s = self._swarms.setdefault(swarm, _Swarm())
         hosts = s.live_hosts(now)
@@ -104,6 +110,7 @@ class MemoryFleet:
             want=want,
             now=now,
             ttl=self.assignment_ttl,
+            skip=skip,
         )
         for c in d.chunks:
             s.assignments[c] = Assignment(c, host, d.expires)

@@ -341,7 +341,13 @@ class RedisFleet:
 
     @_guard
     async def assign(
-        self, swarm: str, host: str, num_chunks: int, want: int, now: float
+        self,
+        swarm: str,
+        host: str,
+        num_chunks: int,
+        want: int,
+        now: float,
+        skip: bytes | None = None,
     ) -> tuple[list[int], float]:
         async with self.s.lock(swarm):
             r = self.s.r
@@ -364,6 +370,7 @@ class RedisFleet:
                 want=want,
                 now=now,
                 ttl=self.assignment_ttl,
+                skip=skip,
             )
             async with r.pipeline(transaction=True) as p:
                 if stale:

@@ -1,0 +1,35 @@
+"""Pull counters, under the names the agent exposes on /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class PullMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.duration = Histogram(
+            "shoal_download_duration_seconds",
+            "Wall time of completed pulls",
+            buckets=(0.5, 1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200),
+            registry=r,
+        )
+        self.bytes = Counter(
+            "shoal_download_bytes", "Payload bytes received, by source", ["source"], registry=r
+        )
+        self.errors = Counter(
+            "shoal_download_errors",
+            "Failed pulls and rejected chunks, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.chunks_verified = Counter(
+            "shoal_chunks_verified", "Chunks verified and kept", ["source"], registry=r
+        )
+        self.chunks_failed = Counter(
+            "shoal_chunks_failed",
+            "Chunks that failed verification, by source",
+            ["source"],
+            registry=r,
+        )
+        self.upload = Counter("shoal_upload_bytes", "Payload bytes sent to peers", registry=r)

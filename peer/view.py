@@ -1,0 +1,123 @@
+"""What ``shoal pull`` shows: a progress bar per file with the peers/edges split on a
+terminal, JSON lines with ``--json``, and the closing summary."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+from peer.engine import Progress, PullResult, Snapshot
+from shoal.units import format_size
+
+
+def summary(ref: str, result: PullResult, models_dir: str) -> dict[str, object]:
+    m = result.manifest
+    return {
+        "event": "done",
+        "ref": ref,
+        "digest": str(m.digest),
+        "bytes": m.total_size,
+        "seconds": round(result.seconds, 3),
+        "bytes_peer": result.bytes_peer,
+        "bytes_edge": result.bytes_edge,
+        "bytes_reused": result.bytes_reused,
+        "chunks": result.chunks,
+        "chunks_resumed": result.chunks_resumed,
+        "chunks_peer": result.chunks_peer,
+        "chunks_edge": result.chunks_edge,
+        "chunks_rejected": result.chunks_rejected,
+        "edges": result.edges,
+        "already_present": result.already_present,
+        "models_dir": models_dir,
+    }
+
+
+def sentence(ref: str, result: PullResult) -> str:
+    m = result.manifest
+    if result.already_present:
+        return f"{ref} is up to date ({format_size(m.total_size)}, {m.digest})"
+    parts = [
+        f"pulled {ref} ({format_size(m.total_size)}) in {result.seconds:.1f} s:",
+        f"{format_size(result.bytes_peer)} from peers,",
+        f"{format_size(result.bytes_edge)} from edges",
+    ]
+    if result.bytes_reused:
+        parts.append(f"({format_size(result.bytes_reused)} already held)")
+    if result.chunks_resumed:
+        parts.append(f"({result.chunks_resumed} chunks resumed)")
+    if result.chunks_rejected:
+        parts.append(f"({result.chunks_rejected} bad chunks rejected)")
+    demoted = [str(e["url"]) for e in result.edges if e.get("demoted")]
+    if demoted:
+        parts.append(f"(demoted for corrupt data: {', '.join(demoted)})")
+    return " ".join(parts)
+
+
+def json_lines(out: TextIO = sys.stdout, every: float = 1.0) -> Progress:
+    """Progress as one JSON object per line, at most one a second (and the last one)."""
+    last = [0.0]
+
+    def report(s: Snapshot) -> None:
+        now = time.monotonic()
+        if now - last[0] < every and s.held < s.total:
+            return
+        last[0] = now
+        line = {
+            "event": "progress",
+            "bytes": s.held,
+            "total": s.total,
+            "bytes_peer": s.bytes_peer,
+            "bytes_edge": s.bytes_edge,
+            "files": [{"path": p, "bytes": h, "size": n} for p, h, n in s.files],
+        }
+        out.write(json.dumps(line) + "\n")
+        out.flush()
+
+    return report
+
+
+@contextmanager
+def bars(label: str) -> Iterator[Progress | None]:
+    """One bar per file and a total with the split, on a terminal; nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as ui:
+        tasks: dict[str, Any] = {}
+        total = ui.add_task(label, total=None)
+
+        def report(s: Snapshot) -> None:
+            for path, held, size in s.files:
+                if path not in tasks:
+                    tasks[path] = ui.add_task(f"  {path}", total=size)
+                ui.update(tasks[path], completed=held)
+            ui.update(
+                total,
+                total=s.total,
+                completed=s.held,
+                description=f"{label}  peers {format_size(s.bytes_peer)} / "
+                f"edges {format_size(s.bytes_edge)}",
+            )
+
+        yield report
