@@ -96,3 +96,18 @@ def test_silent_host_loses_its_assignments_after_ttl() -> None:
     # "dead" never asks again; at t=31 its chunks are free, "alive" renews its own
     got = ask("alive", live, want=10, now=31)
     assert got[:6] == [4, 5, 6, 7, 8, 9] and sorted(got[6:]) == [0, 1, 2, 3]
+
+
+def test_skipped_chunks_are_never_assigned() -> None:
+    d = decide(
+        host="a",
+        num_chunks=N,
+        have=bitfield.from_indices([0], N),
+        replicas=[0] * N,
+        live={3: Assignment(3, "a", 30.0)},
+        want=3,
+        now=0.0,
+        ttl=30,
+        skip=bitfield.from_indices([1, 2, 3], N),
+    )
+    assert d.chunks == [4, 5, 6]  # own assignment 3 is skipped too

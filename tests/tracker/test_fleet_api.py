@@ -47,8 +47,11 @@ def call(
     token: str | None = None,
     body: Any = None,
     local: str = "127.0.0.1",
+    instance: str | None = None,
 ) -> httpx.Response:
     headers = {"Content-Type": "application/msgpack"}
+    if instance is not None:
+        headers["X-Shoal-Instance"] = instance
     if token:
         headers["Authorization"] = f"Bearer {token}"
     with httpx.Client(transport=httpx.HTTPTransport(local_address=local)) as client:
@@ -180,6 +183,32 @@ def test_assignments_are_disjoint_and_expire(fleet: tuple[Running, str, int]) ->
     got = answer(call(c, "POST", path, "alpha-token", {"want": 8}))["chunks"]
     assert got[:4] == [2, 3, 4, 5]
     assert call(c, "POST", path, "alpha-token", {"want": 0}).status_code == 400
+
+
+def test_instances_of_one_host_and_skipped_chunks(fleet: tuple[Running, str, int]) -> None:
+    """Two pulls on one address (told apart by X-Shoal-Instance) get disjoint assignments;
+    a host whose store holds some files' chunks passes them as 'skip'."""
+    c, swarm, n = fleet
+    path = f"/v1/swarms/{swarm}/assignments"
+    a = call(c, "POST", path, FLEET_TOKEN, {"want": 2}, instance="6881")
+    b = call(c, "POST", path, FLEET_TOKEN, {"want": 2}, instance="6882")
+    assert answer(a)["chunks"] == [0, 1] and answer(b)["chunks"] == [2, 3]
+    who = call(
+        c,
+        "PUT",
+        f"/v1/swarms/{swarm}/bitfield",
+        FLEET_TOKEN,
+        {"bitfield": bytes(bitfield.size_for(n))},
+        instance="6881",
+    )
+    assert answer(who)["host"] == "addr:127.0.0.1#6881"
+    skip = bitfield.from_indices(range(4, 8), n)
+    got = call(c, "POST", path, "alpha-token", {"want": 3, "skip": skip})
+    assert answer(got)["chunks"] == [8, 9] if n == 10 else answer(got)["chunks"][0] == 8
+    for bad in ({"want": 1, "skip": b"\x00"}, {"want": 1, "skip": "x"}):
+        assert call(c, "POST", path, "alpha-token", bad).status_code == 400
+    r = call(c, "POST", path, FLEET_TOKEN, {"want": 1}, instance="a b/c")
+    assert r.status_code == 400 and b"X-Shoal-Instance" in r.content
 
 
 def test_edge_directory_nearest_first(fleet: tuple[Running, str, int]) -> None:

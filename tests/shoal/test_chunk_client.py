@@ -1,0 +1,72 @@
+"""Upstream ranking: untried first, then fastest; corrupt senders demoted; resting ones last."""
+
+import hashlib
+
+import httpx
+import pytest
+
+from shoal.chunk_client import Upstreams
+from shoal.chunkmap import ChunkMap
+from shoal.digest import Digest
+
+DATA = bytes(range(256)) * 256  # 64 KiB: four chunks of 16 KiB
+SIZE = 16384
+
+
+def cmap() -> ChunkMap:
+    hashes = b"".join(
+        hashlib.sha256(DATA[i : i + SIZE]).digest() for i in range(0, len(DATA), SIZE)
+    )
+    return ChunkMap(Digest.of(DATA), len(DATA), SIZE, hashes)
+
+
+def server(corrupt_every: int, log: list[str]) -> httpx.MockTransport:
+    count = [0]
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        log.append(request.url.host)
+        if request.url.host == "dead":
+            raise httpx.ConnectError("refused")
+        start, end = map(int, request.headers["range"].removeprefix("bytes=").split("-"))
+        body = DATA[start : end + 1]
+        count[0] += 1
+        if request.url.host == "bad" and count[0] % corrupt_every == 1:
+            body = bytes([body[0] ^ 1]) + body[1:]
+        return httpx.Response(
+            206,
+            headers={"Content-Range": f"bytes {start}-{end}/{len(DATA)}"},
+            stream=httpx.ByteStream(body),
+        )
+
+    return httpx.MockTransport(handle)
+
+
+@pytest.mark.anyio
+async def test_a_corrupting_upstream_is_demoted_behind_a_good_one() -> None:
+    log: list[str] = []
+    now = [0.0]
+    ups = Upstreams(["http://bad", "http://good"], transport=server(10, log), clock=lambda: now[0])
+    m = cmap()
+    for _ in range(5):
+        for i in range(4):
+            assert await ups.chunk(m, i) == DATA[i * SIZE : (i + 1) * SIZE]
+        now[0] += 100  # every rest is over
+    stats = {s["url"]: s for s in ups.stats()}
+    assert stats["http://bad"]["corrupt"] == 1 and stats["http://bad"]["demoted"] is True
+    assert stats["http://good"]["demoted"] is False
+    assert [u.url for u in ups.order()] == ["http://good", "http://bad"]
+    assert log.count("bad") == 1  # demoted at once: one in one is more than one in twenty
+    await ups.close()
+
+
+@pytest.mark.anyio
+async def test_dead_upstreams_rest_and_make_http_unavailable() -> None:
+    now = [0.0]
+    ups = Upstreams(["http://dead"], transport=server(0, []), clock=lambda: now[0])
+    assert ups.available()
+    with pytest.raises(Exception, match="no upstream delivered"):
+        await ups.chunk(cmap(), 0)
+    assert not ups.available()
+    now[0] += 100
+    assert ups.available()
+    await ups.close()
