@@ -13,26 +13,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from peer import layout
-from peer.journal import Journal
-from peer.metrics import PullMetrics
-from peer.scheduler import Moment, plan
-from peer.session import (
-    Download,
+from peer.events import (
     FileFailed,
     Flushed,
     PieceDone,
     PieceFailed,
     ResumeData,
     SessionSettings,
-    TorrentSession,
 )
+from peer.journal import Journal
+from peer.metrics import PullMetrics
+from peer.scheduler import Moment, plan
 from peer.store import Store, StoreError
 from peer.throttle import Throttle
 from shoal import bitfield, wire
@@ -43,6 +43,9 @@ from shoal.fsutil import atomic_write
 from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
 from shoal.ref import ModelRef
 from shoal.torrent import MAX_TORRENT_BYTES, Torrent
+
+if TYPE_CHECKING:
+    from peer.session import Download, TorrentSession
 
 log = logging.getLogger("shoal.pull")
 RESUME_FILE = "resume.dat"
@@ -67,7 +70,8 @@ class PullOptions:
     connect_timeout: float = 5.0
     read_timeout: float = 15.0
     proxy: str | None = None
-    poll: float = 0.05
+    poll: float = 0.25  # the longest sleep between two rounds of the scheduler
+    min_round: float = 0.005  # the shortest round: bounds the CPU spent on planning
 
 
 @dataclass
@@ -109,15 +113,16 @@ Progress = Callable[[Snapshot], None]
 async def pull(
     opts: PullOptions, progress: Progress | None = None, metrics: PullMetrics | None = None
 ) -> PullResult:
+    """``metrics``: counters to keep (the agent's); without them none are kept."""
     started = time.monotonic()
-    metrics = metrics or PullMetrics()
     try:
         result = await _pull(opts, progress, metrics)
     except ShoalError as exc:
-        metrics.errors.labels(_reason(exc)).inc()
+        if metrics is not None:
+            metrics.errors.labels(_reason(exc)).inc()
         raise
     result.seconds = time.monotonic() - started
-    if not result.already_present:
+    if metrics is not None and not result.already_present:
         metrics.duration.observe(result.seconds)
     return result
 
@@ -132,7 +137,9 @@ def _reason(exc: ShoalError) -> str:
     return "remote" if isinstance(exc, RemoteError) else "other"
 
 
-async def _pull(opts: PullOptions, progress: Progress | None, metrics: PullMetrics) -> PullResult:
+async def _pull(
+    opts: PullOptions, progress: Progress | None, metrics: PullMetrics | None
+) -> PullResult:
     store = Store(opts.models_dir).open()
     coord = CoordinatorClient(opts.coordinator, opts.token) if opts.coordinator else None
     edges = list(opts.edges)
@@ -159,7 +166,9 @@ async def _pull(opts: PullOptions, progress: Progress | None, metrics: PullMetri
                 return PullResult(manifest, already_present=True)
             store.check_space(manifest)
             torrent = await _torrent(manifest, coord, ups)
-            result = await _download(opts, store, manifest, torrent, coord, ups, progress, metrics)
+            result = await _download(
+                opts, store, manifest, torrent, coord, ups, progress, metrics or PullMetrics()
+            )
             store.put(manifest, opts.ref)
             shutil.rmtree(store.staging_dir(manifest), ignore_errors=True)
             return result
@@ -279,6 +288,7 @@ class _Pull:
         self.throttle = Throttle(opts.max_rate)
         self.journal = Journal(self.staging / JOURNAL_FILE, len(self.pcs))
         self.checking = True  # libtorrent checks staging first: what it finds is resumed
+        self.wake = asyncio.Event()  # an HTTP fetch ended or libtorrent has alerts
 
     def chunk_len(self, i: int) -> int:
         p = self.pcs[i]
@@ -343,7 +353,9 @@ class _Pull:
             assert self.ups is not None
             return await self.ups.chunk(self.maps[p.entry.sha256], p.chunk)
 
-        self.inflight[i] = asyncio.ensure_future(fetch())
+        task = asyncio.ensure_future(fetch())
+        task.add_done_callback(lambda _: self.wake.set())
+        self.inflight[i] = task
 
     def snapshot(self, bytes_peer: int) -> Snapshot:
         held: dict[str, int] = {}
@@ -372,6 +384,8 @@ async def _download(
     resume_path = st.staging / RESUME_FILE
     resume = resume_path.read_bytes() if resume_path.exists() else None
     trackers = (f"{opts.coordinator.rstrip('/')}/announce",) if opts.coordinator else ()
+    from peer.session import TorrentSession  # libtorrent loads only when there is work
+
     ses = TorrentSession(opts.session)
     # fleet reports name this pull by its BitTorrent port: several pulls of one host differ
     fleet = (
@@ -393,7 +407,7 @@ async def _download(
             d.handle.set_download_limit(opts.max_rate)
         while not d.ready:
             _events(ses, st, resume_path)
-            await asyncio.sleep(opts.poll)
+            await asyncio.sleep(0.02)
         held = d.have() & set(st.need)  # from resume data: no alert says so
         st.result.chunks_resumed += len(held - st.have)
         st.have |= held
@@ -457,10 +471,37 @@ async def _loop(
     resume_path: Path,
     progress: Progress | None,
 ) -> None:
+    loop = asyncio.get_running_loop()
+    alerts = ses.alert_pipe()
+
+    def on_alerts() -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(alerts, 4096):
+                pass
+        st.wake.set()
+
+    loop.add_reader(alerts, on_alerts)
+    try:
+        await _steer(st, d, ses, coord, resume_path, progress)
+    finally:
+        loop.remove_reader(alerts)
+
+
+async def _steer(
+    st: _Pull,
+    d: Download,
+    ses: TorrentSession,
+    coord: CoordinatorClient | None,
+    resume_path: Path,
+    progress: Progress | None,
+) -> None:
+    """Until every needed chunk is held: apply events, ask the coordinator, plan, act;
+    then sleep until an HTTP fetch ends or libtorrent has news (at most ``poll``)."""
     opts, n = st.opts, len(st.pcs)
     co = _Coordination(answered=coord is None)
     applied: list[int] | None = None
-    last_progress = last_resume = last_report = last_dial = time.monotonic()
+    sync: asyncio.Future[None] | None = None
+    last_progress = last_resume = last_report = last_dial = last_sync = time.monotonic()
     while not st.need <= st.have:
         now = time.monotonic()
         if _events(ses, st, resume_path):
@@ -522,6 +563,10 @@ async def _loop(
             applied = p.priorities
         for i in p.http:
             st.start_fetch(i)
+        if now - last_sync > 3.0 and (sync is None or sync.done()):
+            # write back what libtorrent wrote as it comes, so the final fsync is short
+            last_sync = now
+            sync = asyncio.ensure_future(asyncio.to_thread(_writeback, st))
         if now - last_resume > opts.resume_every:
             last_resume = now
             d.request_resume_data()
@@ -534,7 +579,12 @@ async def _loop(
                 f"({len(st.have)}/{len(st.need)} chunks): no peer or edge delivered",
                 "check the coordinator, edges and peers; pull again to resume",
             )
-        await asyncio.sleep(opts.poll)
+        st.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(st.wake.wait(), opts.poll)
+        await asyncio.sleep(max(0.0, opts.min_round - (time.monotonic() - now)))
+    if sync is not None:
+        await sync
     for task in (co.task, co.dial):
         if task is not None:
             task.cancel()
@@ -591,6 +641,16 @@ async def _leave(coord: CoordinatorClient, manifest: Manifest, n: int, port: int
     """Tell the coordinator this pull holds nothing any more (nobody waits for it)."""
     with contextlib.suppress(ShoalError):
         await asyncio.to_thread(coord.report, manifest.digest, bitfield.from_indices((), n), port)
+
+
+def _writeback(st: _Pull) -> None:
+    for entry in st.manifest.files:
+        with contextlib.suppress(OSError):
+            fd = os.open(st.staging / entry.sha256.hex, os.O_RDONLY)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
 
 
 async def _holders(

@@ -9,14 +9,24 @@ coordinator's assignments, and HTTP-fetched chunks come back in with ``add_piece
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import libtorrent as lt
 
+from peer.events import (
+    Event,
+    FileFailed,
+    Finished,
+    Flushed,
+    PieceDone,
+    PieceFailed,
+    ResumeData,
+    SessionSettings,
+)
 from shoal.errors import ShoalError
 from shoal.manifest import Manifest
 from shoal.torrent import Torrent
@@ -24,61 +34,6 @@ from shoal.torrent import Torrent
 
 class SessionError(ShoalError):
     """libtorrent could not do what was asked (listen, add, read resume data)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    host: str = "0.0.0.0"  # noqa: S104 - peers of the fleet connect in
-    port: int | None = None  # None: the first free port of port_range
-    port_range: tuple[int, int] = (6881, 6999)
-    enable_lsd: bool = True
-    enable_dht: bool = False
-    enable_utp: bool = False
-    allow_multiple_connections_per_ip: bool = True
-    download_rate_limit: int = 0
-    upload_rate_limit: int = 0
-
-
-# events
-
-
-@dataclass(frozen=True, slots=True)
-class PieceDone:
-    name: str
-    index: int
-
-
-@dataclass(frozen=True, slots=True)
-class PieceFailed:
-    name: str
-    index: int
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    name: str
-
-
-@dataclass(frozen=True, slots=True)
-class FileFailed:
-    name: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ResumeData:
-    name: str
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Flushed:
-    """Everything written so far is on disk (safe to hash, move or save resume data for)."""
-
-    name: str
-
-
-Event = PieceDone | PieceFailed | Finished | FileFailed | ResumeData | Flushed
 
 
 class TorrentSession:
@@ -117,6 +72,7 @@ class TorrentSession:
             }
         )
         self.downloads: dict[str, Download] = {}
+        self._pipe: tuple[int, int] | None = None
         self.port = self._listening(first)
 
     def _listening(self, first: int) -> int:
@@ -214,10 +170,22 @@ class TorrentSession:
                 out.append(ResumeData(name, bytes(lt.write_resume_data_buf(a.params))))
         return out
 
+    def alert_pipe(self) -> int:
+        """A non-blocking fd that becomes readable when alerts are waiting (drain it, then
+        call ``events()``): an event loop can sleep until libtorrent has news."""
+        if self._pipe is None:
+            self._pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            self.lt.set_alert_fd(self._pipe[1])
+        return self._pipe[0]
+
     def close(self) -> None:
         for name in list(self.downloads):
             self.remove(name)
         self.lt = None
+        if self._pipe is not None:
+            for fd in self._pipe:
+                os.close(fd)
+            self._pipe = None
 
 
 class Download:

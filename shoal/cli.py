@@ -309,7 +309,7 @@ def pull(
         from peer import view
         from peer.engine import PullOptions
         from peer.engine import pull as run_pull
-        from peer.session import SessionSettings
+        from peer.events import SessionSettings
 
         opts = PullOptions(
             ref=ModelRef.parse(ref),

@@ -1,0 +1,61 @@
+"""What a pull's libtorrent session is told (settings) and tells (events), without
+importing libtorrent: the cache-hit path of ``shoal pull`` never loads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    host: str = "0.0.0.0"  # noqa: S104 - peers of the fleet connect in
+    port: int | None = None  # None: the first free port of port_range
+    port_range: tuple[int, int] = (6881, 6999)
+    enable_lsd: bool = True
+    enable_dht: bool = False
+    enable_utp: bool = False
+    allow_multiple_connections_per_ip: bool = True
+    download_rate_limit: int = 0
+    upload_rate_limit: int = 0
+
+
+# events
+
+
+@dataclass(frozen=True, slots=True)
+class PieceDone:
+    name: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class PieceFailed:
+    name: str
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileFailed:
+    name: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeData:
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Flushed:
+    """Everything written so far is on disk (safe to hash, move or save resume data for)."""
+
+    name: str
+
+
+Event = PieceDone | PieceFailed | Finished | FileFailed | ResumeData | Flushed
