@@ -500,6 +500,7 @@ async def _steer(
     opts, n = st.opts, len(st.pcs)
     co = _Coordination(answered=coord is None)
     applied: list[int] | None = None
+    wanting = False  # some missing chunk has a swarm priority
     sync: asyncio.Future[None] | None = None
     last_progress = last_resume = last_report = last_dial = last_sync = time.monotonic()
     while not st.need <= st.have:
@@ -553,14 +554,23 @@ async def _steer(
                 skip=st.skip,
                 http_inflight=frozenset(st.inflight) | frozenset(st.handed),
                 # with a coordinator, HTTP waits for its first answer (or failure)
-                http_slots=opts.http_slots - len(st.inflight) if co.answered else 0,
+                # chunks handed to libtorrent and not yet written count too: memory stays
+                # bounded at about 2 x http_slots chunks whatever the disk does
+                http_slots=opts.http_slots - len(st.inflight) - len(st.handed)
+                if co.answered
+                else 0,
                 edges=st.ups is not None and st.ups.available(),
                 endgame=opts.endgame,
             )
         )
         if p.priorities != applied:
             d.prioritize(p.priorities)
-            applied = p.priorities
+            wanted = any(p.priorities[i] for i in st.need - st.have)
+            if wanted and not wanting:
+                # wanting nothing, libtorrent announced "left=0" (a seed), and trackers
+                # do not hand seeds to seeds: announce again now that it wants pieces
+                d.reannounce()
+            applied, wanting = p.priorities, wanted
         for i in p.http:
             st.start_fetch(i)
         if now - last_sync > 3.0 and (sync is None or sync.done()):

@@ -17,6 +17,7 @@ class SessionSettings:
     allow_multiple_connections_per_ip: bool = True
     download_rate_limit: int = 0
     upload_rate_limit: int = 0
+    max_out_request_queue: int = 50  # blocks requested ahead from one peer (fleet-measured)
 
 
 # events

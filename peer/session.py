@@ -56,7 +56,7 @@ class TorrentSession:
                 "download_rate_limit": s.download_rate_limit,
                 "upload_rate_limit": s.upload_rate_limit,
                 # measured here: shallow request queues keep a seeder from sending a piece twice
-                "max_out_request_queue": 50,
+                "max_out_request_queue": s.max_out_request_queue,
                 "request_queue_time": 1,
                 "unchoke_slots_limit": -1,
                 # a pull with nothing wanted yet (every chunk held back for HTTP) looks

@@ -54,7 +54,15 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
         raise ShoalError("no published model directories to serve", "give DIR arguments")
     catalog = Catalog.load(list(settings.dirs))
     seeder = Seeder(
-        catalog, SeedSettings(listen=settings.bt_listen, enable_lsd=settings.enable_lsd)
+        catalog,
+        SeedSettings(
+            listen=settings.bt_listen,
+            enable_lsd=settings.enable_lsd,
+            # pulls find this seed through the coordinator's tracker too
+            trackers=(f"{settings.coordinator.rstrip('/')}/announce",)
+            if settings.coordinator
+            else (),
+        ),
     )
     seeder.start()
     server = HttpServer(Origin(catalog, seeder.uploaded))

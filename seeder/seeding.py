@@ -25,6 +25,7 @@ class SeedSettings:
     enable_lsd: bool = True
     enable_dht: bool = False
     upload_rate_limit: int = 0  # bytes/s, 0 = unlimited
+    trackers: tuple[str, ...] = ()  # announced to besides each torrent's own
     allow_multiple_connections_per_ip: bool = True
 
 
@@ -49,6 +50,9 @@ class Seeder:
                 "allow_multiple_connections_per_ip": s.allow_multiple_connections_per_ip,
                 "upload_rate_limit": s.upload_rate_limit,
                 "unchoke_slots_limit": -1,
+                # a pull that wants nothing yet (its scheduler has not spoken) says
+                # "upload only"; dropping it as redundant delays its download by a minute
+                "close_redundant_connections": False,
                 "alert_mask": lt.alert_category.error,
                 "user_agent": "shoal-seed",
             }
@@ -64,6 +68,7 @@ class Seeder:
             params.ti = ti
             params.save_path = str(model.root.resolve())
             params.renamed_files = renamed
+            params.trackers = list(s.trackers)  # libtorrent adds the torrent's own
             params.flags |= lt.torrent_flags.seed_mode
             params.flags &= ~lt.torrent_flags.auto_managed
             params.flags &= ~lt.torrent_flags.paused
