@@ -318,15 +318,22 @@ def main() -> None:
         big = args.size_mib * 1024 * 1024 - 4096
         write_blob(src / "model.gguf", big, 1)
         write_blob(src / "config.json", 4096, 2)
-        pub = publish(
-            directory_source(src),
-            PublishOptions(
-                ref=ModelRef.parse("bench:v1"),
-                out=work / "pub",
-                # the seed finds the pull through the coordinator's tracker, on either link
-                trackers=["http://127.0.0.1:18470/announce", f"http://{SERVER_IP}:18470/announce"],
-            ),
-        )
+        # one published copy per link, its torrent naming that link's coordinator as
+        # tracker (a seed whose first tracker is unreachable is found seconds later)
+        pubs = {
+            link: publish(
+                directory_source(src),
+                PublishOptions(
+                    ref=ModelRef.parse("bench:v1"),
+                    out=work / f"pub-{link}",
+                    trackers=[
+                        f"http://{SERVER_IP if link == 'shaped' else '127.0.0.1'}:18470/announce"
+                    ],
+                ),
+            )
+            for link in args.links.split(",")
+        }
+        pub = next(iter(pubs.values()))
         entry = next(f for f in pub.manifest.files if f.path.value == "model.gguf")
         results: dict = {
             "size_bytes": pub.manifest.total_size,
@@ -337,9 +344,9 @@ def main() -> None:
         for link in args.links.split(","):
             if link == "shaped":
                 with shaped_link():
-                    r = run_link(link, work, big, pub.out, f"/blobs/{entry.sha256}")
+                    r = run_link(link, work, big, pubs[link].out, f"/blobs/{entry.sha256}")
             else:
-                r = run_link(link, work, big, pub.out, f"/blobs/{entry.sha256}")
+                r = run_link(link, work, big, pubs[link].out, f"/blobs/{entry.sha256}")
             print(json.dumps(r), flush=True)
             results["runs"].append(r)
     out = ROOT / "bench" / "results" / "pull.json"
