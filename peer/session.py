@@ -58,6 +58,10 @@ class TorrentSession:
                 # measured here: shallow request queues keep a seeder from sending a piece twice
                 "max_out_request_queue": s.max_out_request_queue,
                 "request_queue_time": 1,
+                # libtorrent 2.1 queues up to 100 MiB of received blocks for the disk: at
+                # loopback rates that all became anonymous memory (bench/pull.py); 16 MiB
+                # is over 100 ms at 1 Gbit/s
+                "max_queued_disk_bytes": 16 << 20,
                 "unchoke_slots_limit": -1,
                 # a pull with nothing wanted yet (every chunk held back for HTTP) looks
                 # upload-only; two such pulls must stay connected for what comes next

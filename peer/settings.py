@@ -1,0 +1,52 @@
+"""``[pull]`` in the config file, ``SHOAL_PULL_*`` in the environment, flags above both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from peer.engine import PullOptions
+from peer.events import SessionSettings
+from shoal.ref import ModelRef
+from shoal.settings import ComponentSettings
+from shoal.units import parse_size
+
+
+class PullSettings(ComponentSettings):
+    model_config = SettingsConfigDict(env_prefix="SHOAL_PULL_", extra="forbid", frozen=True)
+    toml_section: ClassVar[str] = "pull"
+
+    coordinator: str | None = None
+    token: str | None = None
+    edges: tuple[str, ...] = ()
+    host: str = "0.0.0.0"  # noqa: S104 - peers of the fleet connect in
+    port: int | None = Field(default=None, ge=1, le=65535)
+    lsd: bool = True
+    utp: bool = False
+    http_connections: int = Field(default=8, ge=1, le=32)
+    max_rate: str = "0"  # bytes/s per source kind, e.g. "50M"; "0": no cap
+    proxy: str | None = None  # http://user:pass@host:port or socks5://...
+    connect_timeout: float = Field(default=5.0, gt=0)
+    read_timeout: float = Field(default=15.0, gt=0)
+    stall_timeout: float = Field(default=60.0, gt=0)
+
+    def options(self, ref: ModelRef, models_dir: Path) -> PullOptions:
+        return PullOptions(
+            ref=ref,
+            models_dir=models_dir,
+            coordinator=self.coordinator,
+            token=self.token,
+            edges=self.edges,
+            session=SessionSettings(
+                host=self.host, port=self.port, enable_lsd=self.lsd, enable_utp=self.utp
+            ),
+            http_slots=self.http_connections,
+            max_rate=parse_size(self.max_rate) if self.max_rate.strip() != "0" else 0,
+            proxy=self.proxy,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            stall_timeout=self.stall_timeout,
+        )
