@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -413,7 +413,8 @@ async def _download(
         st.have |= held
         st.checking = False
         st.recover(d)
-        await _loop(st, d, ses, fleet, resume_path, progress)
+        with _woken_by_alerts(ses, st.wake):
+            await _loop(st, d, ses, fleet, resume_path, progress)
         if fleet is not None:
             await _linger(st, d, ses, fleet)
         d.flush()
@@ -463,31 +464,26 @@ def _events(ses: TorrentSession, st: _Pull, resume_path: Path) -> bool:
     return progressed
 
 
-async def _loop(
-    st: _Pull,
-    d: Download,
-    ses: TorrentSession,
-    coord: CoordinatorClient | None,
-    resume_path: Path,
-    progress: Progress | None,
-) -> None:
+@contextlib.contextmanager
+def _woken_by_alerts(ses: TorrentSession, wake: asyncio.Event) -> Iterator[None]:
+    """Set ``wake`` whenever libtorrent has alerts waiting (its alert fd is readable)."""
     loop = asyncio.get_running_loop()
-    alerts = ses.alert_pipe()
+    fd = ses.alert_pipe()
 
     def on_alerts() -> None:
         with contextlib.suppress(BlockingIOError):
-            while os.read(alerts, 4096):
+            while os.read(fd, 4096):
                 pass
-        st.wake.set()
+        wake.set()
 
-    loop.add_reader(alerts, on_alerts)
+    loop.add_reader(fd, on_alerts)
     try:
-        await _steer(st, d, ses, coord, resume_path, progress)
+        yield
     finally:
-        loop.remove_reader(alerts)
+        loop.remove_reader(fd)
 
 
-async def _steer(
+async def _loop(
     st: _Pull,
     d: Download,
     ses: TorrentSession,
