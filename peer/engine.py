@@ -169,7 +169,7 @@ async def _pull(
             result = await _download(
                 opts, store, manifest, torrent, coord, ups, progress, metrics or PullMetrics()
             )
-            store.put(manifest, opts.ref)
+            store.put(manifest, opts.ref, torrent)
             shutil.rmtree(store.staging_dir(manifest), ignore_errors=True)
             return result
         finally:

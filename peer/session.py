@@ -140,6 +140,35 @@ class TorrentSession:
         self.downloads[name] = d
         return d
 
+    def seed(self, name: str, manifest: Manifest, torrent: bytes, blobs: Path) -> Download:
+        """Seed a complete model from the store: each torrent file mapped onto its blob in
+        ``blobs`` (named by content), trusted as complete (seed mode: pieces are checked as
+        they are first sent)."""
+        try:
+            ti = lt.torrent_info(torrent)
+        except RuntimeError as exc:
+            raise SessionError(f"libtorrent cannot load {name}: {exc}") from None
+        params = lt.add_torrent_params()
+        params.ti = ti
+        params.save_path = str(blobs.resolve())
+        params.renamed_files = {
+            index: str(blobs.resolve() / f"sha256-{Path(path).name}")
+            for index, path in staged_names(Torrent.load(torrent), manifest, Path("/")).items()
+        }
+        params.flags |= lt.torrent_flags.seed_mode
+        params.flags &= ~lt.torrent_flags.auto_managed
+        params.flags &= ~lt.torrent_flags.paused
+        d = Download(name, self.lt.add_torrent(params), manifest)
+        self.downloads[name] = d
+        return d
+
+    def uploaded(self) -> int:
+        """Payload bytes sent to peers by every torrent in the session."""
+        return sum(int(d.status().total_payload_upload) for d in self.downloads.values())
+
+    def peers(self) -> int:
+        return sum(int(d.status().num_peers) for d in self.downloads.values())
+
     def remove(self, name: str) -> None:
         d = self.downloads.pop(name, None)
         if d is not None:

@@ -23,6 +23,7 @@ from shoal.errors import BadInput, IntegrityError, ShoalError
 from shoal.fsutil import atomic_write, fsync_dir
 from shoal.manifest import FileEntry, Manifest
 from shoal.ref import ModelRef
+from shoal.torrent import Torrent
 from shoal.units import format_size
 
 
@@ -117,14 +118,30 @@ class Store:
 
     # manifests and tags
 
-    def put(self, manifest: Manifest, ref: ModelRef | None = None) -> None:
-        """Record ``manifest`` and point ``ref`` (default: its own) at it; call only once every
-        blob is in place."""
+    def put(
+        self, manifest: Manifest, ref: ModelRef | None = None, torrent: bytes | None = None
+    ) -> None:
+        """Record ``manifest`` (and its torrent, for seeding) and point ``ref`` (default: its
+        own) at it; call only once every blob is in place."""
         missing = self.missing(manifest)
         if missing:
             raise ShoalError(f"cannot record {manifest.ref}: {len(missing)} files are missing")
+        if torrent is not None:
+            atomic_write(self._torrent_path(manifest), torrent)
         atomic_write(self.manifests / manifest.digest.filename, manifest.canonical_bytes)
         atomic_write(self._tag_path(ref or manifest.ref), f"{manifest.digest}\n".encode())
+
+    def torrent(self, manifest: Manifest) -> bytes | None:
+        """The model's torrent if it was kept and still matches the manifest."""
+        try:
+            data = self._torrent_path(manifest).read_bytes()
+            Torrent.load(data).check_matches(manifest)
+        except (OSError, BadInput):
+            return None
+        return data
+
+    def _torrent_path(self, manifest: Manifest) -> Path:
+        return self.manifests / f"{manifest.digest.filename}.torrent"
 
     def resolve(self, ref: ModelRef) -> Manifest | None:
         try:
@@ -172,7 +189,7 @@ class Store:
                 freed += p.stat().st_size
                 p.unlink()
         for p in self.manifests.iterdir():
-            if p.name not in keep_manifests:
+            if p.name.removesuffix(".torrent") not in keep_manifests:
                 p.unlink()
         return freed
 

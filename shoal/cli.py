@@ -460,6 +460,33 @@ def _verify(models_dir: Path, ref: ModelRef | None, as_json: bool) -> int:
 
 
 @app.command()
+def agent(
+    models_dir: Annotated[
+        Path | None, typer.Option(help="Store directory (default $SHOAL_MODELS or ~/.shoal).")
+    ] = None,
+    api_port: Annotated[int | None, typer.Option(help="Local API port [8473].")] = None,
+    host: Annotated[str | None, typer.Option(help="BitTorrent listen address [0.0.0.0].")] = None,
+    port: Annotated[int | None, typer.Option(help="BitTorrent port (default: first free).")] = None,
+    lsd: Annotated[
+        bool | None, typer.Option("--lsd/--no-lsd", help="Find peers on the LAN [on].")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file ([agent] table).")] = None,
+) -> None:
+    """The host's daemon: seeds every model of the store and answers the local API on
+    127.0.0.1 (bearer token in agent.token beside the store)."""
+    with _user_errors():
+        import asyncio
+
+        from peer.agent import Agent, AgentSettings, agent_token, run
+        from peer.store import Store
+
+        settings = AgentSettings.load(config, api_port=api_port, host=host, port=port, lsd=lsd)
+        store = Store(_models_dir(models_dir)).open()
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        asyncio.run(run(Agent(store, settings, agent_token(store.root))))
+
+
+@app.command()
 def version() -> None:
     """Print shoal's version."""
     typer.echo(f"shoal {__version__}")

@@ -1,0 +1,191 @@
+"""``shoal agent``: the long-lived process of a host. This first part seeds every model of
+the store from one libtorrent session and answers a local API (bearer token from
+``agent.token``, loopback Host names only) with the models and Prometheus metrics.
+
+Pulls through the API, the disk budget, caps and schedules are not built yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from peer.events import SessionSettings
+from peer.store import Store
+from shoal.errors import ShoalError
+from shoal.settings import ComponentSettings
+
+log = logging.getLogger("shoal.agent")
+TOKEN_FILE = "agent.token"  # noqa: S105 - a file name
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+class AgentSettings(ComponentSettings):
+    """``[agent]`` in the config file, ``SHOAL_AGENT_*`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOAL_AGENT_", extra="forbid", frozen=True)
+    toml_section: ClassVar[str] = "agent"
+
+    api_port: int = Field(default=8473, ge=0, le=65535)
+    host: str = "0.0.0.0"  # noqa: S104 - BitTorrent: peers of the fleet connect in
+    port: int | None = Field(default=None, ge=1, le=65535)
+    lsd: bool = True
+
+
+def agent_token(root: Path) -> str:
+    """The API token in ``root/agent.token``, created once (mode 0600)."""
+    path = root / TOKEN_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text().strip()
+        if not token:
+            raise ShoalError(f"{path} is empty", "delete it; the agent makes a new one") from None
+        return token
+    with os.fdopen(fd, "w") as f:
+        token = secrets.token_urlsafe(32)
+        f.write(token + "\n")
+    return token
+
+
+def host_allowed(host_header: str | None) -> bool:
+    """Only loopback names: a page elsewhere cannot reach the API by DNS rebinding."""
+    if not host_header:
+        return False
+    name = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
+    return name in LOOPBACK_NAMES
+
+
+@dataclass
+class Agent:
+    store: Store
+    settings: AgentSettings
+    token: str
+    session: Any = None  # peer.session.TorrentSession, made in start()
+
+    def start(self) -> None:
+        from peer.session import TorrentSession
+
+        self.session = TorrentSession(
+            SessionSettings(
+                host=self.settings.host, port=self.settings.port, enable_lsd=self.settings.lsd
+            )
+        )
+        for ref, manifest in self.store.models():
+            torrent = self.store.torrent(manifest)
+            if torrent is None:
+                log.warning("%s: no torrent kept with it; not seeding", ref)
+                continue
+            if manifest.digest.hex not in self.session.downloads:
+                self.session.seed(manifest.digest.hex, manifest, torrent, self.store.blobs)
+        log.info(
+            "seeding %d models on BitTorrent port %d",
+            len(self.session.downloads),
+            self.session.port,
+        )
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+            self.session = None
+
+    def authorized(self, authorization: str | None) -> bool:
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+
+
+def create_app(agent: Agent) -> Any:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, Response
+    from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+    from peer.metrics import PullMetrics
+
+    app = FastAPI(title="shoal agent", docs_url=None, redoc_url=None)
+    metrics = PullMetrics(CollectorRegistry(auto_describe=True))
+    registry = metrics.registry
+    Gauge("shoal_swarms_seeding", "Models seeded", registry=registry).set_function(
+        lambda: len(agent.session.downloads) if agent.session else 0
+    )
+    Gauge("shoal_peers_connected", "BitTorrent peers", registry=registry).set_function(
+        lambda: agent.session.peers() if agent.session else 0
+    )
+    Gauge(
+        "shoal_seed_upload_bytes", "Payload bytes seeded since start", registry=registry
+    ).set_function(lambda: agent.session.uploaded() if agent.session else 0)
+    Gauge("shoal_store_bytes", "Bytes of blobs in the store", registry=registry).set_function(
+        lambda: sum(p.stat().st_size for p in agent.store.blobs.iterdir())
+    )
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        if not host_allowed(request.headers.get("host")):
+            return JSONResponse(
+                {"error": "the agent answers loopback Host names only"}, status_code=403
+            )
+        if request.url.path != "/healthz" and not agent.authorized(
+            request.headers.get("authorization")
+        ):
+            return JSONResponse(
+                {"error": "missing or wrong token", "hint": f"send the token in {TOKEN_FILE}"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await call_next(request)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models")
+    async def models() -> list[dict[str, object]]:
+        seeding = agent.session.downloads if agent.session else {}
+        return [
+            {
+                "ref": str(ref),
+                "digest": str(m.digest),
+                "bytes": m.total_size,
+                "seeding": m.digest.hex in seeding,
+            }
+            for ref, m in agent.store.models()
+        ]
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
+    """Seed and serve the API until cancelled (SIGTERM/SIGINT end the CLI's event loop)."""
+    import uvicorn
+
+    agent.start()
+    config = uvicorn.Config(
+        create_app(agent),
+        host=api_host,
+        port=agent.settings.api_port,
+        log_level="warning",
+        lifespan="off",
+    )
+    server = uvicorn.Server(config)
+    try:
+        await server.serve()
+    except (OSError, SystemExit) as exc:
+        raise ShoalError(
+            f"cannot serve the agent API on {api_host}:{agent.settings.api_port}: {exc}",
+            "is another agent running? pick another --api-port",
+        ) from None
+    finally:
+        agent.close()
+        await asyncio.sleep(0)
