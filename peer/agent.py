@@ -1,8 +1,9 @@
-"""``shoal agent``: the long-lived process of a host. This first part seeds every model of
-the store from one libtorrent session and answers a local API (bearer token from
-``agent.token``, loopback Host names only) with the models and Prometheus metrics.
+"""``shoal agent``: the long-lived process of a host. It seeds every model of the store
+from one libtorrent session (announcing to the coordinator and reporting what it holds),
+runs pulls asked for through a local API (bearer token from ``agent.token``, loopback Host
+names only) and seeds each model once pulled, and exposes Prometheus metrics.
 
-Pulls through the API, the disk budget, caps and schedules are not built yet.
+The disk budget, caps and schedules, and the CLI delegating to an agent are not built yet.
 """
 
 from __future__ import annotations
@@ -12,16 +13,22 @@ import hmac
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from peer.events import SessionSettings
 from peer.store import Store
-from shoal.errors import ShoalError
+from shoal import bitfield
+from shoal.coordinator_client import CoordinatorClient
+from shoal.errors import BadInput, ShoalError
+from shoal.manifest import Manifest
+from shoal.ref import ModelRef
 from shoal.settings import ComponentSettings
 
 log = logging.getLogger("shoal.agent")
@@ -39,6 +46,10 @@ class AgentSettings(ComponentSettings):
     host: str = "0.0.0.0"  # noqa: S104 - BitTorrent: peers of the fleet connect in
     port: int | None = Field(default=None, ge=1, le=65535)
     lsd: bool = True
+    coordinator: str | None = None
+    token: str | None = None
+    edges: tuple[str, ...] = ()
+    report_every: float = Field(default=10.0, gt=0)
 
 
 def agent_token(root: Path) -> str:
@@ -66,11 +77,24 @@ def host_allowed(host_header: str | None) -> bool:
 
 
 @dataclass
+class PullJob:
+    id: str
+    ref: str
+    state: str = "running"  # running, done, failed
+    error: str | None = None
+    result: dict[str, object] | None = None
+    progress: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
 class Agent:
     store: Store
     settings: AgentSettings
     token: str
     session: Any = None  # peer.session.TorrentSession, made in start()
+    pulls: dict[str, PullJob] = field(default_factory=dict)
+    metrics: Any = None  # peer.metrics.PullMetrics, made in start()
+    _tasks: set[asyncio.Future[None]] = field(default_factory=set)
 
     def start(self) -> None:
         from peer.session import TorrentSession
@@ -80,18 +104,86 @@ class Agent:
                 host=self.settings.host, port=self.settings.port, enable_lsd=self.settings.lsd
             )
         )
+        from peer.metrics import PullMetrics
+
+        self.metrics = PullMetrics()
         for ref, manifest in self.store.models():
-            torrent = self.store.torrent(manifest)
-            if torrent is None:
-                log.warning("%s: no torrent kept with it; not seeding", ref)
-                continue
-            if manifest.digest.hex not in self.session.downloads:
-                self.session.seed(manifest.digest.hex, manifest, torrent, self.store.blobs)
+            self.seed(ref, manifest)
         log.info(
             "seeding %d models on BitTorrent port %d",
             len(self.session.downloads),
             self.session.port,
         )
+
+    def seed(self, ref: ModelRef, manifest: Manifest) -> None:
+        torrent = self.store.torrent(manifest)
+        if torrent is None:
+            log.warning("%s: no torrent kept with it; not seeding", ref)
+            return
+        if manifest.digest.hex not in self.session.downloads:
+            coord = self.settings.coordinator
+            trackers = (f"{coord.rstrip('/')}/announce",) if coord else ()
+            self.session.seed(
+                manifest.digest.hex, manifest, torrent, self.store.blobs, trackers=trackers
+            )
+
+    async def report_forever(self) -> None:
+        """Tell the coordinator, under this agent's BitTorrent port, what it seeds."""
+        if not self.settings.coordinator:
+            return
+        client = CoordinatorClient(
+            self.settings.coordinator, self.settings.token, instance=str(self.session.port)
+        )
+        try:
+            while True:
+                for d in list(self.session.downloads.values()):
+                    m = d.manifest
+                    bits = bitfield.from_indices(range(m.num_chunks), m.num_chunks)
+                    try:
+                        await asyncio.to_thread(client.report, m.digest, bits, self.session.port)
+                    except ShoalError as exc:
+                        log.warning("coordinator: %s", exc.message)
+                await asyncio.sleep(self.settings.report_every)
+        finally:
+            client.close()
+
+    def start_pull(self, ref: ModelRef) -> PullJob:
+        from peer.engine import PullOptions, pull
+
+        job = PullJob(secrets.token_hex(8), str(ref))
+        self.pulls[job.id] = job
+        opts = PullOptions(
+            ref=ref,
+            models_dir=self.store.root,
+            coordinator=self.settings.coordinator,
+            token=self.settings.token,
+            edges=self.settings.edges,
+            session=SessionSettings(host=self.settings.host, enable_lsd=self.settings.lsd),
+        )
+
+        def progress(snap: Any) -> None:
+            job.progress = {"bytes": snap.held, "total": snap.total}
+
+        async def run_job() -> None:
+            try:
+                result = await pull(opts, progress, self.metrics)
+            except ShoalError as exc:
+                job.state, job.error = "failed", exc.message
+                return
+            job.result = {
+                "digest": str(result.manifest.digest),
+                "bytes_peer": result.bytes_peer,
+                "bytes_edge": result.bytes_edge,
+                "already_present": result.already_present,
+                "seconds": round(result.seconds, 3),
+            }
+            self.seed(ref, result.manifest)
+            job.state = "done"
+
+        job_task = asyncio.ensure_future(run_job())
+        self._tasks.add(job_task)
+        job_task.add_done_callback(self._tasks.discard)
+        return job
 
     def close(self) -> None:
         if self.session is not None:
@@ -104,15 +196,10 @@ class Agent:
 
 
 def create_app(agent: Agent) -> Any:
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, Response
-    from prometheus_client import CollectorRegistry, Gauge, generate_latest
-
-    from peer.metrics import PullMetrics
+    from prometheus_client import Gauge, generate_latest
 
     app = FastAPI(title="shoal agent", docs_url=None, redoc_url=None)
-    metrics = PullMetrics(CollectorRegistry(auto_describe=True))
-    registry = metrics.registry
+    registry = agent.metrics.registry
     Gauge("shoal_swarms_seeding", "Models seeded", registry=registry).set_function(
         lambda: len(agent.session.downloads) if agent.session else 0
     )
@@ -159,6 +246,26 @@ def create_app(agent: Agent) -> Any:
             for ref, m in agent.store.models()
         ]
 
+    @app.post("/v1/pulls", status_code=202)
+    async def start_pull(request: Request) -> dict[str, str]:
+        body = await request.json()
+        ref = body.get("ref") if isinstance(body, dict) else None
+        if not isinstance(ref, str):
+            raise HTTPException(400, 'give {"ref": "name:tag"}')
+        try:
+            model = ModelRef.parse(ref)
+        except BadInput as exc:
+            raise HTTPException(400, exc.message) from None
+        job = agent.start_pull(model)
+        return {"id": job.id, "ref": job.ref, "state": job.state}
+
+    @app.get("/v1/pulls/{job_id}")
+    async def pull_status(job_id: str) -> dict[str, object]:
+        job = agent.pulls.get(job_id)
+        if job is None:
+            raise HTTPException(404, f"no pull {job_id}")
+        return asdict(job)
+
     @app.get("/metrics")
     async def prometheus() -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
@@ -171,6 +278,7 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
     import uvicorn
 
     agent.start()
+    reporter = asyncio.ensure_future(agent.report_forever())
     config = uvicorn.Config(
         create_app(agent),
         host=api_host,
@@ -187,5 +295,6 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
             "is another agent running? pick another --api-port",
         ) from None
     finally:
+        reporter.cancel()
         agent.close()
         await asyncio.sleep(0)

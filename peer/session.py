@@ -140,7 +140,14 @@ class TorrentSession:
         self.downloads[name] = d
         return d
 
-    def seed(self, name: str, manifest: Manifest, torrent: bytes, blobs: Path) -> Download:
+    def seed(
+        self,
+        name: str,
+        manifest: Manifest,
+        torrent: bytes,
+        blobs: Path,
+        trackers: tuple[str, ...] = (),
+    ) -> Download:
         """Seed a complete model from the store: each torrent file mapped onto its blob in
         ``blobs`` (named by content), trusted as complete (seed mode: pieces are checked as
         they are first sent)."""
@@ -155,6 +162,7 @@ class TorrentSession:
             index: str(blobs.resolve() / f"sha256-{Path(path).name}")
             for index, path in staged_names(Torrent.load(torrent), manifest, Path("/")).items()
         }
+        params.trackers = list(trackers)  # libtorrent adds the torrent's own
         params.flags |= lt.torrent_flags.seed_mode
         params.flags &= ~lt.torrent_flags.auto_managed
         params.flags &= ~lt.torrent_flags.paused

@@ -470,6 +470,9 @@ def agent(
     lsd: Annotated[
         bool | None, typer.Option("--lsd/--no-lsd", help="Find peers on the LAN [on].")
     ] = None,
+    coordinator: Annotated[str | None, typer.Option(help="Coordinator URL.")] = None,
+    token: Annotated[str | None, typer.Option(help="Host or fleet token for it.")] = None,
+    edge: Annotated[list[str] | None, typer.Option(help="Edge or origin URL (repeatable).")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([agent] table).")] = None,
 ) -> None:
     """The host's daemon: seeds every model of the store and answers the local API on
@@ -480,7 +483,16 @@ def agent(
         from peer.agent import Agent, AgentSettings, agent_token, run
         from peer.store import Store
 
-        settings = AgentSettings.load(config, api_port=api_port, host=host, port=port, lsd=lsd)
+        settings = AgentSettings.load(
+            config,
+            api_port=api_port,
+            host=host,
+            port=port,
+            lsd=lsd,
+            coordinator=coordinator,
+            token=token,
+            edges=tuple(edge) if edge else None,
+        )
         store = Store(_models_dir(models_dir)).open()
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         asyncio.run(run(Agent(store, settings, agent_token(store.root))))

@@ -3,6 +3,7 @@ leecher, and its local API checks the token and the Host header."""
 
 from __future__ import annotations
 
+import os
 import signal
 import stat
 import subprocess
@@ -17,7 +18,9 @@ import pytest
 from peer.agent import host_allowed
 from shoal.testing import free_port, wait_listening
 from tests.conftest import SHOAL
-from tests.peer.conftest import Fleet, finish
+from tests.peer.conftest import MODEL, Fleet, finish
+
+SIZE = sum(MODEL.values())
 
 
 @pytest.fixture
@@ -114,3 +117,75 @@ def test_seeds_the_store_to_a_leecher(
 )
 def test_host_names(host: str | None, ok: bool) -> None:
     assert host_allowed(host) is ok
+
+
+def start_agent(models: Path, *args: str) -> tuple[subprocess.Popen[str], str, str]:
+    api = free_port()
+    proc = subprocess.Popen(
+        [
+            *(str(SHOAL), "agent", "--models-dir", str(models), "--api-port", str(api)),
+            *("--host", "127.0.0.1", "--no-lsd", *args),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "SHOAL_AGENT_REPORT_EVERY": "0.5"},
+    )
+    wait_listening(api, proc, "shoal agent")
+    return proc, f"http://127.0.0.1:{api}", (models / "agent.token").read_text().strip()
+
+
+def api_pull(url: str, token: str, ref: str) -> dict[str, object]:
+    auth = {"Authorization": f"Bearer {token}"}
+    job = httpx.post(f"{url}/v1/pulls", json={"ref": ref}, headers=auth)
+    assert job.status_code == 202, job.text
+    deadline = time.monotonic() + 90
+    while True:
+        state: dict[str, object] = httpx.get(
+            f"{url}/v1/pulls/{job.json()['id']}", headers=auth
+        ).json()
+        if state["state"] != "running":
+            return state
+        assert time.monotonic() < deadline, state
+        time.sleep(0.2)
+
+
+def test_second_agent_pulls_from_the_first(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path, coordinated=False)  # the origin is an edge only for agent A
+    fleet.add_model("demo:v1", MODEL)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        fleet.start_coordinator()
+        fleet.start_seed()
+        coord = ("--coordinator", fleet.coord_url, "--token", "fleet")
+        a, a_url, a_token = start_agent(tmp_path / "a", *coord, "--edge", fleet.origin_url)
+        procs.append(a)
+        done = api_pull(a_url, a_token, "demo:v1")
+        assert done["state"] == "done", done
+        b, b_url, b_token = start_agent(tmp_path / "b", *coord)  # no edge at all
+        procs.append(b)
+        got = api_pull(b_url, b_token, "demo:v1")
+        assert got["state"] == "done", got
+        result = got["result"]
+        assert isinstance(result, dict)
+        assert result["bytes_edge"] == 0 and int(result["bytes_peer"]) >= SIZE
+        text = httpx.get(f"{a_url}/metrics", headers={"Authorization": f"Bearer {a_token}"}).text
+        uploaded = next(
+            float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("shoal_seed_upload_bytes ")
+        )
+        print(f"agent B: {result}; agent A uploaded {uploaded:.0f} bytes")
+        assert uploaded >= 0.9 * SIZE
+        fleet.check_held(tmp_path / "b", "demo:v1")
+        bad = httpx.post(
+            f"{b_url}/v1/pulls",
+            json={"ref": "Bad Ref!"},
+            headers={"Authorization": f"Bearer {b_token}"},
+        )
+        assert bad.status_code == 400
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.communicate(timeout=30)
+        fleet.kill("seed")
+        fleet.kill("coordinator")
