@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,22 @@ def aria2_webseed_download(torrent: Path, out: Path) -> None:
         timeout=120,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def quiet_lt_session(flags: int | None = None) -> Any:
+    """A libtorrent session on a free loopback port with every discovery off (peers are
+    connected by hand), for tests that need a plain BitTorrent client."""
+    import libtorrent as lt
+
+    from shoal.testing import free_port
+
+    settings = {
+        "listen_interfaces": f"127.0.0.1:{free_port()}",
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "allow_multiple_connections_per_ip": True,
+        "alert_mask": 0,
+    }
+    return lt.session(settings) if flags is None else lt.session(settings, flags)

@@ -17,7 +17,7 @@ import pytest
 
 from peer.agent import host_allowed
 from shoal.testing import free_port, wait_listening
-from tests.conftest import SHOAL
+from tests.conftest import SHOAL, quiet_lt_session
 from tests.peer.conftest import MODEL, Fleet, finish
 
 SIZE = sum(MODEL.values())
@@ -67,16 +67,7 @@ def test_seeds_the_store_to_a_leecher(
     agent: tuple[str, str, int, Path], fleet: Fleet, tmp_path: Path
 ) -> None:
     url, token, bt, _ = agent
-    ses = lt.session(
-        {
-            "listen_interfaces": f"127.0.0.1:{free_port()}",
-            "enable_dht": False,
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "allow_multiple_connections_per_ip": True,
-        }
-    )
+    ses = quiet_lt_session()
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(fleet.pubs["demo:v1"].torrent_path.read_bytes())
     params.save_path = str(tmp_path / "leech")

@@ -22,7 +22,7 @@ from seeder.sources import directory_source
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
 from shoal.testing import ServerThread, free_port, wait_listening, write_model_dir
-from tests.conftest import SHOAL, aria2_webseed_download
+from tests.conftest import SHOAL, aria2_webseed_download, quiet_lt_session
 
 FILES = {"weights/model.gguf": 1_000_000, "config.json": 321, "empty.txt": 0}
 
@@ -221,17 +221,7 @@ def test_aria2c_downloads_using_only_the_web_seed(tmp_path: Path) -> None:
 
 
 def test_libtorrent_leecher_downloads_from_the_seed(origin: Origin, tmp_path: Path) -> None:
-    ses = lt.session(
-        {
-            "listen_interfaces": f"127.0.0.1:{free_port()}",
-            "enable_dht": False,
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "allow_multiple_connections_per_ip": True,
-            "alert_mask": 0,
-        }
-    )
+    ses = quiet_lt_session()
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(str(origin.pub.torrent_path))
     params.save_path = str(tmp_path / "leech")

@@ -20,6 +20,7 @@ import pytest
 from shoal.bencode import decode
 from shoal.coordinator_client import CoordinatorClient
 from shoal.testing import free_port
+from tests.conftest import quiet_lt_session
 from tests.tracker.conftest import PUBLISH_TOKEN, Running, make_published
 
 pytestmark = pytest.mark.skipif(
@@ -48,18 +49,7 @@ def scrape(url: str, info_hash: bytes) -> dict[bytes, int]:
 
 
 def lt_seeder(torrent: Path, save: Path) -> tuple[lt.session, lt.torrent_handle]:
-    ses = lt.session(
-        {
-            "listen_interfaces": f"127.0.0.1:{free_port()}",
-            "enable_dht": False,
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "allow_multiple_connections_per_ip": True,
-            "alert_mask": 0,
-        },
-        0,
-    )  # flags 0: no default plugins, so no ut_pex
+    ses = quiet_lt_session(0)  # flags 0: no default plugins, so no ut_pex
     params = lt.add_torrent_params()
     params.ti = lt.torrent_info(str(torrent))
     params.save_path = str(save)
