@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -22,11 +23,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from peer.delegate import AGENT_FILE
 from peer.events import SessionSettings
 from peer.store import Store
+from peer.view import snapshot_dict, summary
 from shoal import bitfield
 from shoal.coordinator_client import CoordinatorClient
 from shoal.errors import BadInput, ShoalError
+from shoal.fsutil import atomic_write
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
 from shoal.settings import ComponentSettings
@@ -83,7 +87,7 @@ class PullJob:
     state: str = "running"  # running, done, failed
     error: str | None = None
     result: dict[str, object] | None = None
-    progress: dict[str, int] = field(default_factory=dict)
+    progress: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -162,7 +166,7 @@ class Agent:
         )
 
         def progress(snap: Any) -> None:
-            job.progress = {"bytes": snap.held, "total": snap.total}
+            job.progress = snapshot_dict(snap)
 
         async def run_job() -> None:
             try:
@@ -170,13 +174,7 @@ class Agent:
             except ShoalError as exc:
                 job.state, job.error = "failed", exc.message
                 return
-            job.result = {
-                "digest": str(result.manifest.digest),
-                "bytes_peer": result.bytes_peer,
-                "bytes_edge": result.bytes_edge,
-                "already_present": result.already_present,
-                "seconds": round(result.seconds, 3),
-            }
+            job.result = summary(str(ref), result, str(self.store.root))
             self.seed(ref, result.manifest)
             job.state = "done"
 
@@ -259,6 +257,10 @@ def create_app(agent: Agent) -> Any:
         job = agent.start_pull(model)
         return {"id": job.id, "ref": job.ref, "state": job.state}
 
+    @app.get("/v1/pulls")
+    async def pulls() -> list[dict[str, object]]:
+        return [{"id": j.id, "ref": j.ref, "state": j.state} for j in agent.pulls.values()]
+
     @app.get("/v1/pulls/{job_id}")
     async def pull_status(job_id: str) -> dict[str, object]:
         job = agent.pulls.get(job_id)
@@ -287,14 +289,22 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
         lifespan="off",
     )
     server = uvicorn.Server(config)
+    marker = agent.store.root / AGENT_FILE
     try:
-        await server.serve()
+        serving = asyncio.ensure_future(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)
+        if server.started:  # the CLI delegates pulls of this store to this agent
+            port = server.servers[0].sockets[0].getsockname()[1]
+            atomic_write(marker, json.dumps({"api": f"http://{api_host}:{port}"}).encode())
+        await serving
     except (OSError, SystemExit) as exc:
         raise ShoalError(
             f"cannot serve the agent API on {api_host}:{agent.settings.api_port}: {exc}",
             "is another agent running? pick another --api-port",
         ) from None
     finally:
+        marker.unlink(missing_ok=True)
         reporter.cancel()
         agent.close()
         await asyncio.sleep(0)

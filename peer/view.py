@@ -36,25 +36,41 @@ def summary(ref: str, result: PullResult, models_dir: str) -> dict[str, object]:
     }
 
 
-def sentence(ref: str, result: PullResult) -> str:
-    m = result.manifest
-    if result.already_present:
-        return f"{ref} is up to date ({format_size(m.total_size)}, {m.digest})"
+def sentence(summary: dict[str, Any]) -> str:
+    """One line for a terminal from ``summary()`` (also what an agent returns)."""
+    ref, size = summary["ref"], format_size(int(summary["bytes"]))
+    if summary["already_present"]:
+        return f"{ref} is up to date ({size}, {summary['digest']})"
     parts = [
-        f"pulled {ref} ({format_size(m.total_size)}) in {result.seconds:.1f} s:",
-        f"{format_size(result.bytes_peer)} from peers,",
-        f"{format_size(result.bytes_edge)} from edges",
+        f"pulled {ref} ({size}) in {float(summary['seconds']):.1f} s:",
+        f"{format_size(int(summary['bytes_peer']))} from peers,",
+        f"{format_size(int(summary['bytes_edge']))} from edges",
     ]
-    if result.bytes_reused:
-        parts.append(f"({format_size(result.bytes_reused)} already held)")
-    if result.chunks_resumed:
-        parts.append(f"({result.chunks_resumed} chunks resumed)")
-    if result.chunks_rejected:
-        parts.append(f"({result.chunks_rejected} bad chunks rejected)")
-    demoted = [str(e["url"]) for e in result.edges if e.get("demoted")]
+    if summary["bytes_reused"]:
+        parts.append(f"({format_size(int(summary['bytes_reused']))} already held)")
+    if summary["chunks_resumed"]:
+        parts.append(f"({summary['chunks_resumed']} chunks resumed)")
+    if summary["chunks_rejected"]:
+        parts.append(f"({summary['chunks_rejected']} bad chunks rejected)")
+    demoted = [str(e["url"]) for e in summary["edges"] if e.get("demoted")]
     if demoted:
         parts.append(f"(demoted for corrupt data: {', '.join(demoted)})")
+    if summary.get("agent"):
+        parts.append(f"(by the agent at {summary['agent']})")
     return " ".join(parts)
+
+
+def snapshot_dict(s: Snapshot) -> dict[str, Any]:
+    return {
+        "files": [list(f) for f in s.files],
+        "bytes_peer": s.bytes_peer,
+        "bytes_edge": s.bytes_edge,
+    }
+
+
+def snapshot_from(d: dict[str, Any]) -> Snapshot:
+    files = tuple((str(p), int(h), int(n)) for p, h, n in d.get("files", ()))
+    return Snapshot(files, int(d.get("bytes_peer", 0)), int(d.get("bytes_edge", 0)))
 
 
 def json_lines(out: TextIO = sys.stdout, every: float = 1.0) -> Progress:

@@ -334,13 +334,17 @@ def pull(
         logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
         if force:
             _verify(opts.models_dir, opts.ref, as_json)
+        from peer.delegate import find_agent, pull_via_agent
+
+        agent_at = find_agent(opts.models_dir)
         with view.bars(f"pulling {opts.ref}") as bar:
             progress = view.json_lines() if as_json else bar
-            result = asyncio.run(run_pull(opts, progress))
-        if as_json:
-            typer.echo(json.dumps(view.summary(str(opts.ref), result, str(opts.models_dir))))
-        else:
-            typer.echo(view.sentence(str(opts.ref), result))
+            if agent_at is not None:  # the agent of this store runs it, and seeds it after
+                summary = pull_via_agent(*agent_at, opts.ref, progress)
+            else:
+                result = asyncio.run(run_pull(opts, progress))
+                summary = view.summary(str(opts.ref), result, str(opts.models_dir))
+        typer.echo(json.dumps(summary) if as_json else view.sentence(summary))
         for where in _export(opts.models_dir, opts.ref, ollama, hf):
             typer.echo(f"exported {opts.ref} to {where}", err=as_json)
 

@@ -3,6 +3,7 @@ leecher, and its local API checks the token and the Host header."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -122,6 +123,10 @@ def start_agent(models: Path, *args: str) -> tuple[subprocess.Popen[str], str, s
         env={**os.environ, "SHOAL_AGENT_REPORT_EVERY": "0.5"},
     )
     wait_listening(api, proc, "shoal agent")
+    deadline = time.monotonic() + 10
+    while not (models / "agent.json").exists():  # written once the API serves
+        assert time.monotonic() < deadline and proc.poll() is None, "no agent.json"
+        time.sleep(0.02)
     return proc, f"http://127.0.0.1:{api}", (models / "agent.token").read_text().strip()
 
 
@@ -178,5 +183,44 @@ def test_second_agent_pulls_from_the_first(tmp_path: Path) -> None:
         for p in procs:
             p.send_signal(signal.SIGTERM)
             p.communicate(timeout=30)
+        fleet.kill("seed")
+        fleet.kill("coordinator")
+
+
+def test_cli_pull_delegates_to_the_running_agent(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    fleet.add_model("demo:v1", MODEL)
+    store = tmp_path / "store"
+    try:
+        fleet.start_coordinator()
+        fleet.start_seed()
+        agent, url, token = start_agent(store, "--coordinator", fleet.coord_url, "--token", "fleet")
+        try:
+            assert (store / "agent.json").exists()
+            r = subprocess.run(
+                [str(SHOAL), "pull", "demo:v1", "--models-dir", str(store), "--json"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert r.returncode == 0, r.stderr
+            lines = [json.loads(line) for line in r.stdout.splitlines()]
+            assert lines[-1]["event"] == "done" and lines[-1]["agent"] == url
+            assert int(lines[-1]["bytes_edge"]) + int(lines[-1]["bytes_peer"]) >= SIZE
+            jobs = httpx.get(f"{url}/v1/pulls", headers={"Authorization": f"Bearer {token}"})
+            assert [j["state"] for j in jobs.json()] == ["done"]  # the agent ran it
+            fleet.check_held(store, "demo:v1")
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            agent.communicate(timeout=30)
+        assert not (store / "agent.json").exists()  # gone with the agent: in-process again
+        r = subprocess.run(
+            [str(SHOAL), "pull", "demo:v1", "--models-dir", str(store), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert r.returncode == 0 and "agent" not in json.loads(r.stdout.splitlines()[-1])
+    finally:
         fleet.kill("seed")
         fleet.kill("coordinator")
