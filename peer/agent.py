@@ -34,9 +34,11 @@ from shoal.fsutil import atomic_write
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
 from shoal.settings import ComponentSettings
+from shoal.units import parse_size
 
 log = logging.getLogger("shoal.agent")
 TOKEN_FILE = "agent.token"  # noqa: S105 - a file name
+PENDING_FILE = "pulls.json"  # pulls in progress, resumed at the next start
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
@@ -54,6 +56,11 @@ class AgentSettings(ComponentSettings):
     token: str | None = None
     edges: tuple[str, ...] = ()
     report_every: float = Field(default=10.0, gt=0)
+    max_rate: str = "0"  # download cap of each pull, per source kind (bytes/s, e.g. "50M")
+    upload_rate: str = "0"  # seeding cap for the whole agent (bytes/s)
+
+    def rate(self, value: str) -> int:
+        return parse_size(value) if value.strip() != "0" else 0
 
 
 def agent_token(root: Path) -> str:
@@ -105,7 +112,10 @@ class Agent:
 
         self.session = TorrentSession(
             SessionSettings(
-                host=self.settings.host, port=self.settings.port, enable_lsd=self.settings.lsd
+                host=self.settings.host,
+                port=self.settings.port,
+                enable_lsd=self.settings.lsd,
+                upload_rate_limit=self.settings.rate(self.settings.upload_rate),
             )
         )
         from peer.metrics import PullMetrics
@@ -113,6 +123,9 @@ class Agent:
         self.metrics = PullMetrics()
         for ref, manifest in self.store.models():
             self.seed(ref, manifest)
+        for ref in self._pending():  # pulls a stop or a crash interrupted: on with them
+            log.info("resuming the pull of %s", ref)
+            self.start_pull(ref)
         log.info(
             "seeding %d models on BitTorrent port %d",
             len(self.session.downloads),
@@ -163,7 +176,9 @@ class Agent:
             token=self.settings.token,
             edges=self.settings.edges,
             session=SessionSettings(host=self.settings.host, enable_lsd=self.settings.lsd),
+            max_rate=self.settings.rate(self.settings.max_rate),
         )
+        self._save_pending()
 
         def progress(snap: Any) -> None:
             job.progress = snapshot_dict(snap)
@@ -173,15 +188,34 @@ class Agent:
                 result = await pull(opts, progress, self.metrics)
             except ShoalError as exc:
                 job.state, job.error = "failed", exc.message
+                self._save_pending()
                 return
             job.result = summary(str(ref), result, str(self.store.root))
             self.seed(ref, result.manifest)
             job.state = "done"
+            self._save_pending()
 
         job_task = asyncio.ensure_future(run_job())
         self._tasks.add(job_task)
         job_task.add_done_callback(self._tasks.discard)
         return job
+
+    def _pending(self) -> list[ModelRef]:
+        try:
+            refs = json.loads((self.store.root / PENDING_FILE).read_text())
+        except (OSError, ValueError):
+            return []
+        out = []
+        for r in refs if isinstance(refs, list) else ():
+            try:
+                out.append(ModelRef.parse(str(r)))
+            except BadInput:
+                continue
+        return list(dict.fromkeys(out))
+
+    def _save_pending(self) -> None:
+        running = [j.ref for j in self.pulls.values() if j.state == "running"]
+        atomic_write(self.store.root / PENDING_FILE, json.dumps(running).encode())
 
     def close(self) -> None:
         if self.session is not None:

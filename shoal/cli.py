@@ -477,6 +477,12 @@ def agent(
     coordinator: Annotated[str | None, typer.Option(help="Coordinator URL.")] = None,
     token: Annotated[str | None, typer.Option(help="Host or fleet token for it.")] = None,
     edge: Annotated[list[str] | None, typer.Option(help="Edge or origin URL (repeatable).")] = None,
+    max_rate: Annotated[
+        str | None, typer.Option(help="Download cap of each pull, e.g. 50M (bytes/s) [0: none].")
+    ] = None,
+    upload_rate: Annotated[
+        str | None, typer.Option(help="Seeding cap, e.g. 20M (bytes/s) [0: none].")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([agent] table).")] = None,
 ) -> None:
     """The host's daemon: seeds every model of the store and answers the local API on
@@ -496,7 +502,11 @@ def agent(
             coordinator=coordinator,
             token=token,
             edges=tuple(edge) if edge else None,
+            max_rate=max_rate,
+            upload_rate=upload_rate,
         )
+        for value in (settings.max_rate, settings.upload_rate):
+            settings.rate(value)  # a bad size fails here, before anything starts
         store = Store(_models_dir(models_dir)).open()
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         asyncio.run(run(Agent(store, settings, agent_token(store.root))))

@@ -17,6 +17,8 @@ import libtorrent as lt
 import pytest
 
 from peer.agent import host_allowed
+from peer.journal import Journal
+from peer.store import Store
 from shoal.testing import free_port, wait_listening
 from tests.conftest import SHOAL, quiet_lt_session
 from tests.peer.conftest import MODEL, Fleet, finish
@@ -224,3 +226,46 @@ def test_cli_pull_delegates_to_the_running_agent(tmp_path: Path) -> None:
     finally:
         fleet.kill("seed")
         fleet.kill("coordinator")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_restarted_agent_resumes_its_pull(tmp_path: Path, sig: signal.Signals) -> None:
+    fleet = Fleet(tmp_path, coordinated=False)
+    fleet.add_model("demo:v1", MODEL)
+    store = tmp_path / "store"
+    args = ("--edge", fleet.origin_url, "--max-rate", "1M")
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        fleet.start_seed()
+        agent, url, token = start_agent(store, *args)
+        procs.append(agent)
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.post(f"{url}/v1/pulls", json={"ref": "demo:v1"}, headers=auth).is_success
+        staging = Store(store).staging_dir(fleet.pubs["demo:v1"].manifest)
+        deadline = time.monotonic() + 30
+        while len(Journal(staging / "verified.log", 200).read()) < 10:
+            assert time.monotonic() < deadline, "the pull made no progress"
+            time.sleep(0.05)
+        agent.send_signal(sig)
+        agent.communicate(timeout=30)
+        held = len(Journal(staging / "verified.log", 200).read())
+        agent, url, token = start_agent(store, *args)  # nobody asks again: it resumes alone
+        procs.append(agent)
+        auth = {"Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + 60
+        while True:
+            jobs = httpx.get(f"{url}/v1/pulls", headers=auth).json()
+            if jobs and jobs[0]["state"] != "running":
+                break
+            assert time.monotonic() < deadline, jobs
+            time.sleep(0.2)
+        job = httpx.get(f"{url}/v1/pulls/{jobs[0]['id']}", headers=auth).json()
+        assert job["state"] == "done", job
+        assert int(job["result"]["chunks_resumed"]) >= held >= 10
+        fleet.check_held(store, "demo:v1")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.communicate(timeout=30)
+        fleet.kill("seed")
