@@ -75,6 +75,14 @@ class TorrentSession:
                 "user_agent": "shoal",
             }
         )
+        if s.download_rate_limit or s.upload_rate_limit:
+            # libtorrent exempts peers on local networks from rate limits; in a LAN fleet
+            # those are exactly the peers a cap is for, so every address is "global"
+            every = lt.ip_filter()
+            bit = 1 << lt.session.global_peer_class_id
+            every.add_rule("0.0.0.0", "255.255.255.255", bit)  # noqa: S104 - an address range
+            every.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", bit)
+            self.lt.set_peer_class_filter(every)
         self.downloads: dict[str, Download] = {}
         self._pipe: tuple[int, int] | None = None
         self.port = self._listening(first)

@@ -1,0 +1,152 @@
+"""Benchmark: does the agent's upload cap hold? A ``shoal agent --upload-rate X`` seeds a
+model to a plain libtorrent leecher on loopback; the agent's own ``/metrics`` counter
+(``shoal_seed_upload_bytes``) is sampled over a 10 s window after a 2 s warm-up, and the
+measured rate is compared with X (goal: within 10 %).
+
+    .venv/bin/python bench/agent_caps.py [--size-mib 512] [--cap 20M]
+
+Writes bench/results/agent_caps.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import libtorrent as lt  # noqa: E402
+
+from seeder.publish import PublishOptions, publish  # noqa: E402
+from seeder.sources import directory_source  # noqa: E402
+from shoal.ref import ModelRef  # noqa: E402
+from shoal.testing import free_port, stop_processes, wait_listening, write_blob  # noqa: E402
+from shoal.units import parse_size  # noqa: E402
+
+SHOAL = Path(sys.executable).parent / "shoal"
+
+
+def uploaded(url: str, token: str) -> float:
+    text = httpx.get(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    return next(
+        float(line.split()[1])
+        for line in text.splitlines()
+        if line.startswith("shoal_seed_upload_bytes ")
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=512)
+    ap.add_argument("--cap", default="20M")
+    args = ap.parse_args()
+    cap = parse_size(args.cap)
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "results") as tmp:
+        work = Path(tmp)
+        write_blob(work / "src" / "model.gguf", args.size_mib << 20, 1)
+        pub = publish(
+            directory_source(work / "src"),
+            PublishOptions(ref=ModelRef.parse("caps:v1"), out=work / "pub"),
+        )
+        port, bt = free_port(), free_port()
+        seed = subprocess.Popen(
+            [
+                str(SHOAL),
+                "seed",
+                str(pub.out),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--bt-listen",
+                f"127.0.0.1:{free_port()}",
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+        wait_listening(port, seed, "shoal seed")
+        store = work / "store"
+        subprocess.run(
+            [
+                str(SHOAL),
+                "pull",
+                "caps:v1",
+                "--edge",
+                f"http://127.0.0.1:{port}",
+                "--no-lsd",
+                "--models-dir",
+                str(store),
+                "--json",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        stop_processes([seed])
+        api = free_port()
+        agent = subprocess.Popen(
+            [
+                str(SHOAL),
+                "agent",
+                "--models-dir",
+                str(store),
+                "--api-port",
+                str(api),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(bt),
+                "--no-lsd",
+                "--upload-rate",
+                args.cap,
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+        ses = None
+        try:
+            wait_listening(api, agent, "shoal agent")
+            url, token = f"http://127.0.0.1:{api}", (store / "agent.token").read_text().strip()
+            ses = lt.session(
+                {
+                    "listen_interfaces": f"127.0.0.1:{free_port()}",
+                    "enable_dht": False,
+                    "enable_lsd": False,
+                    "allow_multiple_connections_per_ip": True,
+                }
+            )
+            params = lt.add_torrent_params()
+            params.ti = lt.torrent_info(str(pub.torrent_path))
+            params.save_path = str(work / "leech")
+            h = ses.add_torrent(params)
+            h.connect_peer(("127.0.0.1", bt))
+            time.sleep(2.0)  # warm-up: connection, unchoke, rate limiter filled
+            t0, b0 = time.monotonic(), uploaded(url, token)
+            time.sleep(10.0)
+            t1, b1 = time.monotonic(), uploaded(url, token)
+            rate = (b1 - b0) / (t1 - t0)
+            result = {
+                "size_bytes": args.size_mib << 20,
+                "cap_bytes_s": cap,
+                "measured_bytes_s": round(rate),
+                "ratio": round(rate / cap, 3),
+                "window_s": round(t1 - t0, 2),
+                "leecher_done": bool(h.status().is_seeding),
+            }
+        finally:
+            if ses is not None:
+                del ses
+            stop_processes([agent])
+    print(json.dumps(result))
+    out = ROOT / "bench" / "results" / "agent_caps.json"
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
