@@ -512,6 +512,28 @@ def agent(
         asyncio.run(run(Agent(store, settings, agent_token(store.root))))
 
 
+config_app = typer.Typer(help="Settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    config: Annotated[Path | None, typer.Option(help="TOML config file.")] = None,
+) -> None:
+    """Print the effective [pull] and [agent] settings (file < SHOAL_* < defaults shown),
+    secrets masked."""
+    with _user_errors():
+        from peer.agent import AgentSettings
+        from peer.settings import PullSettings
+        from shoal.settings import masked
+
+        for name, cls in (("pull", PullSettings), ("agent", AgentSettings)):
+            typer.echo(f"[{name}]")
+            for key, value in masked(cls.load(config).model_dump(mode="json")).items():
+                typer.echo(f"{key} = {json.dumps(value)}")
+            typer.echo("")
+
+
 @app.command()
 def version() -> None:
     """Print shoal's version."""

@@ -81,3 +81,31 @@ def read_toml_section(path: Path, section: str) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise BadInput(f"config file {path}: [{section}] must be a table")
     return table
+
+
+def masked(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` fit to print: tokens and passwords in URLs become ``***``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value and ("token" in key or "password" in key):
+            out[key] = "***"
+        elif isinstance(value, str):
+            out[key] = _mask_url(value)
+        elif isinstance(value, list | tuple):
+            out[key] = [_mask_url(v) if isinstance(v, str) else v for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+def _mask_url(value: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return value
+    if not parts.password:
+        return value
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

@@ -33,3 +33,36 @@ def test_bad_values_are_named(tmp_path: Path) -> None:
     with pytest.raises(BadInput, match="unknown"):
         cfg.write_text("[pull]\nunknown = 1\n")
         PullSettings.load(cfg)
+
+
+def test_config_show_masks_secrets(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from tests.conftest import SHOAL
+
+    cfg = tmp_path / "shoal.toml"
+    cfg.write_text(
+        '[pull]\ntoken = "pull-secret"\nproxy = "http://fleet:proxy-secret@127.0.0.1:3128"\n'
+        '[agent]\ncoordinator = "http://c:8470"\n'
+    )
+    env = {**os.environ, "SHOAL_AGENT_TOKEN": "agent-secret"}
+    r = subprocess.run(
+        [str(SHOAL), "config", "show", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "secret" not in r.stdout
+    assert 'proxy = "http://fleet:***@127.0.0.1:3128"' in r.stdout
+    assert r.stdout.count('token = "***"') == 2
+    assert 'coordinator = "http://c:8470"' in r.stdout
+    bad = subprocess.run(
+        [str(SHOAL), "config", "show", "--config", str(tmp_path / "missing.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "cannot read config file" in bad.stderr
