@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from peer import layout
-from peer.engine import JOURNAL_FILE
+from peer.engine import JOURNAL_FILE, RESUME_FILE
 from peer.journal import Journal
 from peer.store import Store
 from shoal.manifest import FileEntry, Manifest
@@ -75,10 +75,11 @@ def _check(
 def _quarantine(store: Store, manifest: Manifest, entry: FileEntry, bad: tuple[int, ...]) -> None:
     staging = store.staging_dir(manifest)
     staging.mkdir(parents=True, exist_ok=True)
-    (staging / "resume.dat").unlink(missing_ok=True)
+    (staging / RESUME_FILE).unlink(missing_ok=True)  # it would claim the bad chunks
     store.blob_path(entry.sha256).replace(staging / entry.sha256.hex)
-    first = next(p.index for p in layout.pieces(manifest) if p.entry.sha256 == entry.sha256)
-    journal = Journal(staging / JOURNAL_FILE, len(layout.pieces(manifest)))
+    pieces = layout.pieces(manifest)
+    first = next(p.index for p in pieces if p.entry.sha256 == entry.sha256)
+    journal = Journal(staging / JOURNAL_FILE, len(pieces))
     try:
         for c in range(entry.num_chunks):
             if c not in bad:
