@@ -3,7 +3,7 @@ model to a plain libtorrent leecher on loopback; the agent's own ``/metrics`` co
 (``shoal_seed_upload_bytes``) is sampled over a 10 s window after a 2 s warm-up, and the
 measured rate is compared with X (goal: within 10 %).
 
-    .venv/bin/python bench/agent_caps.py [--size-mib 512] [--cap 20M]
+    .venv/bin/python bench/agent_caps.py [--size-mib 1024] [--caps 5M,20M,50M]
 
 Writes bench/results/agent_caps.json.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,12 +43,73 @@ def uploaded(url: str, token: str) -> float:
     )
 
 
+def upload_window(store: Path, torrent: Path, cap: str, leech: Path) -> dict[str, object]:
+    """One agent seeding ``store`` under ``--upload-rate cap`` to a fresh leecher."""
+    api, bt = free_port(), free_port()
+    agent = subprocess.Popen(
+        [
+            str(SHOAL),
+            "agent",
+            "--models-dir",
+            str(store),
+            "--api-port",
+            str(api),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(bt),
+            "--no-lsd",
+            "--upload-rate",
+            cap,
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    ses = None
+    try:
+        wait_listening(api, agent, "shoal agent")
+        url, token = f"http://127.0.0.1:{api}", (store / "agent.token").read_text().strip()
+        ses = lt.session(
+            {
+                "listen_interfaces": f"127.0.0.1:{free_port()}",
+                "enable_dht": False,
+                "enable_lsd": False,
+                "allow_multiple_connections_per_ip": True,
+                # TCP, as shoal's peers use: libtorrent's uTP on loopback stalls at a
+                # few MB/s, which measured the leecher instead of the cap
+                "enable_outgoing_utp": False,
+                "enable_incoming_utp": False,
+            }
+        )
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(str(torrent))
+        params.save_path = str(leech)
+        h = ses.add_torrent(params)
+        h.connect_peer(("127.0.0.1", bt))
+        time.sleep(2.0)  # warm-up: connection, unchoke, rate limiter filled
+        t0, b0 = time.monotonic(), uploaded(url, token)
+        time.sleep(10.0)
+        t1, b1 = time.monotonic(), uploaded(url, token)
+        rate = (b1 - b0) / (t1 - t0)
+        limit = parse_size(cap)
+        return {
+            "cap_bytes_s": limit,
+            "measured_bytes_s": round(rate),
+            "ratio": round(rate / limit, 3),
+            "window_s": round(t1 - t0, 2),
+            "leecher_done": bool(h.status().is_seeding),
+        }
+    finally:
+        if ses is not None:
+            del ses
+        stop_processes([agent])
+        shutil.rmtree(leech, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--size-mib", type=int, default=512)
-    ap.add_argument("--cap", default="20M")
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--caps", default="5M,20M,50M", help="upload caps to measure, in turn")
     args = ap.parse_args()
-    cap = parse_size(args.cap)
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "results") as tmp:
         work = Path(tmp)
@@ -56,7 +118,7 @@ def main() -> None:
             directory_source(work / "src"),
             PublishOptions(ref=ModelRef.parse("caps:v1"), out=work / "pub"),
         )
-        port, bt = free_port(), free_port()
+        port = free_port()
         seed = subprocess.Popen(
             [
                 str(SHOAL),
@@ -89,60 +151,11 @@ def main() -> None:
             capture_output=True,
         )
         stop_processes([seed])
-        api = free_port()
-        agent = subprocess.Popen(
-            [
-                str(SHOAL),
-                "agent",
-                "--models-dir",
-                str(store),
-                "--api-port",
-                str(api),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(bt),
-                "--no-lsd",
-                "--upload-rate",
-                args.cap,
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-        ses = None
-        try:
-            wait_listening(api, agent, "shoal agent")
-            url, token = f"http://127.0.0.1:{api}", (store / "agent.token").read_text().strip()
-            ses = lt.session(
-                {
-                    "listen_interfaces": f"127.0.0.1:{free_port()}",
-                    "enable_dht": False,
-                    "enable_lsd": False,
-                    "allow_multiple_connections_per_ip": True,
-                }
-            )
-            params = lt.add_torrent_params()
-            params.ti = lt.torrent_info(str(pub.torrent_path))
-            params.save_path = str(work / "leech")
-            h = ses.add_torrent(params)
-            h.connect_peer(("127.0.0.1", bt))
-            time.sleep(2.0)  # warm-up: connection, unchoke, rate limiter filled
-            t0, b0 = time.monotonic(), uploaded(url, token)
-            time.sleep(10.0)
-            t1, b1 = time.monotonic(), uploaded(url, token)
-            rate = (b1 - b0) / (t1 - t0)
-            result = {
-                "size_bytes": args.size_mib << 20,
-                "cap_bytes_s": cap,
-                "measured_bytes_s": round(rate),
-                "ratio": round(rate / cap, 3),
-                "window_s": round(t1 - t0, 2),
-                "leecher_done": bool(h.status().is_seeding),
-            }
-        finally:
-            if ses is not None:
-                del ses
-            stop_processes([agent])
-    print(json.dumps(result))
+        uploads = []
+        for cap in args.caps.split(","):
+            uploads.append(upload_window(store, pub.torrent_path, cap, work / "leech"))
+            print(json.dumps(uploads[-1]))
+    result = {"size_bytes": args.size_mib << 20, "upload": uploads}
     out = ROOT / "bench" / "results" / "agent_caps.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")
