@@ -1,9 +1,10 @@
 """``shoal agent``: the long-lived process of a host. It seeds every model of the store
 from one libtorrent session (announcing to the coordinator and reporting what it holds),
-runs pulls asked for through a local API (bearer token from ``agent.token``, loopback Host
-names only) and seeds each model once pulled, and exposes Prometheus metrics.
+runs pulls asked for through its local API (``peer.agent_api``) and seeds each model once
+pulled, keeps the store within its disk budget (evicting the least recently used models
+that are neither pinned nor in use) and applies its bandwidth caps and their schedule live.
 
-The disk budget, caps and schedules, and the CLI delegating to an agent are not built yet.
+Each pull runs in a libtorrent session of its own (the engine's), beside the seeding one.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ import json
 import logging
 import os
 import secrets
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from peer.budget import Budget, BudgetError, Held, evictions
+from peer.caps import Caps, LiveCaps, parse_rate, parse_schedule
 from peer.delegate import AGENT_FILE
 from peer.events import SessionSettings
 from peer.store import Store
@@ -34,7 +36,7 @@ from shoal.fsutil import atomic_write
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
 from shoal.settings import ComponentSettings
-from shoal.units import parse_size
+from shoal.units import format_size
 
 log = logging.getLogger("shoal.agent")
 TOKEN_FILE = "agent.token"  # noqa: S105 - a file name
@@ -56,11 +58,48 @@ class AgentSettings(ComponentSettings):
     token: str | None = None
     edges: tuple[str, ...] = ()
     report_every: float = Field(default=10.0, gt=0)
-    max_rate: str = "0"  # download cap of each pull, per source kind (bytes/s, e.g. "50M")
-    upload_rate: str = "0"  # seeding cap for the whole agent (bytes/s)
+    max_rate: str = "0"  # download cap per source kind: each pull's BitTorrent, and HTTP
+    upload_rate: str = "0"  # upload cap: seeding, and each pull's session (bytes/s)
+    http_rate: str = "0"  # edges and origin, all pulls together (bytes/s): spares the edges
+    schedule: tuple[str, ...] = ()  # e.g. "upload 50MB/s 08:00-20:00"; see peer.caps
+    max_store_size: str = "0"  # the store's budget (blobs and pulls in progress); "0": none
+    min_free: str = "1G"  # free disk space to leave
 
-    def rate(self, value: str) -> int:
-        return parse_size(value) if value.strip() != "0" else 0
+    @field_validator("max_rate", "upload_rate", "http_rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        _checked(parse_rate, value)
+        return value
+
+    @field_validator("max_store_size", "min_free")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        _checked(parse_rate, value)
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _checked(parse_schedule, value)
+        return value
+
+    def caps(self) -> LiveCaps:
+        base = Caps(
+            upload=parse_rate(self.upload_rate),
+            download=parse_rate(self.max_rate),
+            http=parse_rate(self.http_rate),
+        )
+        return LiveCaps(base, parse_schedule(self.schedule))
+
+    def budget(self) -> Budget:
+        return Budget(parse_rate(self.max_store_size), parse_rate(self.min_free))
+
+
+def _checked(parse: Callable[[Any], object], value: object) -> None:
+    try:
+        parse(value)
+    except BadInput as exc:
+        raise ValueError(exc.message) from None
 
 
 def agent_token(root: Path) -> str:
@@ -105,7 +144,15 @@ class Agent:
     session: Any = None  # peer.session.TorrentSession, made in start()
     pulls: dict[str, PullJob] = field(default_factory=dict)
     metrics: Any = None  # peer.metrics.PullMetrics, made in start()
+    live: LiveCaps = field(init=False)
+    budget: Budget = field(init=False)
+    evicted: int = 0  # models evicted since start
+    _pulling: dict[str, Manifest] = field(default_factory=dict)  # job id: what it fetches
     _tasks: set[asyncio.Future[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.live = self.settings.caps()
+        self.budget = self.settings.budget()
 
     def start(self) -> None:
         from peer.session import TorrentSession
@@ -115,7 +162,7 @@ class Agent:
                 host=self.settings.host,
                 port=self.settings.port,
                 enable_lsd=self.settings.lsd,
-                upload_rate_limit=self.settings.rate(self.settings.upload_rate),
+                upload_rate_limit=self.live.now().upload,
             )
         )
         from peer.metrics import PullMetrics
@@ -164,6 +211,93 @@ class Agent:
         finally:
             client.close()
 
+    async def caps_forever(self, every: float = 5.0) -> None:
+        """Apply the schedule to seeding (pulls apply it themselves, each round)."""
+        applied = None
+        while True:
+            upload = self.live.now().upload
+            if upload != applied and self.session is not None:
+                self.session.set_upload_limit(upload)
+                log.info("upload cap now %s", format_size(upload) + "/s" if upload else "none")
+                applied = upload
+            await asyncio.sleep(every)
+
+    # the disk budget
+
+    def make_room(self, job: PullJob, manifest: Manifest, need: int) -> None:
+        """Before ``job`` fetches ``need`` bytes of ``manifest``: evict least recently used
+        models until it fits the budget, or raise ``BudgetError`` (nothing fetched yet)."""
+        others = [m for jid, m in self._pulling.items() if jid != job.id]
+        self._pulling[job.id] = manifest
+        reserved = sum(self.store.needed(m) for m in others)  # started, not yet written
+        deficit = self.budget.deficit(
+            self.store.usage() + reserved, self.store.free() - reserved, need
+        )
+        if deficit <= 0:
+            return
+        keep = self._in_use()
+        busy = {m.digest for m in self._pulling.values()}
+        pins = self.store.pinned()
+        held = [
+            Held(
+                ref,
+                frozenset(f.sha256.filename for f in m.files),
+                self.store.last_used(ref),
+                pinned=ref in pins,
+                busy=m.digest in busy,
+            )
+            for ref, m in self.store.models()
+        ]
+        sizes = {p.name: p.stat().st_size for p in self.store.blobs.iterdir()}
+        try:
+            refs = evictions(held, sizes, deficit, keep)
+        except BudgetError as exc:
+            del self._pulling[job.id]
+            raise BudgetError(f"cannot pull {manifest.ref}: {exc.message}", exc.hint) from None
+        for ref in refs:
+            freed = self.remove(ref)
+            self.evicted += 1
+            log.info("evicted %s (least recently used), freed %s", ref, format_size(freed))
+
+    def _in_use(self) -> frozenset[str]:
+        """Blob names that pulls in progress hold or reuse."""
+        return frozenset(f.sha256.filename for m in self._pulling.values() for f in m.files)
+
+    def remove(self, ref: ModelRef) -> int:
+        """Stop seeding ``ref`` (unless another tag holds the same model), then delete what
+        only it used; returns bytes freed."""
+        manifest = self.store.resolve(ref)
+        if manifest is None:
+            raise BadInput(f"{ref} is not in {self.store.root}", "see GET /v1/models")
+        if any(m.digest == manifest.digest for m in self._pulling.values()):
+            raise Busy(f"{ref} is being pulled", "wait for the pull to end")
+        others = [r for r, m in self.store.models() if m.digest == manifest.digest and r != ref]
+        if not others and self.session is not None:
+            self.session.remove(manifest.digest.hex)
+        return self.store.remove(ref, self._in_use())
+
+    async def verify(self, ref: ModelRef | None) -> dict[str, object]:
+        """Re-hash ``ref`` (or every model); a model with a bad blob stops being seeded
+        (the blob left the store) until pulled again."""
+        from peer.verify import verify
+
+        if ref is None:
+            models = list(self.store.models())
+        else:
+            manifest = self.store.resolve(ref)
+            if manifest is None:
+                raise BadInput(f"{ref} is not in {self.store.root}", "see GET /v1/models")
+            models = [(ref, manifest)]
+        busy = {m.digest for m in self._pulling.values()}
+        report = await asyncio.to_thread(
+            verify, self.store, [(r, m) for r, m in models if m.digest not in busy]
+        )
+        for bad in report.bad or []:
+            manifest = self.store.resolve(bad.ref)
+            if manifest is not None and self.session is not None:
+                self.session.remove(manifest.digest.hex)
+        return report.as_dict()
+
     def start_pull(self, ref: ModelRef) -> PullJob:
         from peer.engine import PullOptions, pull
 
@@ -176,7 +310,8 @@ class Agent:
             token=self.settings.token,
             edges=self.settings.edges,
             session=SessionSettings(host=self.settings.host, enable_lsd=self.settings.lsd),
-            max_rate=self.settings.rate(self.settings.max_rate),
+            live=self.live,
+            make_room=lambda manifest, need: self.make_room(job, manifest, need),
         )
         self._save_pending()
 
@@ -188,8 +323,13 @@ class Agent:
                 result = await pull(opts, progress, self.metrics)
             except ShoalError as exc:
                 job.state, job.error = "failed", exc.message
+                if exc.hint:
+                    job.error += f" ({exc.hint})"
+                # refused for want of room: not resumed at the next start either
                 self._save_pending()
                 return
+            finally:
+                self._pulling.pop(job.id, None)
             job.result = summary(str(ref), result, str(self.store.root))
             self.seed(ref, result.manifest)
             job.state = "done"
@@ -227,94 +367,19 @@ class Agent:
         return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
 
 
-def create_app(agent: Agent) -> Any:
-    from prometheus_client import Gauge, generate_latest
-
-    app = FastAPI(title="shoal agent", docs_url=None, redoc_url=None)
-    registry = agent.metrics.registry
-    Gauge("shoal_swarms_seeding", "Models seeded", registry=registry).set_function(
-        lambda: len(agent.session.downloads) if agent.session else 0
-    )
-    Gauge("shoal_peers_connected", "BitTorrent peers", registry=registry).set_function(
-        lambda: agent.session.peers() if agent.session else 0
-    )
-    Gauge(
-        "shoal_seed_upload_bytes", "Payload bytes seeded since start", registry=registry
-    ).set_function(lambda: agent.session.uploaded() if agent.session else 0)
-    Gauge("shoal_store_bytes", "Bytes of blobs in the store", registry=registry).set_function(
-        lambda: sum(p.stat().st_size for p in agent.store.blobs.iterdir())
-    )
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Any:
-        if not host_allowed(request.headers.get("host")):
-            return JSONResponse(
-                {"error": "the agent answers loopback Host names only"}, status_code=403
-            )
-        if request.url.path != "/healthz" and not agent.authorized(
-            request.headers.get("authorization")
-        ):
-            return JSONResponse(
-                {"error": "missing or wrong token", "hint": f"send the token in {TOKEN_FILE}"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return await call_next(request)
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/v1/models")
-    async def models() -> list[dict[str, object]]:
-        seeding = agent.session.downloads if agent.session else {}
-        return [
-            {
-                "ref": str(ref),
-                "digest": str(m.digest),
-                "bytes": m.total_size,
-                "seeding": m.digest.hex in seeding,
-            }
-            for ref, m in agent.store.models()
-        ]
-
-    @app.post("/v1/pulls", status_code=202)
-    async def start_pull(request: Request) -> dict[str, str]:
-        body = await request.json()
-        ref = body.get("ref") if isinstance(body, dict) else None
-        if not isinstance(ref, str):
-            raise HTTPException(400, 'give {"ref": "name:tag"}')
-        try:
-            model = ModelRef.parse(ref)
-        except BadInput as exc:
-            raise HTTPException(400, exc.message) from None
-        job = agent.start_pull(model)
-        return {"id": job.id, "ref": job.ref, "state": job.state}
-
-    @app.get("/v1/pulls")
-    async def pulls() -> list[dict[str, object]]:
-        return [{"id": j.id, "ref": j.ref, "state": j.state} for j in agent.pulls.values()]
-
-    @app.get("/v1/pulls/{job_id}")
-    async def pull_status(job_id: str) -> dict[str, object]:
-        job = agent.pulls.get(job_id)
-        if job is None:
-            raise HTTPException(404, f"no pull {job_id}")
-        return asdict(job)
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
-
-    return app
+class Busy(ShoalError):
+    """The model is in use (a pull in progress)."""
 
 
 async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
     """Seed and serve the API until cancelled (SIGTERM/SIGINT end the CLI's event loop)."""
     import uvicorn
 
+    from peer.agent_api import create_app
+
     agent.start()
     reporter = asyncio.ensure_future(agent.report_forever())
+    capper = asyncio.ensure_future(agent.caps_forever())
     config = uvicorn.Config(
         create_app(agent),
         host=api_host,
@@ -340,5 +405,6 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
     finally:
         marker.unlink(missing_ok=True)
         reporter.cancel()
+        capper.cancel()
         agent.close()
         await asyncio.sleep(0)

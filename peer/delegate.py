@@ -12,7 +12,7 @@ import httpx
 
 from peer.engine import Progress
 from peer.view import snapshot_from
-from shoal.errors import RemoteError
+from shoal.errors import BadInput, RemoteError
 from shoal.ref import ModelRef
 
 AGENT_FILE = "agent.json"
@@ -61,3 +61,27 @@ def pull_via_agent(
                 f"the agent at {url} did not take the pull of {ref}: {exc}",
                 "check the agent (or stop it to pull in-process)",
             ) from None
+
+
+def call_agent(url: str, token: str, method: str, path: str, body: object = None) -> Any:
+    """One request to the agent's API; its refusals come back as ``ShoalError``."""
+    try:
+        r = httpx.request(
+            method,
+            f"{url}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=None if path == "/v1/verify" else 30.0,  # verifying reads every byte
+        )
+    except httpx.HTTPError as exc:
+        raise RemoteError(f"the agent at {url} did not answer {method} {path}: {exc}") from None
+    try:
+        answer = r.json()
+    except ValueError:
+        answer = {}
+    if r.status_code >= 400:
+        detail = answer.get("detail") if isinstance(answer, dict) else None
+        raise (BadInput if r.status_code < 500 else RemoteError)(
+            f"the agent at {url} refused: {detail or r.reason_phrase}"
+        )
+    return answer

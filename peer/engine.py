@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peer import layout
+from peer.caps import Caps, LiveCaps
 from peer.events import (
     FileFailed,
     Flushed,
@@ -63,6 +64,8 @@ class PullOptions:
     http_slots: int = 8
     stall_timeout: float = 60.0
     max_rate: int = 0  # bytes/s over BitTorrent and HTTP each; 0 = unlimited
+    http_rate: int = 0  # bytes/s from edges and the origin (below max_rate); 0 = unlimited
+    live: LiveCaps | None = None  # the agent's caps, schedule applied: they replace the two
     endgame: int = 4  # hedge the last chunks: swarm and edge at once
     resume_every: float = 10.0
     linger: float = 15.0  # seed on at most this long while this host alone holds a chunk
@@ -72,6 +75,9 @@ class PullOptions:
     proxy: str | None = None
     poll: float = 0.25  # the longest sleep between two rounds of the scheduler
     min_round: float = 0.005  # the shortest round: bounds the CPU spent on planning
+    # called with the manifest and the bytes it still needs before anything is fetched:
+    # the agent evicts to fit its disk budget, or raises to refuse the pull
+    make_room: Callable[[Manifest, int], None] | None = None
 
 
 @dataclass
@@ -160,10 +166,13 @@ async def _pull(
             manifest = await _resolve(opts.ref, coord, ups, store)
             held = store.resolve(opts.ref)
             if held is not None and held.digest == manifest.digest and not store.missing(held):
+                store.touch(opts.ref)
                 return PullResult(manifest, already_present=True)
             if not store.missing(manifest):
                 store.put(manifest, opts.ref)
                 return PullResult(manifest, already_present=True)
+            if opts.make_room is not None:
+                opts.make_room(manifest, store.needed(manifest))
             store.check_space(manifest)
             torrent = await _torrent(manifest, coord, ups)
             result = await _download(
@@ -285,7 +294,12 @@ class _Pull:
         self.have: set[int] = set()
         self.handed: dict[int, str] = {}  # given to libtorrent with add_piece: source
         self.inflight: dict[int, asyncio.Future[bytes]] = {}
-        self.throttle = Throttle(opts.max_rate)
+        self.throttle = (
+            opts.live.http
+            if opts.live is not None
+            else Throttle(min((r for r in (opts.max_rate, opts.http_rate) if r), default=0))
+        )
+        self.caps: Caps | None = None  # the live caps last applied
         self.journal = Journal(self.staging / JOURNAL_FILE, len(self.pcs))
         self.checking = True  # libtorrent checks staging first: what it finds is resumed
         self.wake = asyncio.Event()  # an HTTP fetch ended or libtorrent has alerts
@@ -405,6 +419,7 @@ async def _download(
         )
         if opts.max_rate:
             d.handle.set_download_limit(opts.max_rate)
+        _apply_caps(st, d, ses)
         while not d.ready:
             _events(ses, st, resume_path)
             await asyncio.sleep(0.02)
@@ -442,6 +457,17 @@ async def _download(
         if fleet is not None:
             await _leave(fleet, manifest, len(st.pcs), ses.port)
             fleet.close()
+
+
+def _apply_caps(st: _Pull, d: Download, ses: TorrentSession) -> None:
+    """The agent's caps as its schedule has them now, if they changed."""
+    if st.opts.live is None:
+        return
+    caps = st.opts.live.now()
+    if caps != st.caps:
+        d.handle.set_download_limit(caps.download)
+        ses.set_upload_limit(caps.upload)
+        st.caps = caps
 
 
 def _events(ses: TorrentSession, st: _Pull, resume_path: Path) -> bool:
@@ -578,6 +604,7 @@ async def _loop(
             d.request_resume_data()
         if progress is not None and now - last_report >= 0.25:
             last_report = now
+            _apply_caps(st, d, ses)
             progress(st.snapshot(int(d.status().total_payload_download)))
         if now - last_progress > opts.stall_timeout:
             raise RemoteError(

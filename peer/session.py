@@ -75,14 +75,14 @@ class TorrentSession:
                 "user_agent": "shoal",
             }
         )
-        if s.download_rate_limit or s.upload_rate_limit:
-            # libtorrent exempts peers on local networks from rate limits; in a LAN fleet
-            # those are exactly the peers a cap is for, so every address is "global"
-            every = lt.ip_filter()
-            bit = 1 << lt.session.global_peer_class_id
-            every.add_rule("0.0.0.0", "255.255.255.255", bit)  # noqa: S104 - an address range
-            every.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", bit)
-            self.lt.set_peer_class_filter(every)
+        # libtorrent exempts peers on local networks from rate limits; in a LAN fleet those
+        # are exactly the peers a cap is for (set now or by a schedule later): every
+        # address is "global"
+        every = lt.ip_filter()
+        bit = 1 << lt.session.global_peer_class_id
+        every.add_rule("0.0.0.0", "255.255.255.255", bit)  # noqa: S104 - an address range
+        every.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", bit)
+        self.lt.set_peer_class_filter(every)
         self.downloads: dict[str, Download] = {}
         self._pipe: tuple[int, int] | None = None
         self.port = self._listening(first)
@@ -177,6 +177,10 @@ class TorrentSession:
         d = Download(name, self.lt.add_torrent(params), manifest)
         self.downloads[name] = d
         return d
+
+    def set_upload_limit(self, rate: int) -> None:
+        """Bytes/s for the whole session from now on; 0 = unlimited."""
+        self.lt.apply_settings({"upload_rate_limit": rate})
 
     def uploaded(self) -> int:
         """Payload bytes sent to peers by every torrent in the session."""

@@ -8,11 +8,11 @@ from typing import ClassVar
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from peer.caps import parse_rate
 from peer.engine import PullOptions
 from peer.events import SessionSettings
 from shoal.ref import ModelRef
 from shoal.settings import ComponentSettings
-from shoal.units import parse_size
 
 
 class PullSettings(ComponentSettings):
@@ -28,6 +28,7 @@ class PullSettings(ComponentSettings):
     utp: bool = False
     http_connections: int = Field(default=8, ge=1, le=32)
     max_rate: str = "0"  # bytes/s per source kind, e.g. "50M"; "0": no cap
+    http_rate: str = "0"  # bytes/s from edges and the origin, to spare them; "0": no cap
     proxy: str | None = None  # http://user:pass@host:port or socks5://...
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=15.0, gt=0)
@@ -44,7 +45,8 @@ class PullSettings(ComponentSettings):
                 host=self.host, port=self.port, enable_lsd=self.lsd, enable_utp=self.utp
             ),
             http_slots=self.http_connections,
-            max_rate=parse_size(self.max_rate) if self.max_rate.strip() != "0" else 0,
+            max_rate=parse_rate(self.max_rate),
+            http_rate=parse_rate(self.http_rate),
             proxy=self.proxy,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,

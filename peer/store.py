@@ -4,6 +4,10 @@
     <root>/manifests/sha256-<hex>             canonical manifest bytes
     <root>/tags/<host>/<ns>/<name>/<tag>      text: the manifest digest a tag points at
     <root>/staging/<manifest hex>/...         downloads in progress, never read as final
+    <root>/pins.json                          models eviction never touches
+
+A tag file's mtime is when the model was last used (pulled, found by a pull, exported):
+the disk budget evicts the least recently used first.
 
 Only verified bytes reach ``blobs/``: a file moves from staging into place by
 rename, after every chunk was verified and the bytes were flushed. A file that
@@ -13,6 +17,7 @@ another model already holds is reused, not fetched again.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -25,6 +30,8 @@ from shoal.manifest import FileEntry, Manifest
 from shoal.ref import ModelRef
 from shoal.torrent import Torrent
 from shoal.units import format_size
+
+PINS_FILE = "pins.json"
 
 
 class StoreError(BadInput):
@@ -75,10 +82,34 @@ class Store:
             seen.add(f.sha256)
         return out
 
+    def needed(self, manifest: Manifest) -> int:
+        """Bytes ``manifest`` still needs on disk: its missing files, less what an earlier,
+        interrupted pull already wrote into staging."""
+        staged = self.staging_dir(manifest)
+        total = 0
+        for f in self.missing(manifest):
+            try:
+                on_disk = (staged / f.sha256.hex).stat().st_blocks * 512
+            except OSError:
+                on_disk = 0
+            total += max(0, f.size - on_disk)
+        return total
+
+    def usage(self) -> int:
+        """Bytes the store occupies: blobs, and downloads in progress."""
+        total = sum(p.stat().st_size for p in self.blobs.iterdir())
+        for p in self.staging.rglob("*"):
+            with contextlib.suppress(OSError):
+                total += p.stat().st_blocks * 512 if p.is_file() else 0
+        return total
+
+    def free(self) -> int:
+        return shutil.disk_usage(self.root).free
+
     def check_space(self, manifest: Manifest) -> int:
         """Bytes still to download; raises ``StoreError`` if the disk cannot hold them."""
-        needed = sum(f.size for f in self.missing(manifest))
-        free = shutil.disk_usage(self.root).free
+        needed = self.needed(manifest)
+        free = self.free()
         if needed > free:
             raise StoreError(
                 f"{manifest.ref} needs {format_size(needed)} more but {self.root} has "
@@ -168,17 +199,51 @@ class Store:
             if manifest is not None:
                 yield ref, manifest
 
-    def remove(self, ref: ModelRef) -> int:
-        """Untag ``ref`` and delete blobs no remaining model uses; returns bytes freed."""
+    def touch(self, ref: ModelRef) -> None:
+        """Mark ``ref`` used now (the disk budget evicts the least recently used first)."""
+        with contextlib.suppress(OSError):
+            os.utime(self._tag_path(ref))
+
+    def last_used(self, ref: ModelRef) -> float:
+        try:
+            return self._tag_path(ref).stat().st_mtime
+        except OSError:
+            return 0.0
+
+    # pins: models the disk budget never evicts
+
+    def pinned(self) -> set[ModelRef]:
+        try:
+            raw = json.loads((self.root / PINS_FILE).read_text())
+        except (OSError, ValueError):
+            return set()
+        out = set()
+        for r in raw if isinstance(raw, list) else ():
+            with contextlib.suppress(BadInput):
+                out.add(ModelRef.parse(str(r)))
+        return out
+
+    def pin(self, ref: ModelRef, on: bool = True) -> None:
+        if on and self.resolve(ref) is None:
+            raise BadInput(f"cannot pin {ref}: it is not in {self.root}", "pull it first")
+        pins = self.pinned()
+        pins = pins | {ref} if on else pins - {ref}
+        atomic_write(self.root / PINS_FILE, json.dumps(sorted(map(str, pins))).encode())
+
+    def remove(self, ref: ModelRef, keep: frozenset[str] = frozenset()) -> int:
+        """Untag (and unpin) ``ref``, delete blobs no remaining model uses and not in
+        ``keep`` (blob file names a pull in progress counts on); returns bytes freed."""
         path = self._tag_path(ref)
         if not path.exists():
             raise BadInput(f"{ref} is not in {self.root}", "see 'shoal ls'")
         path.unlink()
-        return self.gc()
+        if ref in self.pinned():
+            self.pin(ref, on=False)
+        return self.gc(keep)
 
-    def gc(self) -> int:
-        """Delete blobs and manifests no tag reaches, and abandoned staging; bytes freed."""
-        keep_blobs: set[str] = set()
+    def gc(self, keep: frozenset[str] = frozenset()) -> int:
+        """Delete blobs (but those in ``keep``) and manifests no tag reaches; bytes freed."""
+        keep_blobs: set[str] = set(keep)
         keep_manifests: set[str] = set()
         for _, m in self.models():
             keep_manifests.add(m.digest.filename)

@@ -1,4 +1,4 @@
-"""A token bucket for ``--max-rate``: HTTP fetches wait for their bytes' worth of tokens."""
+"""A token bucket for HTTP caps: fetches wait for their bytes' worth of tokens."""
 
 from __future__ import annotations
 
@@ -15,6 +15,13 @@ class Throttle:
         self.clock = clock
         self.tokens = self.burst
         self.stamp = clock()
+
+    def set_rate(self, rate: int) -> None:
+        """A new rate from now on (a schedule changed the cap)."""
+        self.delay(0)
+        self.rate = rate
+        self.burst = rate / 4
+        self.tokens = min(self.tokens, self.burst)
 
     def delay(self, size: int) -> float:
         """Take ``size`` bytes now; the seconds to wait before using them."""

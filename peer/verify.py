@@ -34,6 +34,22 @@ class Report:
     bytes: int = 0
     bad: list[BadBlob] | None = None
 
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "event": "verified",
+            "blobs": self.blobs,
+            "bytes": self.bytes,
+            "bad": [
+                {
+                    "ref": str(b.ref),
+                    "path": b.path,
+                    "chunks": list(b.bad_chunks),
+                    "num_chunks": b.num_chunks,
+                }
+                for b in self.bad or []
+            ],
+        }
+
 
 def verify(
     store: Store, models: Iterable[tuple[ModelRef, Manifest]], threads: int | None = None

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -285,6 +285,9 @@ def pull(
     max_rate: Annotated[
         str | None, typer.Option(help="Download cap per source kind, e.g. 50M (bytes/s) [0: none].")
     ] = None,
+    http_rate: Annotated[
+        str | None, typer.Option(help="Cap on edges and the origin, e.g. 20M (bytes/s) [0: none].")
+    ] = None,
     http_connections: Annotated[
         int | None, typer.Option(help="Parallel HTTP range requests [8].")
     ] = None,
@@ -327,6 +330,7 @@ def pull(
             utp=utp,
             http_connections=http_connections,
             max_rate=max_rate,
+            http_rate=http_rate,
             proxy=proxy,
             stall_timeout=stall_timeout,
         )
@@ -353,12 +357,27 @@ def pull(
 def list_models(
     models_dir: Annotated[Path | None, typer.Option(help="Store directory.")] = None,
 ) -> None:
-    """List the models in the local store."""
+    """List the models in the local store (pinned ones marked, with what the agent seeds)."""
     with _user_errors():
+        from peer.delegate import call_agent, find_agent
         from peer.store import Store
 
-        for ref, m in Store(_models_dir(models_dir)).open().models():
-            typer.echo(f"{ref!s:<40} {format_size(m.total_size):>12}  {m.digest}")
+        root = _models_dir(models_dir)
+        agent_at = find_agent(root)
+        rows: list[dict[str, Any]]
+        if agent_at is not None:
+            rows = call_agent(*agent_at, "GET", "/v1/models")
+        else:
+            store = Store(root).open()
+            pins = store.pinned()
+            rows = [
+                {"ref": str(r), "bytes": m.total_size, "digest": str(m.digest), "pinned": r in pins}
+                for r, m in store.models()
+            ]
+        for row in rows:
+            marks = ("pinned " if row["pinned"] else "") + ("seeding" if row.get("seeding") else "")
+            size = format_size(row["bytes"])
+            typer.echo(f"{row['ref']:<40} {size:>12}  {row['digest']}  {marks}".rstrip())
 
 
 @app.command()
@@ -366,12 +385,57 @@ def rm(
     ref: Annotated[str, typer.Argument(help="Model reference to remove.")],
     models_dir: Annotated[Path | None, typer.Option(help="Store directory.")] = None,
 ) -> None:
-    """Remove a model from the local store (files other models use are kept)."""
+    """Remove a model from the local store (files other models use are kept); a running
+    agent stops seeding it first."""
     with _user_errors():
+        from peer.delegate import call_agent, find_agent
         from peer.store import Store
 
-        freed = Store(_models_dir(models_dir)).open().remove(ModelRef.parse(ref))
-        typer.echo(f"removed {ModelRef.parse(ref)}, freed {format_size(freed)}")
+        model, root = ModelRef.parse(ref), _models_dir(models_dir)
+        agent_at = find_agent(root)
+        if agent_at is not None:
+            freed = call_agent(*agent_at, "DELETE", f"/v1/models/{_quoted(model)}")["freed"]
+        else:
+            freed = Store(root).open().remove(model)
+        typer.echo(f"removed {model}, freed {format_size(freed)}")
+
+
+@app.command()
+def pin(
+    ref: Annotated[str, typer.Argument(help="Model reference in the local store.")],
+    models_dir: Annotated[Path | None, typer.Option(help="Store directory.")] = None,
+) -> None:
+    """Keep a model whatever the agent's disk budget (never evicted)."""
+    _pin(ref, models_dir, on=True)
+
+
+@app.command()
+def unpin(
+    ref: Annotated[str, typer.Argument(help="Model reference in the local store.")],
+    models_dir: Annotated[Path | None, typer.Option(help="Store directory.")] = None,
+) -> None:
+    """Let the agent's disk budget evict a model again (least recently used first)."""
+    _pin(ref, models_dir, on=False)
+
+
+def _pin(ref: str, models_dir: Path | None, on: bool) -> None:
+    with _user_errors():
+        from peer.delegate import call_agent, find_agent
+        from peer.store import Store
+
+        model, root = ModelRef.parse(ref), _models_dir(models_dir)
+        agent_at = find_agent(root)
+        if agent_at is not None:
+            call_agent(*agent_at, "POST" if on else "DELETE", f"/v1/models/{_quoted(model)}/pin")
+        else:
+            Store(root).open().pin(model, on)
+        typer.echo(f"{'pinned' if on else 'unpinned'} {model}")
+
+
+def _quoted(model: ModelRef) -> str:
+    from urllib.parse import quote
+
+    return quote(str(model), safe="/:")
 
 
 @app.command()
@@ -424,40 +488,35 @@ def verify(
 
 
 def _verify(models_dir: Path, ref: ModelRef | None, as_json: bool) -> int:
+    from peer.delegate import call_agent, find_agent
     from peer.store import Store
     from peer.verify import verify as run_verify
 
-    store = Store(models_dir).open()
-    if ref is None:
-        models = list(store.models())
+    agent_at = find_agent(models_dir)
+    if agent_at is not None:  # the agent stops seeding what fails
+        report = call_agent(*agent_at, "POST", "/v1/verify", {"ref": str(ref) if ref else None})
     else:
-        manifest = store.resolve(ref)
-        models = [(ref, manifest)] if manifest is not None else []
-    report = run_verify(store, models)
-    bad = report.bad or []
+        store = Store(models_dir).open()
+        if ref is None:
+            models = list(store.models())
+        else:
+            manifest = store.resolve(ref)
+            if manifest is None:
+                raise BadInput(f"{ref} is not in {store.root}", "see 'shoal ls'")
+            models = [(ref, manifest)]
+        report = run_verify(store, models).as_dict()
+    bad = report["bad"]
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "event": "verified",
-                    "blobs": report.blobs,
-                    "bytes": report.bytes,
-                    "bad": [
-                        {"ref": str(b.ref), "path": b.path, "chunks": list(b.bad_chunks)}
-                        for b in bad
-                    ],
-                }
-            )
-        )
+        typer.echo(json.dumps(report))
     else:
         for b in bad:
             typer.echo(
-                f"{b.ref}: {b.path}: {len(b.bad_chunks)} of {b.num_chunks} chunks bad; "
-                f"moved out of the store, `shoal pull {b.ref}` fetches only those",
+                f"{b['ref']}: {b['path']}: {len(b['chunks'])} of {b['num_chunks']} chunks bad; "
+                f"moved out of the store, `shoal pull {b['ref']}` fetches only those",
                 err=True,
             )
         typer.echo(
-            f"verified {report.blobs} blobs ({format_size(report.bytes)}): "
+            f"verified {report['blobs']} blobs ({format_size(report['bytes'])}): "
             + (f"{len(bad)} bad" if bad else "all good")
         )
     return len(bad)
@@ -483,6 +542,19 @@ def agent(
     upload_rate: Annotated[
         str | None, typer.Option(help="Seeding cap, e.g. 20M (bytes/s) [0: none].")
     ] = None,
+    http_rate: Annotated[
+        str | None, typer.Option(help="Cap on edges and the origin, all pulls [0: none].")
+    ] = None,
+    schedule: Annotated[
+        list[str] | None,
+        typer.Option(help='Cap by time of day, e.g. "upload 50MB/s 08:00-20:00" (repeatable).'),
+    ] = None,
+    max_store_size: Annotated[
+        str | None, typer.Option(help="Store budget, e.g. 200G; LRU eviction beyond [0: none].")
+    ] = None,
+    min_free: Annotated[
+        str | None, typer.Option(help="Free disk space to leave, e.g. 10G [1G].")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([agent] table).")] = None,
 ) -> None:
     """The host's daemon: seeds every model of the store and answers the local API on
@@ -504,9 +576,11 @@ def agent(
             edges=tuple(edge) if edge else None,
             max_rate=max_rate,
             upload_rate=upload_rate,
+            http_rate=http_rate,
+            schedule=tuple(schedule) if schedule else None,
+            max_store_size=max_store_size,
+            min_free=min_free,
         )
-        for value in (settings.max_rate, settings.upload_rate):
-            settings.rate(value)  # a bad size fails here, before anything starts
         store = Store(_models_dir(models_dir)).open()
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         asyncio.run(run(Agent(store, settings, agent_token(store.root))))
