@@ -1,7 +1,8 @@
-"""Benchmark: does the agent's upload cap hold? A ``shoal agent --upload-rate X`` seeds a
-model to a plain libtorrent leecher on loopback; the agent's own ``/metrics`` counter
+"""Benchmark: do the agent's caps hold? A ``shoal agent --upload-rate X`` seeds a model to
+a plain libtorrent leecher on loopback; the agent's own ``/metrics`` counter
 (``shoal_seed_upload_bytes``) is sampled over a 10 s window after a 2 s warm-up, and the
-measured rate is compared with X (goal: within 10 %).
+measured rate is compared with X (goal: within 10 %). The same for ``--http-rate X``: an
+agent pulls from ``shoal seed`` and the origin's HTTP egress is sampled the same way.
 
     .venv/bin/python bench/agent_caps.py [--size-mib 1024] [--caps 5M,20M,50M]
 
@@ -105,6 +106,50 @@ def upload_window(store: Path, torrent: Path, cap: str, leech: Path) -> dict[str
         shutil.rmtree(leech, ignore_errors=True)
 
 
+def served(origin: str) -> float:
+    text = httpx.get(f"{origin}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("shoal_origin_bytes_served_total")
+    )
+
+
+def http_window(origin: str, cap: str, store: Path) -> dict[str, object]:
+    """An agent pulling from ``origin`` under ``--http-rate cap``: the origin's HTTP
+    egress over 10 s after a 2 s warm-up."""
+    api = free_port()
+    agent = subprocess.Popen(
+        [
+            *(str(SHOAL), "agent", "--models-dir", str(store), "--api-port", str(api)),
+            *("--host", "127.0.0.1", "--no-lsd", "--edge", origin, "--http-rate", cap),
+        ],
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_listening(api, agent, "shoal agent")
+        token = (store / "agent.token").read_text().strip()
+        httpx.post(
+            f"http://127.0.0.1:{api}/v1/pulls",
+            json={"ref": "caps:v1"},
+            headers={"Authorization": f"Bearer {token}"},
+        ).raise_for_status()
+        time.sleep(2.0)
+        t0, b0 = time.monotonic(), served(origin)
+        time.sleep(10.0)
+        t1, b1 = time.monotonic(), served(origin)
+        rate, limit = (b1 - b0) / (t1 - t0), parse_size(cap)
+        return {
+            "cap_bytes_s": limit,
+            "measured_bytes_s": round(rate),
+            "ratio": round(rate / limit, 3),
+            "window_s": round(t1 - t0, 2),
+        }
+    finally:
+        stop_processes([agent])
+        shutil.rmtree(store, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=1024)
@@ -150,12 +195,17 @@ def main() -> None:
             check=True,
             capture_output=True,
         )
+        origin = f"http://127.0.0.1:{port}"
+        fallback = []
+        for cap in args.caps.split(","):
+            fallback.append(http_window(origin, cap, work / "http-store"))
+            print(json.dumps({"http": fallback[-1]}))
         stop_processes([seed])
         uploads = []
         for cap in args.caps.split(","):
             uploads.append(upload_window(store, pub.torrent_path, cap, work / "leech"))
             print(json.dumps(uploads[-1]))
-    result = {"size_bytes": args.size_mib << 20, "upload": uploads}
+    result = {"size_bytes": args.size_mib << 20, "upload": uploads, "http": fallback}
     out = ROOT / "bench" / "results" / "agent_caps.json"
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

@@ -67,7 +67,11 @@ def parse_schedule(lines: Iterable[str]) -> tuple[Window, ...]:
         h1, m1, h2, m2 = (int(m.group(i)) for i in range(3, 7))
         if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
             raise BadInput(f"invalid time in schedule line {line!r}", hint)
-        out.append(Window(m.group(1), parse_rate(m.group(2)), h1 * 60 + m1, h2 * 60 + m2))
+        try:
+            rate = parse_rate(m.group(2))
+        except BadInput as exc:
+            raise BadInput(f"{exc.message} in schedule line {line!r}", hint) from None
+        out.append(Window(m.group(1), rate, h1 * 60 + m1, h2 * 60 + m2))
     return tuple(out)
 
 

@@ -467,6 +467,8 @@ def _export(models_dir: Path, model: ModelRef, ollama: Path | None, hf: Path | N
     if manifest is None:
         raise BadInput(f"{model} is not in {store.root}", "pull it first (shoal pull)")
     out = []
+    if ollama is not None or hf is not None:
+        store.touch(model)  # a use: the disk budget evicts the least recently used first
     if ollama is not None:
         out.append(export_ollama(store, model, manifest, ollama))
     if hf is not None:

@@ -66,3 +66,26 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "cannot read config file" in bad.stderr
+
+
+def test_agent_caps_budget_and_schedule(tmp_path: Path) -> None:
+    from peer.agent import AgentSettings
+    from peer.budget import Budget
+    from peer.caps import Caps
+
+    cfg = tmp_path / "shoal.toml"
+    cfg.write_text(
+        '[agent]\nmax_rate = "100M"\nhttp_rate = "20M"\nupload_rate = "0"\n'
+        'schedule = ["upload 50MB/s 00:00-24:00"]\nmax_store_size = "200G"\n'
+    )
+    s = AgentSettings.load(cfg, min_free="10G")
+    assert s.caps().now() == Caps(upload=50_000_000, download=100 << 20, http=20 << 20)
+    assert s.caps().http.rate == 20 << 20  # the lower of the two holds for HTTP
+    assert s.budget() == Budget(max_store=200 << 30, min_free=10 << 30)
+    for bad, named in (
+        ({"schedule": ("upload 5M 9-17",)}, "schedule"),
+        ({"http_rate": "fast"}, "http_rate"),
+        ({"max_store_size": "-1G"}, "max_store_size"),
+    ):
+        with pytest.raises(BadInput, match=named):
+            AgentSettings.load(None, **bad)
