@@ -4,12 +4,13 @@ runs pulls asked for through its local API (``peer.agent_api``) and seeds each m
 pulled, keeps the store within its disk budget (evicting the least recently used models
 that are neither pinned nor in use) and applies its bandwidth caps and their schedule live.
 
-Each pull runs in a libtorrent session of its own (the engine's), beside the seeding one.
+Pulls run in the agent's libtorrent session too: one BitTorrent port per host.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -148,7 +149,9 @@ class Agent:
     budget: Budget = field(init=False)
     evicted: int = 0  # models evicted since start
     _pulling: dict[str, Manifest] = field(default_factory=dict)  # job id: what it fetches
+    _seeded: dict[str, int] = field(default_factory=dict)  # torrent: upload counted so far
     _tasks: set[asyncio.Future[None]] = field(default_factory=set)
+    _report_now: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.live = self.settings.caps()
@@ -200,16 +203,40 @@ class Agent:
         )
         try:
             while True:
-                for d in list(self.session.downloads.values()):
+                for d in self.seeding():
                     m = d.manifest
                     bits = bitfield.from_indices(range(m.num_chunks), m.num_chunks)
                     try:
                         await asyncio.to_thread(client.report, m.digest, bits, self.session.port)
                     except ShoalError as exc:
                         log.warning("coordinator: %s", exc.message)
-                await asyncio.sleep(self.settings.report_every)
+                self._report_now.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._report_now.wait(), self.settings.report_every)
         finally:
             client.close()
+
+    def count_uploads(self) -> None:
+        """Add what seeding sent since the last call to ``shoal_upload_bytes_total`` (pulls
+        add their own at their end)."""
+        if self.session is None:
+            return
+        for d in self.seeding():
+            name, sent = d.name, int(d.status().total_payload_upload)
+            self.metrics.upload.inc(max(0, sent - self._seeded.get(name, 0)))
+            self._seeded[name] = sent
+
+    def seeding(self) -> list[Any]:
+        """The session's complete models (pulls in progress share it under other names)."""
+        if self.session is None:
+            return []
+        return [d for n, d in self.session.downloads.items() if n == d.manifest.digest.hex]
+
+    def _stop_seeding(self, name: str) -> None:
+        if self.session is not None:
+            self.count_uploads()
+            self.session.remove(name)
+            self._seeded.pop(name, None)
 
     async def caps_forever(self, every: float = 5.0) -> None:
         """Apply the schedule to seeding (pulls apply it themselves, each round)."""
@@ -272,8 +299,8 @@ class Agent:
         if any(m.digest == manifest.digest for m in self._pulling.values()):
             raise Busy(f"{ref} is being pulled", "wait for the pull to end")
         others = [r for r, m in self.store.models() if m.digest == manifest.digest and r != ref]
-        if not others and self.session is not None:
-            self.session.remove(manifest.digest.hex)
+        if not others:
+            self._stop_seeding(manifest.digest.hex)
         return self.store.remove(ref, self._in_use())
 
     async def verify(self, ref: ModelRef | None) -> dict[str, object]:
@@ -294,8 +321,8 @@ class Agent:
         )
         for bad in report.bad or []:
             manifest = self.store.resolve(bad.ref)
-            if manifest is not None and self.session is not None:
-                self.session.remove(manifest.digest.hex)
+            if manifest is not None:
+                self._stop_seeding(manifest.digest.hex)
         return report.as_dict()
 
     def start_pull(self, ref: ModelRef) -> PullJob:
@@ -309,7 +336,7 @@ class Agent:
             coordinator=self.settings.coordinator,
             token=self.settings.token,
             edges=self.settings.edges,
-            session=SessionSettings(host=self.settings.host, enable_lsd=self.settings.lsd),
+            host_session=self.session,  # one BitTorrent port for the whole host
             live=self.live,
             make_room=lambda manifest, need: self.make_room(job, manifest, need),
         )
@@ -332,6 +359,7 @@ class Agent:
                 self._pulling.pop(job.id, None)
             job.result = summary(str(ref), result, str(self.store.root))
             self.seed(ref, result.manifest)
+            self._report_now.set()  # the coordinator hears at once that it is complete here
             job.state = "done"
             self._save_pending()
 

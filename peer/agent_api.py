@@ -47,7 +47,7 @@ def create_app(agent: Agent) -> Any:
     app = FastAPI(title="shoal agent", docs_url=None, redoc_url=None)
     registry = agent.metrics.registry
     Gauge("shoal_swarms_seeding", "Models seeded", registry=registry).set_function(
-        lambda: len(agent.session.downloads) if agent.session else 0
+        lambda: len(agent.seeding())
     )
     Gauge("shoal_peers_connected", "BitTorrent peers", registry=registry).set_function(
         lambda: agent.session.peers() if agent.session else 0
@@ -164,6 +164,7 @@ def create_app(agent: Agent) -> Any:
 
     @app.get("/metrics")
     async def prometheus() -> Response:
+        agent.count_uploads()
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     return app

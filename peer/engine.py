@@ -16,7 +16,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,6 +66,9 @@ class PullOptions:
     max_rate: int = 0  # bytes/s over BitTorrent and HTTP each; 0 = unlimited
     http_rate: int = 0  # bytes/s from edges and the origin (below max_rate); 0 = unlimited
     live: LiveCaps | None = None  # the agent's caps, schedule applied: they replace the two
+    # the agent's libtorrent session: the pull runs in it (one port per host) and leaves
+    # it once complete; without it the pull has a session of its own (``session``)
+    host_session: TorrentSession | None = None
     endgame: int = 4  # hedge the last chunks: swarm and edge at once
     resume_every: float = 10.0
     linger: float = 15.0  # seed on at most this long while this host alone holds a chunk
@@ -300,6 +303,7 @@ class _Pull:
             else Throttle(min((r for r in (opts.max_rate, opts.http_rate) if r), default=0))
         )
         self.caps: Caps | None = None  # the live caps last applied
+        self.name = f"pull-{manifest.digest.hex}"  # its torrent's name in the session
         self.journal = Journal(self.staging / JOURNAL_FILE, len(self.pcs))
         self.checking = True  # libtorrent checks staging first: what it finds is resumed
         self.wake = asyncio.Event()  # an HTTP fetch ended or libtorrent has alerts
@@ -400,16 +404,19 @@ async def _download(
     trackers = (f"{opts.coordinator.rstrip('/')}/announce",) if opts.coordinator else ()
     from peer.session import TorrentSession  # libtorrent loads only when there is work
 
-    ses = TorrentSession(opts.session)
-    # fleet reports name this pull by its BitTorrent port: several pulls of one host differ
+    shared = opts.host_session is not None
+    ses = opts.host_session if opts.host_session is not None else TorrentSession(opts.session)
+    # fleet reports name this pull by its BitTorrent port: several pulls of one host differ;
+    # in an agent's session they share its port and differ by model
     fleet = (
         CoordinatorClient(opts.coordinator, opts.token, instance=str(ses.port))
         if coord is not None and opts.coordinator
         else None
     )
+    done = False
     try:
         d = ses.add(
-            "pull",
+            st.name,
             manifest,
             torrent,
             st.staging,
@@ -428,16 +435,16 @@ async def _download(
         st.have |= held
         st.checking = False
         st.recover(d)
-        with _woken_by_alerts(ses, st.wake):
+        with ses.woken(st.wake):
             await _loop(st, d, ses, fleet, resume_path, progress)
-        if fleet is not None:
+        if fleet is not None and not shared:  # an agent seeds on anyway
             await _linger(st, d, ses, fleet)
         d.flush()
-        await _wait(ses, Flushed)
+        await _wait(ses, Flushed, st.name)
         status = d.status()
         st.result.bytes_peer = int(status.total_payload_download)
         metrics.upload.inc(int(status.total_payload_upload))
-        ses.remove("pull")
+        ses.remove(st.name)
         for entry in store.missing(manifest):
             staged = st.staging / entry.sha256.hex
             if entry.size == 0:
@@ -448,14 +455,19 @@ async def _download(
             st.result.chunks_rejected += sum(int(str(e["corrupt"])) for e in st.result.edges)
             for e in st.result.edges:
                 metrics.chunks_failed.labels("edge").inc(int(str(e["corrupt"])))
+        done = True
         return st.result
     finally:
         for task in st.inflight.values():
             task.cancel()
         st.journal.close()
-        ses.close()
+        if shared:
+            ses.remove(st.name)
+        else:
+            ses.close()
         if fleet is not None:
-            await _leave(fleet, manifest, len(st.pcs), ses.port)
+            if not (shared and done):  # done in an agent: it reports the model as seeded
+                await _leave(fleet, manifest, len(st.pcs), ses.port)
             fleet.close()
 
 
@@ -473,7 +485,7 @@ def _apply_caps(st: _Pull, d: Download, ses: TorrentSession) -> None:
 def _events(ses: TorrentSession, st: _Pull, resume_path: Path) -> bool:
     """Apply libtorrent's events; True if a chunk was verified."""
     progressed = False
-    for ev in ses.events():
+    for ev in ses.events(st.name):
         if isinstance(ev, PieceDone):
             st.on_piece(ev.index)
             progressed = True
@@ -488,25 +500,6 @@ def _events(ses: TorrentSession, st: _Pull, resume_path: Path) -> bool:
         elif isinstance(ev, ResumeData):
             atomic_write(resume_path, ev.data)
     return progressed
-
-
-@contextlib.contextmanager
-def _woken_by_alerts(ses: TorrentSession, wake: asyncio.Event) -> Iterator[None]:
-    """Set ``wake`` whenever libtorrent has alerts waiting (its alert fd is readable)."""
-    loop = asyncio.get_running_loop()
-    fd = ses.alert_pipe()
-
-    def on_alerts() -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(fd, 4096):
-                pass
-        wake.set()
-
-    loop.add_reader(fd, on_alerts)
-    try:
-        yield
-    finally:
-        loop.remove_reader(fd)
 
 
 async def _loop(
@@ -666,7 +659,7 @@ async def _linger(st: _Pull, d: Download, ses: TorrentSession, coord: Coordinato
         if not others or min(others) == max(others):  # nobody else is part-way through
             return
         for _ in range(int(st.opts.coordinate_every / st.opts.poll)):
-            ses.events()
+            ses.events(st.name)
             await asyncio.sleep(st.opts.poll)
 
 
@@ -698,10 +691,10 @@ async def _holders(
     return found
 
 
-async def _wait(ses: TorrentSession, kind: type, timeout: float = 60.0) -> None:
+async def _wait(ses: TorrentSession, kind: type, name: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(isinstance(e, kind) for e in ses.events()):
+        if any(isinstance(e, kind) for e in ses.events(name)):
             return
         await asyncio.sleep(0.05)
     raise ShoalError(f"libtorrent did not report {kind.__name__} in time")

@@ -9,9 +9,11 @@ coordinator's assignments, and HTTP-fetched chunks come back in with ``add_piece
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,8 @@ class TorrentSession:
         every.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", bit)
         self.lt.set_peer_class_filter(every)
         self.downloads: dict[str, Download] = {}
+        self._queues: dict[str, list[Event]] = {}  # events not yet taken, by torrent
+        self._wakers: set[asyncio.Event] = set()
         self._pipe: tuple[int, int] | None = None
         self.port = self._listening(first)
 
@@ -190,13 +194,25 @@ class TorrentSession:
         return sum(int(d.status().num_peers) for d in self.downloads.values())
 
     def remove(self, name: str) -> None:
+        self._queues.pop(name, None)
         d = self.downloads.pop(name, None)
         if d is not None:
             self.lt.remove_torrent(d.handle)
 
-    def events(self, timeout: float = 0.0) -> list[Event]:
+    def events(self, name: str | None = None, timeout: float = 0.0) -> list[Event]:
+        """What libtorrent reported: for torrent ``name`` only (several pulls and the
+        seeding of an agent share one session: each takes its own), or for all."""
         if timeout:
             self.lt.wait_for_alert(int(timeout * 1000))
+        for ev in self._translate():
+            self._queues.setdefault(ev.name, []).append(ev)
+        if name is not None:
+            return self._queues.pop(name, [])
+        out = [ev for queue in self._queues.values() for ev in queue]
+        self._queues.clear()
+        return out
+
+    def _translate(self) -> list[Event]:
         out: list[Event] = []
         by_handle = {d.handle: n for n, d in self.downloads.items()}
         for a in self.lt.pop_alerts():
@@ -230,6 +246,30 @@ class TorrentSession:
             self._pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
             self.lt.set_alert_fd(self._pipe[1])
         return self._pipe[0]
+
+    @contextlib.contextmanager
+    def woken(self, wake: asyncio.Event) -> Iterator[None]:
+        """Set ``wake`` whenever libtorrent has alerts waiting, for as long as the block
+        runs; every pull sharing the session is woken."""
+        if not self._wakers:
+            loop = asyncio.get_running_loop()
+            fd = self.alert_pipe()
+
+            def on_alerts() -> None:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(fd, 4096):
+                        pass
+                for w in self._wakers:
+                    w.set()
+
+            loop.add_reader(fd, on_alerts)
+        self._wakers.add(wake)
+        try:
+            yield
+        finally:
+            self._wakers.discard(wake)
+            if not self._wakers and self._pipe is not None:
+                asyncio.get_running_loop().remove_reader(self._pipe[0])
 
     def close(self) -> None:
         for name in list(self.downloads):

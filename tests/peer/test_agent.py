@@ -174,6 +174,12 @@ def test_second_agent_pulls_from_the_first(tmp_path: Path) -> None:
         )
         print(f"agent B: {result}; agent A uploaded {uploaded:.0f} bytes")
         assert uploaded >= 0.9 * SIZE
+        total = next(
+            float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("shoal_upload_bytes_total ")
+        )
+        assert total >= uploaded  # seeding counted in the counter too
         fleet.check_held(tmp_path / "b", "demo:v1")
         bad = httpx.post(
             f"{b_url}/v1/pulls",
