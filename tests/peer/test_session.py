@@ -93,7 +93,9 @@ def test_add_piece_and_a_bad_piece(tmp_path: Path, origin: Origin) -> None:
         # here saw no alert at all): either way the piece is not held
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline:
-            assert not any(isinstance(e, PieceDone) and e.index == 0 for e in ses.events(timeout=0.1))
+            assert not any(
+                isinstance(e, PieceDone) and e.index == 0 for e in ses.events(timeout=0.1)
+            )
         assert 0 not in d.have()
         for i, data in enumerate(pieces):
             d.add_piece(i, data)
