@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from peer import layout
 from peer.caps import Caps, LiveCaps
@@ -152,15 +152,20 @@ async def _pull(
     store = Store(opts.models_dir).open()
     coord = CoordinatorClient(opts.coordinator, opts.token) if opts.coordinator else None
     edges = list(opts.edges)
+    origins: set[str] = set()
     try:
         if coord is not None:
-            edges += await _coordinator_edges(coord)
+            listed = await _coordinator_edges(coord)
+            edges += [e["url"] for e in listed]
+            # origins last: the edges in front of them are there to spare them
+            origins = {e["url"] for e in listed if e.get("kind") == "origin"} - set(opts.edges)
         ups = (
             Upstreams(
                 list(dict.fromkeys(edges)),
                 connect_timeout=opts.connect_timeout,
                 read_timeout=opts.read_timeout,
                 proxy=opts.proxy,
+                fallback=frozenset(origins),
             )
             if edges
             else None
@@ -192,9 +197,10 @@ async def _pull(
             coord.close()
 
 
-async def _coordinator_edges(coord: CoordinatorClient) -> list[str]:
+async def _coordinator_edges(coord: CoordinatorClient) -> list[dict[str, Any]]:
     try:
-        return [e["url"] for e in await asyncio.to_thread(coord.edges) if "url" in e]
+        listed = await asyncio.to_thread(coord.edges)
+        return [e for e in listed if isinstance(e, dict) and isinstance(e.get("url"), str)]
     except ShoalError as exc:
         log.warning("coordinator unavailable for the edge list: %s", exc.message)
         return []

@@ -32,6 +32,9 @@ class OriginSettings(ComponentSettings):
     host: str = "0.0.0.0"  # noqa: S104 - an origin serves its fleet
     port: int = Field(default=8471, ge=0, le=65535)
     bt_listen: str = "0.0.0.0:6881"
+    # off: HTTP only. shoal pulls fetch what the coordinator assigns them over HTTP (one
+    # copy in all) and the rest from each other; seeding as well only adds origin egress
+    bittorrent: bool = True
     enable_lsd: bool = True
     public_url: str | None = None
     coordinator: str | None = None
@@ -53,7 +56,8 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
     if not settings.dirs:
         raise ShoalError("no published model directories to serve", "give DIR arguments")
     catalog = Catalog.load(list(settings.dirs))
-    seeder = Seeder(
+    seeder: Seeder | None = None
+    bt = Seeder(
         catalog,
         SeedSettings(
             listen=settings.bt_listen,
@@ -64,22 +68,25 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
             else (),
         ),
     )
-    seeder.start()
-    server = HttpServer(Origin(catalog, seeder.uploaded))
+    if settings.bittorrent:
+        bt.start()
+        seeder = bt
+    server = HttpServer(Origin(catalog, seeder.uploaded if seeder else lambda: 0))
     try:
         await server.start(settings.host, settings.port)
     except OSError as exc:
-        seeder.close()
+        if seeder:
+            seeder.close()
         raise ShoalError(
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
             "pick another --port",
         ) from None
     url = public_url(settings.host, server.port, settings.public_url)
     log.info(
-        "origin for %d models at %s (BitTorrent port %d)",
+        "origin for %d models at %s (%s)",
         len(catalog.models),
         url,
-        seeder.listen_port,
+        f"BitTorrent port {seeder.listen_port}" if seeder else "HTTP only",
     )
     registration = (
         register_forever(
@@ -97,5 +104,6 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
         await until_stopped(registration, ready)
     finally:
         await server.close()
-        seeder.close()
+        if seeder:
+            seeder.close()
         log.info("origin stopped")

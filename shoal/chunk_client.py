@@ -48,6 +48,7 @@ class Upstream:
     errors: int = 0
     bytes: int = 0
     rate: float = 0.0  # bytes/s per request, moving average; 0 = not measured yet
+    fallback: bool = False  # an origin: asked only when no edge can answer (spares it)
 
     def failed(self, now: float, retry_after: float | None = None) -> None:
         self.failures += 1
@@ -91,10 +92,14 @@ class Upstreams:
         proxy: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
+        fallback: frozenset[str] = frozenset(),
     ) -> None:
+        """``fallback``: URLs (origins) to ask only when no other upstream can answer."""
         if not urls:
             raise ValueError("an edge needs at least one upstream")
-        self.upstreams = [Upstream(check_url(u, "upstream").rstrip("/")) for u in urls]
+        self.upstreams = [
+            Upstream(check_url(u, "upstream").rstrip("/"), fallback=u in fallback) for u in urls
+        ]
         self.clock = clock
         timeout = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
@@ -114,10 +119,13 @@ class Upstreams:
         await self.http.aclose()
 
     def order(self, digest: Digest | None = None) -> list[Upstream]:
-        """Healthy upstreams first (untried, then fastest), then demoted ones, then resting."""
+        """Healthy edges first (untried, then fastest), then healthy fallbacks (origins), then
+        demoted ones, then resting."""
         now = self.clock()
         usable = [u for u in self.upstreams if digest is None or digest not in u.useless_for]
-        return sorted(usable, key=lambda u: (u.down_until > now, u.demoted, -(u.rate or 1e18)))
+        return sorted(
+            usable, key=lambda u: (u.down_until > now, u.demoted, u.fallback, -(u.rate or 1e18))
+        )
 
     def available(self, digest: Digest | None = None) -> bool:
         """Some upstream is not resting (and not useless for ``digest``)."""

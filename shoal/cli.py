@@ -181,6 +181,12 @@ def seed(
     bt_listen: Annotated[
         str | None, typer.Option(help="BitTorrent listen address:port [0.0.0.0:6881].")
     ] = None,
+    bittorrent: Annotated[
+        bool | None,
+        typer.Option(
+            "--bittorrent/--no-bittorrent", help="Seed over BitTorrent too, not HTTP only [on]."
+        ),
+    ] = None,
     public_url: Annotated[
         str | None, typer.Option(help="URL the fleet reaches this origin at.")
     ] = None,
@@ -201,6 +207,7 @@ def seed(
             host=host,
             port=port,
             bt_listen=bt_listen,
+            bittorrent=bittorrent,
             public_url=public_url,
             coordinator=coordinator,
             token=token,
@@ -608,6 +615,23 @@ def config_show(
             for key, value in masked(cls.load(config).model_dump(mode="json")).items():
                 typer.echo(f"{key} = {json.dumps(value)}")
             typer.echo("")
+
+
+@app.command()
+def demo(
+    hosts: Annotated[int, typer.Option(min=1, max=16, help="Agents in the local swarm.")] = 4,
+    size: Annotated[str, typer.Option(help="Size of the generated model.")] = "256MiB",
+    work: Annotated[Path, typer.Option(help="Working directory (emptied first).")] = Path(
+        "out/demo"
+    ),
+) -> None:
+    """A local swarm on 127.0.0.1 (coordinator, origin, edge, agents) pulling a generated
+    model at once, with live progress and a summary. No root needed."""
+    with _user_errors():
+        from scenarios.demo import DemoOptions, run
+
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+        run(DemoOptions(work=work, hosts=hosts, size=parse_size(size)))
 
 
 @app.command()

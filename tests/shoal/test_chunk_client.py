@@ -70,3 +70,29 @@ async def test_dead_upstreams_rest_and_make_http_unavailable() -> None:
     now[0] += 100
     assert ups.available()
     await ups.close()
+
+
+@pytest.mark.anyio
+async def test_origins_are_asked_only_when_no_edge_answers() -> None:
+    log: list[str] = []
+    now = [0.0]
+    ups = Upstreams(
+        ["http://origin", "http://good", "http://dead"],
+        transport=server(0, log),
+        clock=lambda: now[0],
+        fallback=frozenset({"http://origin"}),
+    )
+    m = cmap()
+    for i in range(4):  # while an edge answers, the origin is never asked
+        assert await ups.chunk(m, i) == DATA[i * SIZE : (i + 1) * SIZE]
+    assert "origin" not in log and log.count("good") == 4
+    edges_only = Upstreams(
+        ["http://origin", "http://dead"],
+        transport=server(0, log),
+        clock=lambda: now[0],
+        fallback=frozenset({"http://origin"}),
+    )
+    assert await edges_only.chunk(m, 0) == DATA[:SIZE]  # no edge answers: the origin does
+    assert log[-2:] == ["dead", "origin"]
+    await ups.close()
+    await edges_only.close()
