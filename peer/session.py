@@ -132,6 +132,9 @@ class TorrentSession:
             ti = lt.torrent_info(torrent)
         except RuntimeError as exc:
             raise SessionError(f"libtorrent cannot load {name}: {exc}") from None
+        # the torrent's web seeds would have libtorrent fetch from the origin behind the
+        # scheduler's back (measured: 0.75 extra copies of origin egress in a shaped fleet)
+        ti.set_web_seeds([])
         params.ti = ti
         params.save_path = str(staging.resolve())
         staging.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,7 @@ class HostRun:
     total: int = 0
     peer: int = 0
     edge: int = 0
+    origin: int = 0  # HTTP bytes from the origin
     done_s: float | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
@@ -70,7 +71,7 @@ def origin_egress(url: str) -> tuple[int, int]:
     return int(http), int(bt)
 
 
-def _follow(host: HostRun, proc: subprocess.Popen[str], started: float) -> None:
+def follow(host: HostRun, proc: subprocess.Popen[str], started: float) -> None:
     """Read one ``shoal pull --json`` to its end."""
     assert proc.stdout is not None
     for raw in proc.stdout:
@@ -173,7 +174,7 @@ class Demo:
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            t = threading.Thread(target=_follow, args=(h, proc, started), daemon=True)
+            t = threading.Thread(target=follow, args=(h, proc, started), daemon=True)
             t.start()
             threads.append(t)
         while any(t.is_alive() for t in threads):

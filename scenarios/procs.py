@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from shoal.errors import ShoalError
@@ -23,9 +23,11 @@ class Processes:
         argv: Sequence[str],
         *,
         port: int | None = None,
+        ready: Callable[[subprocess.Popen[bytes]], None] | None = None,
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        """Start ``argv``; with ``port``, wait until it listens on 127.0.0.1:port."""
+        """Start ``argv``; with ``port``, wait until it listens on 127.0.0.1:port; with
+        ``ready``, until that returns (it raises ``RuntimeError`` if the process is not)."""
         self.logs.mkdir(parents=True, exist_ok=True)
         with (self.logs / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
@@ -36,9 +38,12 @@ class Processes:
                 env={**os.environ, **(env or {})},
             )
         self.running[name] = proc
-        if port is not None:
+        if port is not None or ready is not None:
             try:
-                wait_listening(port, proc, name)
+                if port is not None:
+                    wait_listening(port, proc, name)
+                if ready is not None:
+                    ready(proc)
             except RuntimeError:
                 raise ShoalError(
                     f"{name} did not start (exit code {proc.poll()})",

@@ -392,8 +392,9 @@ def rm(
     ref: Annotated[str, typer.Argument(help="Model reference to remove.")],
     models_dir: Annotated[Path | None, typer.Option(help="Store directory.")] = None,
 ) -> None:
-    """Remove a model from the local store (files other models use are kept); a running
-    agent stops seeding it first."""
+    """Remove a model from the local store; files other models use are kept.
+
+    A running agent stops seeding it first."""
     with _user_errors():
         from peer.delegate import call_agent, find_agent
         from peer.store import Store
@@ -566,8 +567,9 @@ def agent(
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([agent] table).")] = None,
 ) -> None:
-    """The host's daemon: seeds every model of the store and answers the local API on
-    127.0.0.1 (bearer token in agent.token beside the store)."""
+    """The host's daemon: seeds the store, runs pulls, keeps the disk budget and caps.
+
+    Its local API answers on 127.0.0.1 (bearer token in agent.token beside the store)."""
     with _user_errors():
         import asyncio
 
@@ -593,6 +595,41 @@ def agent(
         store = Store(_models_dir(models_dir)).open()
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
         asyncio.run(run(Agent(store, settings, agent_token(store.root))))
+
+
+sim_app = typer.Typer(help="Swarm simulations in network namespaces (root).", no_args_is_help=True)
+app.add_typer(sim_app, name="sim")
+
+
+@sim_app.command("run")
+def sim_run(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file (scenarios/*.toml).")],
+    out: Annotated[Path | None, typer.Option(help="Results directory [out/sim/<name>].")] = None,
+) -> None:
+    """Build the fleet, run each system on it, write result.json and plots, tear down."""
+    with _user_errors():
+        from scenarios.netns import require_root
+        from scenarios.report import summary_lines
+        from scenarios.runner import run
+        from scenarios.scenario import Scenario
+
+        sc = Scenario.load(scenario)
+        require_root()
+        logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+        result = run(sc, out or Path("out/sim") / sc.name)
+        for line in summary_lines(result):
+            typer.echo(line)
+
+
+@sim_app.command("clean")
+def sim_clean() -> None:
+    """Kill what a crashed or killed run left and delete its namespaces."""
+    with _user_errors():
+        from scenarios.netns import clean_leftovers, require_root
+
+        require_root()
+        found = clean_leftovers()
+        typer.echo(f"removed {len(found)} namespaces" + (f": {', '.join(found)}" if found else ""))
 
 
 config_app = typer.Typer(help="Settings.", no_args_is_help=True)
@@ -625,8 +662,9 @@ def demo(
         "out/demo"
     ),
 ) -> None:
-    """A local swarm on 127.0.0.1 (coordinator, origin, edge, agents) pulling a generated
-    model at once, with live progress and a summary. No root needed."""
+    """A local swarm on 127.0.0.1 pulls a generated model at once: no root needed.
+
+    A coordinator, an origin, an edge and the agents; live progress, then a summary."""
     with _user_errors():
         from scenarios.demo import DemoOptions, run
 

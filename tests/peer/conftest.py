@@ -56,17 +56,20 @@ class Fleet:
     def origin_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
-    def add_model(self, ref: str, files: Mapping[str, int], seed: int = 3) -> Published:
+    def add_model(
+        self, ref: str, files: Mapping[str, int], seed: int = 3, web_seed: bool = False
+    ) -> Published:
         src = write_model_dir(self.tmp / "src" / ref.replace(":", "-"), files, seed=seed)
-        return self.add_model_from(ref, src)
+        return self.add_model_from(ref, src, web_seed)
 
-    def add_model_from(self, ref: str, src: Path) -> Published:
+    def add_model_from(self, ref: str, src: Path, web_seed: bool = False) -> Published:
         pub = publish(
             directory_source(src),
             PublishOptions(
                 ref=ModelRef.parse(ref),
                 out=self.tmp / "pub" / ref.replace(":", "-"),
                 chunk_size=CHUNK,
+                web_seeds=(f"{self.origin_url}/webseed/",) if web_seed else (),
             ),
         )
         self.pubs[ref], self.srcs[ref] = pub, src
@@ -99,8 +102,10 @@ class Fleet:
             for pub in self.pubs.values():
                 cc.publish(pub.manifest, pub.torrent_path.read_bytes())
 
-    def start_seed(self) -> None:
+    def start_seed(self, bittorrent: bool = True) -> None:
         register = ["--coordinator", self.coord_url, "--token", "fleet"] if self.coordinated else []
+        if not bittorrent:
+            register.append("--no-bittorrent")
         self.seed = subprocess.Popen(
             [
                 str(SHOAL),

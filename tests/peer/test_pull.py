@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from peer.journal import Journal
@@ -55,6 +56,25 @@ def test_three_pulls_at_once_share_through_the_swarm(fleet: Fleet, tmp_path: Pat
     assert egress <= 1.5 * SIZE, "the origin should send about one copy"
     again = finish(fleet.coordinated_pull("demo:v1", tmp_path / "m0"))
     assert again["already_present"] is True and float(str(again["seconds"])) < 1.0
+
+
+def test_web_seeds_in_the_torrent_are_not_used(tmp_path: Path) -> None:
+    """libtorrent would fetch from a torrent's web seeds behind the scheduler's back: the
+    origin then sent ~0.75 extra copies in a shaped fleet. Pulls take HTTP chunks only
+    through the scheduler (from /blobs), never from /webseed."""
+    fleet = Fleet(tmp_path, coordinated=False)
+    fleet.add_model("demo:v1", MODEL, web_seed=True)
+    try:
+        fleet.start_seed(bittorrent=False)  # HTTP only: its web seed is all libtorrent sees
+        slow = ("--max-rate", "2M")  # time enough for libtorrent to open its web seeds
+        result = finish(fleet.pull("demo:v1", tmp_path / "m", "--edge", fleet.origin_url, *slow))
+        fleet.check_held(tmp_path / "m", "demo:v1")
+        metrics = httpx.get(f"{fleet.origin_url}/metrics", timeout=10).text
+        assert 'route="blob"' in metrics
+        assert 'route="webseed"' not in metrics, metrics
+        assert int(str(result["bytes_peer"])) + int(str(result["bytes_edge"])) >= SIZE
+    finally:
+        fleet.kill("seed")
 
 
 def test_coordinator_down_finishes_from_edges_and_peers(fleet: Fleet, tmp_path: Path) -> None:

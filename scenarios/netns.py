@@ -1,0 +1,217 @@
+"""A fleet on this one machine: a "switch" network namespace holding a bridge, and one
+namespace per node joined to it by a veth pair created straight between the two namespaces
+(the machine's own network is never touched). Addresses come from 198.18.0.0/15, which is
+never routed. A node's upload is shaped with tbf on its own end of the pair, its download on
+the switch's end.
+
+Every namespace is named ``shl-*``: a run that crashed or was killed leaves nothing the next
+run cannot find; ``clean_leftovers`` kills what runs inside them and deletes them.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from shoal.errors import ShoalError
+
+PREFIX = "shl-"
+SWITCH = f"{PREFIX}sw"
+SUBNET = "198.18.0.0/15"
+_CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+class NetnsError(ShoalError):
+    """The fleet's namespaces, links or shaping could not be set up."""
+
+
+def run_ip(*args: str) -> str:
+    r = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise NetnsError(f"ip {' '.join(args)} failed: {r.stderr.strip()}")
+    return r.stdout
+
+
+def in_ns(ns: str, *argv: str) -> str:
+    r = subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise NetnsError(f"{' '.join(argv)} in {ns} failed: {r.stderr.strip()}")
+    return r.stdout
+
+
+def exec_argv(ns: str, argv: Sequence[str]) -> list[str]:
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        raise NetnsError(
+            "a simulated fleet needs root (network namespaces, veth pairs, tc)",
+            "run it with sudo; the demo (shoal demo) needs no root",
+        )
+
+
+def leftovers() -> list[str]:
+    names = [line.split()[0] for line in run_ip("netns", "list").splitlines() if line.strip()]
+    return sorted(n for n in names if n.startswith(PREFIX))
+
+
+def clean_leftovers() -> list[str]:
+    """Kill every process inside a ``shl-*`` namespace and delete the namespaces."""
+    found = leftovers()
+    for ns in found:
+        pids = run_ip("netns", "pids", ns).split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                continue
+    for ns in found:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    return found
+
+
+def call_in(ns: str, fn: Callable[[], T]) -> T:
+    """Run ``fn`` in a thread that has entered namespace ``ns`` (setns moves only the
+    calling thread): the runner reaches the fleet's addresses without a route to them."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def body() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
+        try:
+            if libc.setns(fd, _CLONE_NEWNET) != 0:
+                raise NetnsError(f"cannot enter {ns}: {os.strerror(ctypes.get_errno())}")
+        finally:
+            os.close(fd)
+        try:
+            result.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+            error.append(exc)
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def wait_port(ns: str, addr: str, port: int, proc: Any = None, timeout: float = 30) -> None:
+    """Until something accepts TCP connections at addr:port inside ``ns``; raises
+    ``RuntimeError`` if ``proc`` exits first or time runs out."""
+
+    def probe() -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                socket.create_connection((addr, port), timeout=0.5).close()
+                return
+            except OSError:
+                if proc is not None and proc.poll() is not None:
+                    raise RuntimeError(f"exited with {proc.returncode}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nothing listens on {addr}:{port}") from None
+                time.sleep(0.05)
+
+    call_in(ns, probe)
+
+
+FRAMING = 66  # Ethernet, IPv4 and TCP (with timestamps) headers of one packet
+
+
+def tx_payload(ns: str, dev: str = "eth0") -> int:
+    """Bytes ``dev`` in ``ns`` sent, less the headers of the packets that carried them: the
+    payload that really left (what a cancelled request did not send is not counted)."""
+
+    def read() -> int:
+        with open("/proc/thread-self/net/dev") as f:  # the calling thread's namespace
+            for line in f:
+                name, _, rest = line.partition(":")
+                if name.strip() == dev:
+                    fields = rest.split()
+                    return max(0, int(fields[8]) - FRAMING * int(fields[9]))
+        raise NetnsError(f"no {dev} in {ns}")
+
+    return call_in(ns, read)
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    ns: str
+    addr: str
+    up_bps: int | None  # bits/s; None: not shaped
+    down_bps: int | None
+
+
+def _tbf(ns: str, dev: str, bps: int) -> None:
+    # 64 kB of burst was measured not to limit one flow at 100 Mbit/s; faster links get
+    # 1 ms worth
+    burst = max(64_000, bps // 8 // 1000)
+    in_ns(
+        *(ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{bps}bit"),
+        *("burst", str(burst), "latency", "100ms"),
+    )
+
+
+class Fleet:
+    """The switch and the nodes; ``teardown`` removes all of it."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, Node] = {}
+        self._next = 2
+
+    def create(self) -> list[str]:
+        """Build the switch, after removing what a crashed run left (returned)."""
+        require_root()
+        cleaned = clean_leftovers()
+        if leftovers():
+            raise NetnsError(
+                f"namespaces of an earlier run cannot be removed: {', '.join(leftovers())}",
+                "see `ip netns pids NAME`; then shoal sim clean",
+            )
+        run_ip("netns", "add", SWITCH)
+        in_ns(SWITCH, "ip", "link", "add", "br0", "type", "bridge")
+        in_ns(SWITCH, "ip", "link", "set", "br0", "up")
+        in_ns(SWITCH, "ip", "link", "set", "lo", "up")
+        return cleaned
+
+    def add(self, name: str, up_bps: int | None = None, down_bps: int | None = None) -> Node:
+        if len(name) > 12 or not name.replace("-", "").isalnum():
+            raise NetnsError(f"bad node name {name!r}: at most 12 letters, digits or '-'")
+        ns, index = f"{PREFIX}{name}", self._next
+        self._next += 1
+        addr = f"198.18.{index // 250}.{index % 250 + 1}"
+        run_ip("netns", "add", ns)
+        port = f"p{index}"  # the switch's end
+        run_ip(
+            *("link", "add", port, "netns", SWITCH, "type", "veth"),
+            *("peer", "name", "eth0", "netns", ns),
+        )
+        in_ns(SWITCH, "ip", "link", "set", port, "master", "br0")
+        in_ns(SWITCH, "ip", "link", "set", port, "up")
+        in_ns(ns, "ip", "link", "set", "lo", "up")
+        in_ns(ns, "ip", "addr", "add", f"{addr}/15", "dev", "eth0")
+        in_ns(ns, "ip", "link", "set", "eth0", "up")
+        if up_bps:
+            _tbf(ns, "eth0", up_bps)
+        if down_bps:
+            _tbf(SWITCH, port, down_bps)
+        node = Node(name, ns, addr, up_bps, down_bps)
+        self.nodes[name] = node
+        return node
+
+    def teardown(self) -> None:
+        clean_leftovers()
+        self.nodes.clear()

@@ -1,0 +1,21 @@
+"""What a run's result says, as lines for a terminal (the plots come from ``plots``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+
+def summary_lines(result: dict[str, Any]) -> Iterator[str]:
+    sc = result["scenario"]
+    yield (
+        f"{sc['name']}: {sc['hosts']} hosts, {sc['model_size'] / 2**20:.0f} MiB; "
+        f"T_min {result['t_min_s']:.2f} s, HTTP-only bound {result['http_only_bound_s']:.2f} s "
+        f"(goodput {result['goodput_factor']:.3f} of nominal)"
+    )
+    yield f"{'system':<10} {'last/Tmin':>9} {'median/Tmin':>11} {'eta':>6} {'origin/F':>8}"
+    for name, s in result["systems"].items():
+        yield (
+            f"{name:<10} {s['last_over_tmin']:>9.3f} {s['median_over_tmin']:>11.3f} "
+            f"{s['eta']:>6.3f} {s['origin_egress_over_f']:>8.3f}"
+        )

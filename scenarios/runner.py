@@ -1,0 +1,408 @@
+"""``shoal sim run SCENARIO.toml``: build the fleet in network namespaces, run each system
+(shoal, HTTP only, aria2c) on it in turn, measure per host and at the origin, compare with
+the fluid bound, write ``result.json`` and plots, and always tear everything down."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scenarios.bound import Links, figures, http_only_bound, t_min
+from scenarios.demo import HostRun, follow, model_files
+from scenarios.netns import Fleet, Node, call_in, exec_argv, tx_payload, wait_port
+from scenarios.procs import Processes
+from scenarios.scenario import Scenario
+from shoal.coordinator_client import CoordinatorClient
+from shoal.errors import RemoteError, ShoalError
+from shoal.manifest import Manifest
+from shoal.testing import write_model_dir
+
+log = logging.getLogger("shoal.sim")
+REF = "sim:latest"
+PUBLISHER, FLEET_TOKEN = "sim-publisher", "sim-fleet"
+COORD_PORT, ORIGIN_PORT, EDGE_PORT, BT_PORT, API_PORT = 8470, 8471, 8472, 6881, 8473
+
+
+@dataclass
+class SystemRun:
+    name: str
+    hosts: list[HostRun]
+    egress: list[tuple[float, int]] = field(default_factory=list)  # (s, origin bytes)
+    origin_bytes: int = 0
+
+
+class Run:
+    def __init__(self, sc: Scenario, out: Path, shoal: Path) -> None:
+        self.sc = sc
+        self.out = out
+        self.work = out / "work"
+        self.shoal = str(shoal)
+        self.fleet = Fleet()
+        self.procs = Processes(out / "logs")
+        self.nodes: dict[str, Node] = {}
+
+    # the fleet
+
+    def build(self) -> None:
+        sc = self.sc
+        cleaned = self.fleet.create()
+        if cleaned:
+            log.warning("removed what an earlier run left: %s", ", ".join(cleaned))
+        self.nodes["coord"] = self.fleet.add("coord")
+        self.nodes["origin"] = self.fleet.add("origin", sc.origin_bps, sc.origin_bps)
+        for i in range(sc.edges):
+            self.nodes[f"edge{i + 1}"] = self.fleet.add(f"edge{i + 1}", sc.edge_bps, sc.edge_bps)
+        for i in range(sc.hosts):
+            rate = sc.host_rate(i)
+            self.nodes[f"h{i + 1}"] = self.fleet.add(f"h{i + 1}", rate, rate)
+
+    @property
+    def hosts(self) -> list[Node]:
+        return [self.nodes[f"h{i + 1}"] for i in range(self.sc.hosts)]
+
+    @property
+    def edges(self) -> list[Node]:
+        return [self.nodes[f"edge{i + 1}"] for i in range(self.sc.edges)]
+
+    def url(self, node: str, port: int) -> str:
+        return f"http://{self.nodes[node].addr}:{port}"
+
+    def start(self, node: str, name: str, argv: list[str], port: int | None) -> None:
+        n = self.nodes[node]
+
+        def ready(proc: subprocess.Popen[bytes]) -> None:
+            if port is not None:
+                wait_port(n.ns, n.addr, port, proc)
+
+        self.procs.start(name, exec_argv(n.ns, argv), ready=ready)
+
+    def stop_all(self) -> None:
+        self.procs.stop_all()
+
+    # the model
+
+    def publish(self) -> None:
+        src = write_model_dir(self.work / "model", model_files(self.sc.model_size), seed=11)
+        for kind, extra in (("hybrid", []), ("v1", ["--v1-only"])):
+            subprocess.run(
+                [
+                    *(self.shoal, "publish", str(src), "--name", REF),
+                    *("--out", str(self.work / f"published-{kind}"), *extra),
+                    *("--web-seed", f"{self.url('origin', ORIGIN_PORT)}/webseed/"),
+                    *("--tracker", f"{self.url('coord', COORD_PORT)}/announce"),
+                ],
+                check=True,
+                capture_output=True,
+            )
+
+    def coordinator(self, published: Path | None) -> None:
+        coord = self.nodes["coord"]
+        self.start(
+            "coord",
+            "coordinator",
+            [
+                *(self.shoal, "tracker", "serve", "--host", coord.addr, "--port", str(COORD_PORT)),
+                *("--db", str(self.work / f"coord-{time.monotonic_ns()}.sqlite")),
+                *("--publish-token", PUBLISHER, "--fleet-token", FLEET_TOKEN),
+                *("--rate-limit", "0"),
+            ],
+            COORD_PORT,
+        )
+        if published is not None:  # the model in the registry, as `shoal publish` does
+            manifest = Manifest.load((published / "manifest.msgpack").read_bytes())
+            torrent = next(published.glob("*.torrent")).read_bytes()
+
+            def register() -> None:
+                with CoordinatorClient(self.url("coord", COORD_PORT), PUBLISHER) as cc:
+                    cc.publish(manifest, torrent)
+
+            call_in(coord.ns, register)
+
+    def origin(self, published: Path, bittorrent: bool) -> None:
+        o = self.nodes["origin"]
+        self.start(
+            "origin",
+            "origin",
+            [
+                *(self.shoal, "seed", str(published), "--host", o.addr, "--port", str(ORIGIN_PORT)),
+                *("--public-url", self.url("origin", ORIGIN_PORT)),
+                *(("--bt-listen", f"{o.addr}:{BT_PORT}") if bittorrent else ("--no-bittorrent",)),
+                *("--coordinator", self.url("coord", COORD_PORT), "--token", FLEET_TOKEN),
+            ],
+            ORIGIN_PORT,
+        )
+
+    def start_edges(self, published: Path) -> None:
+        manifest = json.loads((published / "manifest.json").read_text())
+        for e in self.edges:
+            self.start(
+                e.name,
+                e.name,
+                [
+                    *(self.shoal, "edge", "serve", "--upstream", self.url("origin", ORIGIN_PORT)),
+                    *("--host", e.addr, "--port", str(EDGE_PORT)),
+                    *("--cache-dir", str(self.work / f"cache-{e.name}"), "--max-size", "8GiB"),
+                    *("--public-url", self.url(e.name, EDGE_PORT)),
+                    *("--coordinator", self.url("coord", COORD_PORT), "--token", FLEET_TOKEN),
+                ],
+                EDGE_PORT,
+            )
+            if self.sc.warm_edges:  # fill the cache before the clock starts
+                for f in manifest["files"]:
+                    subprocess.run(
+                        exec_argv(
+                            e.ns,
+                            [
+                                *("curl", "-sf", "-o", "/dev/null"),
+                                f"{self.url(e.name, EDGE_PORT)}/blobs/sha256:{f['sha256']}",
+                            ],
+                        ),
+                        check=True,
+                    )
+
+    # measuring
+
+    def origin_bytes(self) -> int:
+        """Payload the origin's link carried out (HTTP and BitTorrent alike)."""
+        return tx_payload(self.nodes["origin"].ns)
+
+    def watch_egress(
+        self, run: SystemRun, started: float, base: int, stop: threading.Event
+    ) -> None:
+        while not stop.wait(0.5):
+            run.egress.append((time.monotonic() - started, self.origin_bytes() - base))
+        run.origin_bytes = self.origin_bytes() - base
+
+    def timed(self, run: SystemRun, launch: Any) -> None:
+        """Start every host's client on the timeline; wait for all, sampling the origin."""
+        stop = threading.Event()
+        base = self.origin_bytes()  # before any client asks
+        started = time.monotonic()
+        failed: list[BaseException] = []
+
+        def sample() -> None:
+            try:
+                self.watch_egress(run, started, base, stop)
+            except BaseException as exc:  # noqa: BLE001 - raised below, in the runner
+                failed.append(exc)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        threads = []
+        try:
+            for i, (node, host) in enumerate(zip(self.hosts, run.hosts, strict=True)):
+                delay = started + i * self.sc.stagger_s - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                threads.append(launch(node, host, started))
+            for t in threads:
+                t.join(max(0.0, started + self.sc.timeout_s - time.monotonic()))
+            late = [h.name for h in run.hosts if h.done_s is None]
+            if late:
+                errors = "; ".join(f"{h.name}: {h.error}" for h in run.hosts if h.error)
+                raise RemoteError(
+                    f"{run.name}: {len(late)} hosts did not finish ({errors or 'timeout'})",
+                    f"see {self.procs.logs}",
+                )
+        finally:
+            stop.set()
+            sampler.join()
+        if failed:
+            raise ShoalError(f"measuring the origin's egress failed: {failed[0]}")
+
+    # the systems
+
+    def run_shoal(self) -> SystemRun:
+        published = self.work / "published-hybrid"
+        self.coordinator(published)
+        self.origin(published, bittorrent=False)
+        self.start_edges(published)
+        fleet = ("--coordinator", self.url("coord", COORD_PORT), "--token", FLEET_TOKEN)
+        runs = []
+        for h in self.hosts:
+            models = self.work / "shoal" / h.name
+            runs.append(HostRun(h.name, models))
+            self.start(
+                h.name,
+                f"agent-{h.name}",
+                [
+                    *(self.shoal, "agent", "--models-dir", str(models)),
+                    *("--host", h.addr, "--port", str(BT_PORT), "--api-port", str(API_PORT)),
+                    *("--no-lsd", "--min-free", "0", *fleet),
+                ],
+                None,
+            )
+        for h, r in zip(self.hosts, runs, strict=True):
+            wait_port(h.ns, "127.0.0.1", API_PORT)
+            deadline = time.monotonic() + 20
+            while not (r.models / "agent.json").exists():
+                if time.monotonic() > deadline:
+                    raise ShoalError(f"the agent of {h.name} did not come up")
+                time.sleep(0.05)
+        run = SystemRun("shoal", runs)
+
+        def launch(node: Node, host: HostRun, started: float) -> threading.Thread:
+            proc = subprocess.Popen(
+                exec_argv(
+                    node.ns, [self.shoal, "pull", REF, "--models-dir", str(host.models), "--json"]
+                ),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            t = threading.Thread(target=follow, args=(host, proc, started), daemon=True)
+            t.start()
+            return t
+
+        self.timed(run, launch)
+        for host in run.hosts:
+            assert host.result is not None
+            by_url = {e["url"]: int(e["bytes"]) for e in host.result["edges"]}
+            host.peer = int(host.result["bytes_peer"])
+            host.edge = sum(b for u, b in by_url.items() if u.endswith(f":{EDGE_PORT}"))
+            host.origin = by_url.get(self.url("origin", ORIGIN_PORT), 0)
+        return run
+
+    def run_http_only(self) -> SystemRun:
+        published = self.work / "published-hybrid"
+        self.coordinator(None)
+        self.origin(published, bittorrent=False)
+        self.start_edges(published)
+        manifest = json.loads((published / "manifest.json").read_text())
+        sources = [self.url(e.name, EDGE_PORT) for e in self.edges] or [
+            self.url("origin", ORIGIN_PORT)
+        ]
+        run = SystemRun(
+            "http_only", [HostRun(h.name, self.work / "http" / h.name) for h in self.hosts]
+        )
+
+        def launch(node: Node, host: HostRun, started: float) -> threading.Thread:
+            index = int(node.name[1:]) - 1
+            base = sources[index % len(sources)]  # hosts spread over the edges
+
+            def body() -> None:
+                host.models.mkdir(parents=True, exist_ok=True)
+                for f in manifest["files"]:
+                    r = subprocess.run(
+                        exec_argv(
+                            node.ns,
+                            [
+                                *("curl", "-sf", "-o", str(host.models / f["sha256"])),
+                                f"{base}/blobs/sha256:{f['sha256']}",
+                            ],
+                        ),
+                        capture_output=True,
+                        text=True,
+                    )
+                    if r.returncode != 0:
+                        host.error = f"curl exit {r.returncode}"
+                        return
+                host.done_s = time.monotonic() - started
+                if self.edges:
+                    host.edge = self.sc.model_size
+                else:
+                    host.origin = self.sc.model_size
+
+            t = threading.Thread(target=body, daemon=True)
+            t.start()
+            return t
+
+        self.timed(run, launch)
+        return run
+
+    def run_system(self, name: str) -> SystemRun:
+        try:
+            return {"shoal": self.run_shoal, "http_only": self.run_http_only}[name]()
+        finally:
+            self.stop_all()
+
+
+def _system_figures(sc: Scenario, links: Links, run: SystemRun) -> dict[str, Any]:
+    done = [h.done_s or 0.0 for h in run.hosts]
+    f = figures(sc.model_size, links, done, run.origin_bytes)
+    return {
+        **{k: round(v, 3) for k, v in asdict(f).items()},
+        "hosts": [
+            {
+                "name": h.name,
+                "done_s": round(h.done_s or 0.0, 3),
+                "bytes_peer": h.peer,
+                "bytes_edge": h.edge,
+                "bytes_origin": h.origin,
+            }
+            for h in run.hosts
+        ],
+        "origin_egress": [[round(t, 2), b] for t, b in run.egress],
+    }
+
+
+def calibrate(run: Run) -> float:
+    """Measured single-flow goodput over nominal rate: one curl from the origin to the
+    first host for about 2 s."""
+    published = run.work / "published-hybrid"
+    run.origin(published, bittorrent=False)
+    try:
+        manifest = json.loads((published / "manifest.json").read_text())
+        big = max(manifest["files"], key=lambda f: f["size"])
+        h = run.hosts[0]
+        r = subprocess.run(
+            exec_argv(
+                h.ns,
+                [
+                    *("curl", "-s", "-o", "/dev/null", "--max-time", "2.5"),
+                    *("-w", "%{size_download} %{time_total}"),
+                    f"{run.url('origin', ORIGIN_PORT)}/blobs/sha256:{big['sha256']}",
+                ],
+            ),
+            capture_output=True,
+            text=True,
+        )
+        size, seconds = (float(x) for x in r.stdout.split())
+        nominal = min(run.sc.origin_bps, run.sc.host_rate(0)) / 8
+        return min(1.0, size / seconds / nominal) if seconds > 0 else 1.0
+    finally:
+        run.stop_all()
+
+
+def run(sc: Scenario, out: Path, shoal: Path | None = None) -> dict[str, Any]:
+    shoal = shoal or Path(sys.executable).parent / "shoal"
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    r = Run(sc, out, shoal)
+    try:
+        r.build()
+        r.publish()
+        factor = calibrate(r)
+        servers = sc.origin_bps + (sc.edges * sc.edge_bps if sc.warm_edges else 0)
+        links = Links(
+            server_up=servers / 8 * factor,
+            host_up=tuple(sc.host_rate(i) / 8 * factor for i in range(sc.hosts)),
+            host_down=tuple(sc.host_rate(i) / 8 * factor for i in range(sc.hosts)),
+        )
+        systems = {}
+        for name in sc.systems:
+            if name == "aria2c":
+                continue  # not built yet
+            systems[name] = _system_figures(sc, links, r.run_system(name))
+    finally:
+        r.stop_all()
+        r.fleet.teardown()
+    result = {
+        "scenario": asdict(sc),
+        "goodput_factor": round(factor, 4),
+        "t_min_s": round(t_min(sc.model_size, links), 3),
+        "http_only_bound_s": round(http_only_bound(sc.model_size, links), 3),
+        "systems": systems,
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
+    shutil.rmtree(r.work, ignore_errors=True)
+    return result
