@@ -149,7 +149,9 @@ class Run:
                 [
                     *(self.shoal, "edge", "serve", "--upstream", self.url("origin", ORIGIN_PORT)),
                     *("--host", e.addr, "--port", str(EDGE_PORT)),
-                    *("--cache-dir", str(self.work / f"cache-{e.name}"), "--max-size", "8GiB"),
+                    # a cache of its own per system: the next system starts cold too
+                    *("--cache-dir", str(self.work / f"cache-{e.name}-{time.monotonic_ns()}")),
+                    *("--max-size", "8GiB"),
                     *("--public-url", self.url(e.name, EDGE_PORT)),
                     *("--coordinator", self.url("coord", COORD_PORT), "--token", FLEET_TOKEN),
                 ],
