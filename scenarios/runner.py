@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -18,12 +19,13 @@ from typing import Any
 from scenarios.bound import Links, figures, http_only_bound, t_min
 from scenarios.demo import HostRun, follow, model_files
 from scenarios.netns import Fleet, Node, call_in, exec_argv, tx_payload, wait_port
+from scenarios.plots import write_plots
 from scenarios.procs import Processes
 from scenarios.scenario import Scenario
 from shoal.coordinator_client import CoordinatorClient
 from shoal.errors import RemoteError, ShoalError
 from shoal.manifest import Manifest
-from shoal.testing import write_model_dir
+from shoal.testing import stop_processes, write_model_dir
 
 log = logging.getLogger("shoal.sim")
 REF = "sim:latest"
@@ -320,9 +322,75 @@ class Run:
         self.timed(run, launch)
         return run
 
+    def run_aria2c(self) -> SystemRun:
+        """A swarm of Debian's aria2c on the v1 torrent (aria2 reads no v2), with the
+        coordinator as tracker, the origin seeding and serving the web seed. Each client
+        seeds on until every host is done; its completion time comes from aria2c's own
+        download-complete hook."""
+        published = self.work / "published-v1"
+        self.coordinator(published)
+        self.origin(published, bittorrent=True)
+        torrent = next(published.glob("*.torrent"))
+        run = SystemRun(
+            "aria2c", [HostRun(h.name, self.work / "aria2c" / h.name) for h in self.hosts]
+        )
+        hook = self.work / "aria2c-done.sh"
+        hook.write_text('#!/bin/sh\ndate +%s.%N > "$ARIA2_DONE"\n')
+        hook.chmod(0o755)
+        clients: list[subprocess.Popen[bytes]] = []
+
+        def launch(node: Node, host: HostRun, started: float) -> threading.Thread:
+            host.models.mkdir(parents=True, exist_ok=True)
+            marker = host.models / "done-at"
+            epoch = time.time() - (time.monotonic() - started)  # the run's start, wall clock
+            log = (self.procs.logs / f"aria2c-{node.name}.log").open("ab")
+            clients.append(
+                subprocess.Popen(
+                    exec_argv(
+                        node.ns,
+                        [
+                            *("aria2c", f"--dir={host.models}", "--enable-dht=false"),
+                            *("--enable-dht6=false", "--bt-enable-lpd=false"),
+                            *("--seed-time=3600", "--seed-ratio=0.0", f"--listen-port={BT_PORT}"),
+                            *("--summary-interval=0", "--console-log-level=warn"),
+                            *("--file-allocation=none", "--follow-torrent=false"),
+                            f"--on-bt-download-complete={hook}",
+                            str(torrent),
+                        ],
+                    ),
+                    stdout=log,
+                    stderr=log,
+                    env={**os.environ, "ARIA2_DONE": str(marker)},
+                )
+            )
+            proc = clients[-1]
+
+            def body() -> None:
+                while proc.poll() is None:
+                    if marker.exists() and marker.read_text().strip():
+                        host.done_s = float(marker.read_text()) - epoch
+                        return
+                    time.sleep(0.1)
+                host.error = f"aria2c exit {proc.returncode}"
+
+            t = threading.Thread(target=body, daemon=True)
+            t.start()
+            return t
+
+        try:
+            self.timed(run, launch)
+        finally:
+            stop_processes(clients)
+        return run
+
     def run_system(self, name: str) -> SystemRun:
         try:
-            return {"shoal": self.run_shoal, "http_only": self.run_http_only}[name]()
+            systems = {
+                "shoal": self.run_shoal,
+                "http_only": self.run_http_only,
+                "aria2c": self.run_aria2c,
+            }
+            return systems[name]()
         finally:
             self.stop_all()
 
@@ -392,8 +460,6 @@ def run(sc: Scenario, out: Path, shoal: Path | None = None) -> dict[str, Any]:
         )
         systems = {}
         for name in sc.systems:
-            if name == "aria2c":
-                continue  # not built yet
             systems[name] = _system_figures(sc, links, r.run_system(name))
     finally:
         r.stop_all()
@@ -407,4 +473,5 @@ def run(sc: Scenario, out: Path, shoal: Path | None = None) -> dict[str, Any]:
     }
     (out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     shutil.rmtree(r.work, ignore_errors=True)
+    write_plots(result, out)
     return result
