@@ -524,6 +524,7 @@ async def _loop(
     wanting = False  # some missing chunk has a swarm priority
     sync: asyncio.Future[None] | None = None
     last_progress = last_resume = last_report = last_dial = last_sync = time.monotonic()
+    last_avail, avail = 0.0, [0] * n
     while not st.need <= st.have:
         now = time.monotonic()
         if _events(ses, st, resume_path):
@@ -546,7 +547,8 @@ async def _loop(
                         coord, st.manifest, set(st.have), n, ses.port, opts.http_slots, st.skip
                     )
                 )
-        avail = list(d.handle.piece_availability())
+        if now - last_avail >= 0.1:  # a blocking call into libtorrent: at most 10 a second
+            last_avail, avail = now, list(d.handle.piece_availability())
         if co.replicas is not None and now - last_dial > opts.coordinate_every and coord:
             # chunks other hosts hold but no connected peer has: dial their holders
             # (again each round while it lasts: a watchdog against half-made connections)

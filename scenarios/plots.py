@@ -28,7 +28,7 @@ def write_plots(result: dict[str, Any], out: Path) -> list[Path]:
     for sys_name, s in systems.items():
         times = sorted(h["done_s"] for h in s["hosts"])
         fractions = [(i + 1) / len(times) for i in range(len(times))]
-        ax.step(times, fractions, where="post", label=sys_name)
+        ax.step([0.0, *times], [0.0, *fractions], where="post", label=sys_name)
     ax.axvline(result["t_min_s"], color="black", linestyle="--", label="T_min")
     ax.set_xlabel("completion time (s)")
     ax.set_ylabel("hosts done (fraction)")
