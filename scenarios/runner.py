@@ -38,6 +38,7 @@ class SystemRun:
     name: str
     hosts: list[HostRun]
     egress: list[tuple[float, int]] = field(default_factory=list)  # (s, origin bytes)
+    events: list[tuple[float, str]] = field(default_factory=list)  # faults injected
     origin_bytes: int = 0
 
 
@@ -50,6 +51,7 @@ class Run:
         self.fleet = Fleet()
         self.procs = Processes(out / "logs")
         self.nodes: dict[str, Node] = {}
+        self._origin: tuple[Path, bool] | None = None  # how the origin was started
 
     # the fleet
 
@@ -128,8 +130,15 @@ class Run:
 
             call_in(coord.ns, register)
 
+    def registration(self) -> tuple[str, ...]:
+        """Flags that register a server with the coordinator, when the run has one."""
+        if "coordinator" not in self.procs.running:
+            return ()
+        return ("--coordinator", self.url("coord", COORD_PORT), "--token", FLEET_TOKEN)
+
     def origin(self, published: Path, bittorrent: bool) -> None:
         o = self.nodes["origin"]
+        self._origin = (published, bittorrent)  # for a restart
         self.start(
             "origin",
             "origin",
@@ -137,10 +146,21 @@ class Run:
                 *(self.shoal, "seed", str(published), "--host", o.addr, "--port", str(ORIGIN_PORT)),
                 *("--public-url", self.url("origin", ORIGIN_PORT)),
                 *(("--bt-listen", f"{o.addr}:{BT_PORT}") if bittorrent else ("--no-bittorrent",)),
-                *("--coordinator", self.url("coord", COORD_PORT), "--token", FLEET_TOKEN),
+                *self.registration(),
             ],
             ORIGIN_PORT,
         )
+
+    def fail_origin(self, run: SystemRun, started: float) -> None:
+        """SIGKILL the origin; start it again ``origin_down_s`` later."""
+        killed = self.procs.running["origin"]
+        killed.kill()
+        killed.wait()
+        run.events.append((round(time.monotonic() - started, 2), "origin killed"))
+        time.sleep(self.sc.origin_down_s)
+        assert self._origin is not None
+        self.origin(*self._origin)
+        run.events.append((round(time.monotonic() - started, 2), "origin back"))
 
     def start_edges(self, published: Path) -> None:
         manifest = json.loads((published / "manifest.json").read_text())
@@ -155,7 +175,7 @@ class Run:
                     *("--cache-dir", str(self.work / f"cache-{e.name}-{time.monotonic_ns()}")),
                     *("--max-size", "8GiB"),
                     *("--public-url", self.url(e.name, EDGE_PORT)),
-                    *("--coordinator", self.url("coord", COORD_PORT), "--token", FLEET_TOKEN),
+                    *self.registration(),
                 ],
                 EDGE_PORT,
             )
@@ -181,8 +201,16 @@ class Run:
     def watch_egress(
         self, run: SystemRun, started: float, base: int, stop: threading.Event
     ) -> None:
+        fault: threading.Thread | None = None
+        kill_at = self.sc.kill_origin_at * self.sc.model_size
         while not stop.wait(0.5):
-            run.egress.append((time.monotonic() - started, self.origin_bytes() - base))
+            sent = self.origin_bytes() - base
+            run.egress.append((time.monotonic() - started, sent))
+            if kill_at and fault is None and sent >= kill_at:
+                fault = threading.Thread(target=self.fail_origin, args=(run, started))
+                fault.start()
+        if fault is not None:
+            fault.join()
         run.origin_bytes = self.origin_bytes() - base
 
     def timed(self, run: SystemRun, launch: Any) -> None:
@@ -226,10 +254,16 @@ class Run:
 
     def run_shoal(self) -> SystemRun:
         published = self.work / "published-hybrid"
-        self.coordinator(published)
+        if self.sc.coordinator:
+            self.coordinator(published)
         self.origin(published, bittorrent=False)
         self.start_edges(published)
-        fleet = ("--coordinator", self.url("coord", COORD_PORT), "--token", FLEET_TOKEN)
+        if self.sc.coordinator:
+            fleet: tuple[str, ...] = (*self.registration(), "--no-lsd")
+        else:  # a LAN: peers by LSD, the model and HTTP chunks from the edges and origin
+            servers = [self.url(e.name, EDGE_PORT) for e in self.edges]
+            servers.append(self.url("origin", ORIGIN_PORT))
+            fleet = ("--lsd", *(arg for url in servers for arg in ("--edge", url)))
         runs = []
         for h in self.hosts:
             models = self.work / "shoal" / h.name
@@ -240,7 +274,7 @@ class Run:
                 [
                     *(self.shoal, "agent", "--models-dir", str(models)),
                     *("--host", h.addr, "--port", str(BT_PORT), "--api-port", str(API_PORT)),
-                    *("--no-lsd", "--min-free", "0", *fleet),
+                    *("--min-free", "0", *fleet),
                 ],
                 None,
             )
@@ -300,6 +334,9 @@ class Run:
                             node.ns,
                             [
                                 *("curl", "-sf", "-o", str(host.models / f["sha256"])),
+                                # as an operator would: retry and resume through faults
+                                *("--retry", "30", "--retry-delay", "1", "--retry-all-errors"),
+                                *("-C", "-"),
                                 f"{base}/blobs/sha256:{f['sha256']}",
                             ],
                         ),
@@ -411,6 +448,7 @@ def _system_figures(sc: Scenario, links: Links, run: SystemRun) -> dict[str, Any
             for h in run.hosts
         ],
         "origin_egress": [[round(t, 2), b] for t, b in run.egress],
+        "events": [[t, what] for t, what in run.events],
     }
 
 

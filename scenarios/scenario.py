@@ -53,7 +53,9 @@ class Scenario:
     slow_hosts: int = 0
     slow_factor: float = 10.0
     stagger_s: float = 0.0
-    p2p: bool = True
+    coordinator: bool = True
+    kill_origin_at: float = 0.0
+    origin_down_s: float = 5.0
     systems: tuple[str, ...] = SYSTEMS
     timeout_s: float = 600.0
 
@@ -101,7 +103,9 @@ class Scenario:
                 slow_hosts=int(t.get("slow_hosts", 0)),
                 slow_factor=float(t.get("slow_factor", 10.0)),
                 stagger_s=float(t.get("stagger_s", 0.0)),
-                p2p=bool(t.get("p2p", True)),
+                coordinator=bool(t.get("coordinator", True)),
+                kill_origin_at=float(t.get("kill_origin_at", 0.0)),
+                origin_down_s=float(t.get("origin_down_s", 5.0)),
                 systems=tuple(t.get("systems", SYSTEMS)),
                 timeout_s=float(t.get("timeout_s", 600.0)),
             )
@@ -119,6 +123,8 @@ class Scenario:
             raise BadInput("edges must be 0-4 and slow_hosts at most hosts")
         if self.model_size <= 0 or self.slow_factor < 1 or self.stagger_s < 0:
             raise BadInput("model_size > 0, slow_factor >= 1 and stagger_s >= 0, please")
+        if not 0 <= self.kill_origin_at < 1 or self.origin_down_s < 0:
+            raise BadInput("kill_origin_at is a fraction in [0, 1), origin_down_s >= 0")
         if self.warm_edges and not self.edges:
             raise BadInput("warm_edges needs edges")
         bad = [s for s in self.systems if s not in SYSTEMS]
