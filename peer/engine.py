@@ -153,12 +153,14 @@ async def _pull(
     coord = CoordinatorClient(opts.coordinator, opts.token) if opts.coordinator else None
     edges = list(opts.edges)
     origins: set[str] = set()
+    caches: set[str] = set()
     try:
         if coord is not None:
             listed = await _coordinator_edges(coord)
             edges += [e["url"] for e in listed]
             # origins last: the edges in front of them are there to spare them
             origins = {e["url"] for e in listed if e.get("kind") == "origin"} - set(opts.edges)
+            caches = {e["url"] for e in listed if e.get("kind") == "edge"}
         ups = (
             Upstreams(
                 list(dict.fromkeys(edges)),
@@ -166,6 +168,7 @@ async def _pull(
                 read_timeout=opts.read_timeout,
                 proxy=opts.proxy,
                 fallback=frozenset(origins),
+                caches=frozenset(caches),
             )
             if edges
             else None
@@ -303,6 +306,8 @@ class _Pull:
         self.have: set[int] = set()
         self.handed: dict[int, str] = {}  # given to libtorrent with add_piece: source
         self.inflight: dict[int, asyncio.Future[bytes]] = {}
+        self.cached_only: set[int] = set()  # in flight, asked of edges' caches only
+        self.uncached: dict[int, float] = {}  # chunk -> when edges last lacked it
         self.throttle = (
             opts.live.http
             if opts.live is not None
@@ -354,11 +359,16 @@ class _Pull:
             if not task.done():
                 continue
             del self.inflight[i]
+            cached_only = i in self.cached_only
+            self.cached_only.discard(i)
             if task.cancelled():
                 continue
             exc = task.exception()
             if exc is not None:
-                log.info("chunk %d over HTTP: %s", i, exc)
+                if cached_only:  # no edge holds it yet: the swarm's, for a while
+                    self.uncached[i] = time.monotonic()
+                else:
+                    log.info("chunk %d over HTTP: %s", i, exc)
                 continue
             data = task.result()
             self.result.bytes_edge += len(data)
@@ -367,7 +377,7 @@ class _Pull:
                 d.add_piece(i, self.pcs[i].padded(data))
                 self.handed[i] = "edge"
 
-    def start_fetch(self, i: int) -> None:
+    def start_fetch(self, i: int, cached_only: bool = False) -> None:
         assert self.ups is not None
         p = self.pcs[i]
         size = self.chunk_len(i)
@@ -375,8 +385,10 @@ class _Pull:
         async def fetch() -> bytes:
             await self.throttle.take(size)
             assert self.ups is not None
-            return await self.ups.chunk(self.maps[p.entry.sha256], p.chunk)
+            return await self.ups.chunk(self.maps[p.entry.sha256], p.chunk, cached_only)
 
+        if cached_only:
+            self.cached_only.add(i)
         task = asyncio.ensure_future(fetch())
         task.add_done_callback(lambda _: self.wake.set())
         self.inflight[i] = task
@@ -584,6 +596,8 @@ async def _loop(
                 else 0,
                 edges=st.ups is not None and st.ups.available(),
                 endgame=opts.endgame,
+                edge_cache=st.ups is not None and st.ups.caches(),
+                uncached=frozenset(i for i, t in st.uncached.items() if now - t < 3.0),
             )
         )
         if p.priorities != applied:
@@ -596,6 +610,8 @@ async def _loop(
             applied, wanting = p.priorities, wanted
         for i in p.http:
             st.start_fetch(i)
+        for i in p.http_cached:
+            st.start_fetch(i, cached_only=True)
         if now - last_sync > 3.0 and (sync is None or sync.done()):
             # write back what libtorrent wrote as it comes, so the final fsync is short
             last_sync = now

@@ -7,7 +7,10 @@ priority per chunk, and which HTTP fetches to start now, in order.
 HTTP takes, in this order: the coordinator's assignments for this host; without a
 coordinator, chunks no connected peer has; chunks overdue in the swarm; when the swarm is too slow,
 the rarest chunks it has not started; and in the end game every missing chunk
-(hedged: swarm and edge at once, first verified copy wins).
+(hedged: swarm and edge at once, first verified copy wins). Slots still free then go to
+chunks some other host holds, rarest first, asked of edges for what they already cache
+(``only-if-cached``: an edge never fetches for them, so the origin sends nothing more): a
+warm or filling edge is one more uploader beside the swarm.
 
 The swarm gets a chunk (priority > 0) only when another agent holds it, or no edge
 can serve HTTP now, or in the end game. A chunk whose only holder is the origin stays
@@ -46,18 +49,40 @@ class Moment:
     swarm_too_slow: bool = False
     overdue_after: float = 20.0
     endgame: int = 4  # hedge when this few chunks are missing
+    edge_cache: bool = False  # a known edge may be asked for chunks it caches
+    uncached: frozenset[int] = frozenset()  # chunks edges said they lack, lately
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
     priorities: list[int]
     http: list[int]
+    http_cached: list[int] = field(default_factory=list)  # only-if-cached, edges only
 
 
 def plan(m: Moment) -> Plan:
     missing = [i for i in range(m.num_chunks) if i not in m.have and i not in m.skip]
     endgame = len(missing) <= m.endgame
-    return Plan(priorities=_priorities(m, endgame), http=_http(m, missing, endgame))
+    http = _http(m, missing, endgame)
+    return Plan(
+        priorities=_priorities(m, endgame),
+        http=http,
+        http_cached=_cached(m, missing, set(http)),
+    )
+
+
+def _cached(m: Moment, missing: list[int], chosen: set[int]) -> list[int]:
+    free = m.http_slots - len(chosen)
+    if not m.edge_cache or free <= 0 or not m.swarm:
+        return []
+    held = m.agent_replicas if m.agent_replicas is not None else m.swarm_has
+    candidates = [
+        c
+        for c in missing
+        if held[c] > 0 and c not in chosen and c not in m.http_inflight and c not in m.uncached
+    ]
+    candidates.sort(key=lambda c: (m.swarm_has[c], c))
+    return candidates[:free]
 
 
 def _http(m: Moment, missing: list[int], endgame: bool) -> list[int]:

@@ -153,6 +153,10 @@ class Edge:
                 self.metrics.hits.labels(label).inc(last - first + 1)
                 self.metrics.bytes_served.labels(label).inc(span.length)
                 return Response(span.status, headers, parts)
+        if "only-if-cached" in (request.header("cache-control") or "").lower():
+            # RFC 9111: a client that only wants what is here (a peer filling in beside
+            # its swarm) must not make the edge fetch from the origin
+            return Response(504, [("Content-Type", "text/plain")], b"not cached here\n")
         # make sure the first chunk is there before answering, so that an upstream
         # failure is a clean 502/504 rather than a cut body
         head = await self._chunk(cmap, first)

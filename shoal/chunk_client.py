@@ -29,6 +29,10 @@ log = logging.getLogger("shoal.chunks")
 MAX_BACKOFF = 60.0
 
 
+class _NotCached(Exception):
+    """An edge does not hold the chunk and was asked for cached chunks only."""
+
+
 class UpstreamError(Exception):
     """No upstream could deliver; ``status`` is 502 (bad answers) or 504 (timeouts)."""
 
@@ -49,6 +53,7 @@ class Upstream:
     bytes: int = 0
     rate: float = 0.0  # bytes/s per request, moving average; 0 = not measured yet
     fallback: bool = False  # an origin: asked only when no edge can answer (spares it)
+    cache: bool = False  # a known edge: answers ``only-if-cached`` without asking upstream
 
     def failed(self, now: float, retry_after: float | None = None) -> None:
         self.failures += 1
@@ -93,12 +98,17 @@ class Upstreams:
         clock: Callable[[], float] = time.monotonic,
         transport: httpx.AsyncBaseTransport | None = None,
         fallback: frozenset[str] = frozenset(),
+        caches: frozenset[str] = frozenset(),
     ) -> None:
-        """``fallback``: URLs (origins) to ask only when no other upstream can answer."""
+        """``fallback``: URLs (origins) to ask only when no other upstream can answer;
+        ``caches``: URLs known to be edges (asked for cached chunks beside the swarm)."""
         if not urls:
             raise ValueError("an edge needs at least one upstream")
         self.upstreams = [
-            Upstream(check_url(u, "upstream").rstrip("/"), fallback=u in fallback) for u in urls
+            Upstream(
+                check_url(u, "upstream").rstrip("/"), fallback=u in fallback, cache=u in caches
+            )
+            for u in urls
         ]
         self.clock = clock
         timeout = httpx.Timeout(
@@ -127,6 +137,11 @@ class Upstreams:
             usable, key=lambda u: (u.down_until > now, u.demoted, u.fallback, -(u.rate or 1e18))
         )
 
+    def caches(self) -> bool:
+        """Some known edge can be asked for cached chunks now."""
+        now = self.clock()
+        return any(u.cache and u.down_until <= now and not u.demoted for u in self.upstreams)
+
     def available(self, digest: Digest | None = None) -> bool:
         """Some upstream is not resting (and not useless for ``digest``)."""
         now = self.clock()
@@ -138,14 +153,21 @@ class Upstreams:
     def stats(self) -> list[dict[str, object]]:
         return [u.stats() for u in self.upstreams]
 
-    async def chunk(self, cmap: ChunkMap, index: int) -> bytes:
-        """Chunk ``index`` of a blob, verified; raises ``UpstreamError``."""
+    async def chunk(self, cmap: ChunkMap, index: int, cached_only: bool = False) -> bytes:
+        """Chunk ``index`` of a blob, verified; raises ``UpstreamError``.
+
+        ``cached_only``: ask known edges only, for what they already hold (``Cache-Control:
+        only-if-cached``): a miss costs nobody anything and is not held against the edge."""
         start, end = cmap.bounds(index)
         timeouts = 0
         for up in self.order(cmap.digest):
+            if cached_only and not up.cache:
+                continue
             began = self.clock()
             try:
-                data = await self._range(up, cmap, start, end)
+                data = await self._range(up, cmap, start, end, cached_only)
+            except _NotCached:
+                continue
             except httpx.TimeoutException:
                 timeouts += 1
                 up.failed(self.clock())
@@ -171,9 +193,15 @@ class Upstreams:
             504 if timeouts == len(self.upstreams) else 502,
         )
 
-    async def _range(self, up: Upstream, cmap: ChunkMap, start: int, end: int) -> bytes:
+    async def _range(
+        self, up: Upstream, cmap: ChunkMap, start: int, end: int, cached_only: bool = False
+    ) -> bytes:
         headers = {"Range": f"bytes={start}-{end - 1}", "If-Range": f'"{cmap.digest}"'}
+        if cached_only:
+            headers["Cache-Control"] = "only-if-cached"
         async with self.http.stream("GET", f"{up.url}/blobs/{cmap.digest}", headers=headers) as r:
+            if cached_only and r.status_code == 504:
+                raise _NotCached
             self._check_status(up, r, cmap.digest)
             if r.status_code != 206:
                 up.failed(self.clock())

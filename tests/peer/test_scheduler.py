@@ -115,3 +115,25 @@ def test_simulated_fleet_origin_sends_about_one_copy() -> None:
             break
     assert all(len(x) == n for x in have)
     assert origin_sent == n
+
+
+def test_free_slots_ask_edge_caches_for_what_other_hosts_hold() -> None:
+    held = [0, 1, 1, 1, 1, 0, 1, 1]  # chunks 0 and 5: nobody else holds them
+    swarm = [1, 3, 1, 2, 1, 1, 1, 1]
+    base = dict(agent_replicas=held, swarm_has=swarm, http_slots=3)
+    assert plan(m(**base)).http_cached == []  # no known edge: nothing asked
+    p = plan(m(**base, edge_cache=True))
+    assert p.http_cached == [2, 4, 6]  # rarest in the swarm first
+    # assignments come first; in-flight, held and lately-missed chunks are not asked again
+    p = plan(
+        m(
+            **base,
+            edge_cache=True,
+            assigned=frozenset({5}),
+            http_inflight=frozenset({2}),
+            have=frozenset({4}),
+            uncached=frozenset({6}),
+        )
+    )
+    assert p.http == [5] and p.http_cached == [7, 3]
+    assert p.priorities[7] == NORMAL  # the swarm may still deliver it first

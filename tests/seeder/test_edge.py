@@ -303,3 +303,22 @@ def test_whole_blob_check_catches_a_lying_chunk_map(tmp_path: Path, pub: Publish
             time.sleep(0.05)
         text = httpx.get(f"{e.url}/metrics").text
         assert f'shoal_edge_verification_failures_total{{blob="{fake.hex[:16]}"}} 1.0' in text
+
+
+def test_only_if_cached_never_reaches_the_origin(
+    tmp_path: Path, pub: Published, origin: AsyncServerThread
+) -> None:
+    """RFC 9111 ``only-if-cached``: what the edge holds is served, the rest is a 504
+    without any upstream request (peers ask this beside their swarm)."""
+    digest, data = blob(pub)
+    only = {"Cache-Control": "only-if-cached", "Range": f"bytes=0-{CS - 1}"}
+    with edge(tmp_path, [origin.url]) as e:
+        miss = httpx.get(f"{e.url}/blobs/{digest}", headers=only)
+        assert miss.status_code == 504 and origin.handler.blob_requests == 0
+        httpx.get(f"{e.url}/blobs/{digest}", headers={"Range": f"bytes=0-{CS - 1}"})
+        assert origin.handler.blob_requests == 1
+        hit = httpx.get(f"{e.url}/blobs/{digest}", headers=only)
+        assert hit.status_code == 206 and hit.content == data[:CS]
+        second = {**only, "Range": f"bytes={CS}-{2 * CS - 1}"}
+        assert httpx.get(f"{e.url}/blobs/{digest}", headers=second).status_code == 504
+        assert origin.handler.blob_requests == 1

@@ -96,3 +96,37 @@ async def test_origins_are_asked_only_when_no_edge_answers() -> None:
     assert log[-2:] == ["dead", "origin"]
     await ups.close()
     await edges_only.close()
+
+
+@pytest.mark.anyio
+async def test_cached_only_asks_known_edges_and_a_miss_costs_nothing() -> None:
+    log: list[str] = []
+    cached = {0}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        log.append(f"{request.url.host}:{request.headers.get('cache-control', '')}")
+        start, end = map(int, request.headers["range"].removeprefix("bytes=").split("-"))
+        if request.headers.get("cache-control") == "only-if-cached" and start // SIZE not in cached:
+            return httpx.Response(504)
+        return httpx.Response(
+            206,
+            headers={"Content-Range": f"bytes {start}-{end}/{len(DATA)}"},
+            stream=httpx.ByteStream(DATA[start : end + 1]),
+        )
+
+    ups = Upstreams(
+        ["http://origin", "http://edge", "http://unknown"],
+        transport=httpx.MockTransport(handle),
+        fallback=frozenset({"http://origin"}),
+        caches=frozenset({"http://edge"}),
+    )
+    m = cmap()
+    assert ups.caches()
+    assert await ups.chunk(m, 0, cached_only=True) == DATA[:SIZE]
+    with pytest.raises(Exception, match="no upstream delivered chunk 1"):
+        await ups.chunk(m, 1, cached_only=True)
+    assert log == ["edge:only-if-cached", "edge:only-if-cached"]  # never the origin
+    edge = next(u for u in ups.upstreams if u.url == "http://edge")
+    assert edge.failures == 0 and edge.down_until == 0.0  # a miss is not held against it
+    assert await ups.chunk(m, 1) == DATA[SIZE : 2 * SIZE]  # a plain fetch still works
+    await ups.close()
