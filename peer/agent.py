@@ -326,8 +326,13 @@ class Agent:
         return report.as_dict()
 
     def start_pull(self, ref: ModelRef) -> PullJob:
+        """A pull of ``ref``, or the one already running for it (a CLI that asks again after
+        the agent restarted joins the pull the agent resumed by itself)."""
         from peer.engine import PullOptions, pull
 
+        for running in self.pulls.values():
+            if running.ref == str(ref) and running.state == "running":
+                return running
         job = PullJob(secrets.token_hex(8), str(ref))
         self.pulls[job.id] = job
         opts = PullOptions(

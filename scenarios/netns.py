@@ -65,9 +65,10 @@ def leftovers() -> list[str]:
     return sorted(n for n in names if n.startswith(PREFIX))
 
 
-def clean_leftovers() -> list[str]:
-    """Kill every process inside a ``shl-*`` namespace and delete the namespaces."""
-    found = leftovers()
+def clean_leftovers(names: Sequence[str] | None = None) -> list[str]:
+    """Kill every process inside the ``shl-*`` namespaces (or those of ``names`` that
+    exist) and delete the namespaces."""
+    found = [n for n in leftovers() if names is None or n in names]
     for ns in found:
         pids = run_ip("netns", "pids", ns).split()
         for pid in pids:

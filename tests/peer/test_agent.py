@@ -258,6 +258,11 @@ def test_restarted_agent_resumes_its_pull(tmp_path: Path, sig: signal.Signals) -
         agent, url, token = start_agent(store, *args)  # nobody asks again: it resumes alone
         procs.append(agent)
         auth = {"Authorization": f"Bearer {token}"}
+        resumed = httpx.get(f"{url}/v1/pulls", headers=auth).json()
+        assert [j["state"] for j in resumed] == ["running"]
+        # a CLI asking again (after the restart) joins that pull rather than start another
+        again = httpx.post(f"{url}/v1/pulls", json={"ref": "demo:v1"}, headers=auth).json()
+        assert again["id"] == resumed[0]["id"]
         deadline = time.monotonic() + 60
         while True:
             jobs = httpx.get(f"{url}/v1/pulls", headers=auth).json()
