@@ -175,19 +175,9 @@ class Compose:
             if line.startswith("shoal_origin_bytes_served_total")
         )
         size = parse_size(self.model_size)
-        hosts: list[dict[str, Any]] = []
         for h in runs:
-            assert h.result is not None and h.done_s is not None
-            by_url = {e["url"]: int(e["bytes"]) for e in h.result["edges"]}
-            hosts.append(
-                {
-                    "name": h.name,
-                    "done_s": round(h.done_s, 3),
-                    "bytes_peer": int(h.result["bytes_peer"]),
-                    "bytes_edge": sum(b for u, b in by_url.items() if u.endswith(":8472")),
-                    "bytes_origin": by_url.get(ORIGIN, 0),
-                }
-            )
+            h.account(lambda url: url.endswith(":8472"), ORIGIN)
+        hosts = [h.row() for h in runs]
         return {
             "fleet": "docker-compose",
             "model_bytes": size,

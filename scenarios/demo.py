@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,23 @@ class HostRun:
     error: str | None = None
     verified: dict[str, Any] | None = None
     lines: list[str] = field(default_factory=list)
+
+    def account(self, is_edge: Callable[[str], bool], origin: str) -> None:
+        """Bytes by source from the finished pull's summary (per-upstream HTTP figures)."""
+        assert self.result is not None
+        by_url = {e["url"]: int(e["bytes"]) for e in self.result["edges"]}
+        self.peer = int(self.result["bytes_peer"])
+        self.edge = sum(b for u, b in by_url.items() if is_edge(u))
+        self.origin = by_url.get(origin, 0)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "done_s": round(self.done_s or 0.0, 3),
+            "bytes_peer": self.peer,
+            "bytes_edge": self.edge,
+            "bytes_origin": self.origin,
+        }
 
 
 def model_files(size: int) -> dict[str, int]:
@@ -208,15 +226,10 @@ class Demo:
         http, bt = origin_egress(self.origin)
         rows = []
         for h in self.hosts:
-            assert h.result is not None and h.done_s is not None
-            by_url = {e["url"]: int(e["bytes"]) for e in h.result["edges"]}
+            h.account(lambda url: url == self.edge, self.origin)
             rows.append(
                 {
-                    "name": h.name,
-                    "done_s": round(h.done_s, 2),
-                    "bytes_peer": int(h.result["bytes_peer"]),
-                    "bytes_edge": by_url.get(self.edge, 0),
-                    "bytes_origin": by_url.get(self.origin, 0),
+                    **h.row(),
                     "verified_bytes": int(h.verified["bytes"]) if h.verified else 0,
                     "bad_chunks": sum(len(b["chunks"]) for b in (h.verified or {}).get("bad", [])),
                 }

@@ -51,13 +51,6 @@ class Processes:
                 ) from None
         return proc
 
-    def log_tail(self, name: str, lines: int = 5) -> str:
-        try:
-            text = (self.logs / f"{name}.log").read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
     def stop_all(self) -> None:
         stop_processes(list(self.running.values()))
         self.running.clear()

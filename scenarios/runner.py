@@ -301,12 +301,9 @@ class Run:
             return t
 
         self.timed(run, launch)
+        origin = self.url("origin", ORIGIN_PORT)
         for host in run.hosts:
-            assert host.result is not None
-            by_url = {e["url"]: int(e["bytes"]) for e in host.result["edges"]}
-            host.peer = int(host.result["bytes_peer"])
-            host.edge = sum(b for u, b in by_url.items() if u.endswith(f":{EDGE_PORT}"))
-            host.origin = by_url.get(self.url("origin", ORIGIN_PORT), 0)
+            host.account(lambda url: url.endswith(f":{EDGE_PORT}"), origin)
         return run
 
     def run_http_only(self) -> SystemRun:
@@ -437,16 +434,7 @@ def _system_figures(sc: Scenario, links: Links, run: SystemRun) -> dict[str, Any
     f = figures(sc.model_size, links, done, run.origin_bytes)
     return {
         **{k: round(v, 3) for k, v in asdict(f).items()},
-        "hosts": [
-            {
-                "name": h.name,
-                "done_s": round(h.done_s or 0.0, 3),
-                "bytes_peer": h.peer,
-                "bytes_edge": h.edge,
-                "bytes_origin": h.origin,
-            }
-            for h in run.hosts
-        ],
+        "hosts": [h.row() for h in run.hosts],
         "origin_egress": [[round(t, 2), b] for t, b in run.egress],
         "events": [[t, what] for t, what in run.events],
     }

@@ -29,6 +29,14 @@ def shoal(store: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def stop(agent: subprocess.Popen[str] | None, fleet: Fleet) -> None:
+    if agent is not None:
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=30)
+        assert "Traceback" not in err, err
+    fleet.kill("seed")
+
+
 def test_budget_evicts_lru_unpinned_and_refuses_what_cannot_fit(tmp_path: Path) -> None:
     fleet = Fleet(tmp_path, coordinated=False)
     for i, name in enumerate(("a:v1", "b:v1", "c:v1")):
@@ -82,11 +90,7 @@ def test_budget_evicts_lru_unpinned_and_refuses_what_cannot_fit(tmp_path: Path) 
         gone = shoal(store, "rm", "c:v1")
         assert gone.returncode != 0 and "not in" in gone.stderr and "Traceback" not in gone.stderr
     finally:
-        if agent is not None:
-            agent.send_signal(signal.SIGTERM)
-            _, err = agent.communicate(timeout=30)
-            assert "Traceback" not in err, err
-        fleet.kill("seed")
+        stop(agent, fleet)
 
 
 def test_verify_through_the_agent_stops_seeding_a_bad_model(tmp_path: Path) -> None:
@@ -119,11 +123,7 @@ def test_verify_through_the_agent_stops_seeding_a_bad_model(tmp_path: Path) -> N
         assert httpx.post(f"{url}/v1/models/nope:v9/pin", headers=auth).status_code == 404
         assert httpx.delete(f"{url}/v1/models/Bad%20Ref!", headers=auth).status_code == 400
     finally:
-        if agent is not None:
-            agent.send_signal(signal.SIGTERM)
-            _, err = agent.communicate(timeout=30)
-            assert "Traceback" not in err, err
-        fleet.kill("seed")
+        stop(agent, fleet)
 
 
 def test_pins_and_lru_in_process(tmp_path: Path) -> None:
