@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,31 @@ BASE_TAG, IMAGE_TAG = "shoal-base:bookworm", "shoal:local"
 PROJECT = "shoalsim"
 ORIGIN = "http://198.19.7.3:8471"
 STORE = "/var/lib/shoal"  # each peer container's models dir (docker-compose.yml)
+
+
+def marker_wheels(wheels: Path, python: str) -> list[str]:
+    """Requirements of the wheels in ``wheels`` that only ``python`` (the image's, e.g.
+    3.11.2) needs, by their markers, and that no wheel there provides yet: pip resolved
+    them for the host's interpreter."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    env = {"python_full_version": python, "python_version": ".".join(python.split(".")[:2])}
+    have = {canonicalize_name(w.name.split("-")[0]) for w in wheels.glob("*.whl")}
+    wanted = set()
+    for wheel in wheels.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as z:
+            meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+            for line in z.read(meta).decode().splitlines():
+                if not line.startswith("Requires-Dist:"):
+                    continue
+                req = Requirement(line.split(":", 1)[1].strip())
+                marker = req.marker
+                if marker is None or "extra" in str(marker) or not marker.evaluate(env):
+                    continue
+                if canonicalize_name(req.name) not in have:
+                    wanted.add(f"{req.name}{req.specifier}")
+    return sorted(wanted)
 
 
 def debian_mirror() -> str:
@@ -113,11 +139,21 @@ class Compose:
         ctx = self.out / "context"
         shutil.rmtree(ctx, ignore_errors=True)
         (ctx / "wheels").mkdir(parents=True)
-        self.sh(
-            str(Path(sys.executable).parent / "pip"),
-            *("wheel", "--quiet", "--wheel-dir", str(ctx / "wheels"), str(ROOT)),
-            timeout=900,
-        )
+        pip = str(Path(sys.executable).parent / "pip")
+        self.sh(pip, "wheel", "--quiet", "--wheel-dir", str(ctx / "wheels"), str(ROOT), timeout=900)
+        target = self.sh(
+            *("docker", "run", "--rm", "--network", "none", BASE_TAG),
+            *("python3", "-c", "import platform; print(platform.python_version())"),
+        ).strip()
+        for _ in range(5):  # their own requirements may need more
+            extra = marker_wheels(ctx / "wheels", target)  # e.g. redis's on 3.11.2
+            if not extra:
+                break
+            self.sh(
+                *(pip, "download", "--quiet", "--no-deps", "--only-binary=:all:"),
+                *("--dest", str(ctx / "wheels"), *extra),
+                timeout=300,
+            )
         shutil.copy(ROOT / "docker" / "Dockerfile", ctx / "Dockerfile")
         self.sh("docker", "build", "--network", "none", "-t", IMAGE_TAG, str(ctx), timeout=900)
         self.timings["shoal_image_s"] = round(time.monotonic() - started, 1)
