@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,10 @@ class Run:
         self.procs = Processes(out / "logs")
         self.nodes: dict[str, Node] = {}
         self._origin: tuple[Path, bool] | None = None  # how the origin was started
+        # churn: how the current system makes a host leave and come back
+        self._leave: Callable[[Node], None] | None = None
+        self._back: Callable[[Node], None] | None = None
+        self.away: dict[str, threading.Event] = {}  # churned host -> set once it is back
 
     # the fleet
 
@@ -151,6 +156,20 @@ class Run:
             ORIGIN_PORT,
         )
 
+    def churn(self, run: SystemRun, hosts: list[Node], started: float) -> None:
+        """``churn_hosts`` hosts leave at ``churn_at_s`` and come back ``churn_down_s`` later."""
+        time.sleep(max(0.0, started + self.sc.churn_at_s - time.monotonic()))
+        if self._leave is None or self._back is None:
+            return
+        for node in hosts:
+            self._leave(node)
+        run.events.append((round(time.monotonic() - started, 2), f"{len(hosts)} hosts left"))
+        time.sleep(self.sc.churn_down_s)
+        for node in hosts:
+            self._back(node)
+            self.away[node.name].set()
+        run.events.append((round(time.monotonic() - started, 2), f"{len(hosts)} hosts back"))
+
     def fail_origin(self, run: SystemRun, started: float) -> None:
         """SIGKILL the origin; start it again ``origin_down_s`` later."""
         killed = self.procs.running["origin"]
@@ -228,6 +247,11 @@ class Run:
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
+        churned = self.hosts[self.sc.hosts - self.sc.churn_hosts :] if self.sc.churn_hosts else []
+        self.away = {n.name: threading.Event() for n in churned}
+        churn = threading.Thread(target=self.churn, args=(run, churned, started), daemon=True)
+        if churned:
+            churn.start()
         threads = []
         try:
             for i, (node, host) in enumerate(zip(self.hosts, run.hosts, strict=True)):
@@ -264,10 +288,11 @@ class Run:
             servers = [self.url(e.name, EDGE_PORT) for e in self.edges]
             servers.append(self.url("origin", ORIGIN_PORT))
             fleet = ("--lsd", *(arg for url in servers for arg in ("--edge", url)))
-        runs = []
-        for h in self.hosts:
-            models = self.work / "shoal" / h.name
-            runs.append(HostRun(h.name, models))
+        runs = {h.name: HostRun(h.name, self.work / "shoal" / h.name) for h in self.hosts}
+
+        def agent(h: Node) -> None:
+            models = runs[h.name].models
+            (models / "agent.json").unlink(missing_ok=True)  # a killed agent's
             self.start(
                 h.name,
                 f"agent-{h.name}",
@@ -278,25 +303,51 @@ class Run:
                 ],
                 None,
             )
-        for h, r in zip(self.hosts, runs, strict=True):
+
+        def serving(h: Node) -> None:
             wait_port(h.ns, "127.0.0.1", API_PORT)
             deadline = time.monotonic() + 20
-            while not (r.models / "agent.json").exists():
+            while not (runs[h.name].models / "agent.json").exists():
                 if time.monotonic() > deadline:
                     raise ShoalError(f"the agent of {h.name} did not come up")
                 time.sleep(0.05)
-        run = SystemRun("shoal", runs)
+
+        def leave(h: Node) -> None:
+            proc = self.procs.running[f"agent-{h.name}"]
+            proc.kill()
+            proc.wait()
+
+        def back(h: Node) -> None:
+            agent(h)
+            serving(h)
+
+        for h in self.hosts:
+            agent(h)
+        for h in self.hosts:
+            serving(h)
+        self._leave, self._back = leave, back
+        run = SystemRun("shoal", list(runs.values()))
 
         def launch(node: Node, host: HostRun, started: float) -> threading.Thread:
-            proc = subprocess.Popen(
-                exec_argv(
-                    node.ns, [self.shoal, "pull", REF, "--models-dir", str(host.models), "--json"]
-                ),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            t = threading.Thread(target=follow, args=(host, proc, started), daemon=True)
+            def body() -> None:
+                for _ in range(4):  # again after its agent was killed and came back
+                    host.error = None
+                    proc = subprocess.Popen(
+                        exec_argv(
+                            node.ns,
+                            [self.shoal, "pull", REF, "--models-dir", str(host.models), "--json"],
+                        ),
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        text=True,
+                    )
+                    follow(host, proc, started)
+                    back_again = self.away.get(node.name)
+                    if host.result is not None or back_again is None:
+                        return
+                    back_again.wait(self.sc.timeout_s)
+
+            t = threading.Thread(target=body, daemon=True)
             t.start()
             return t
 
@@ -318,6 +369,14 @@ class Run:
         run = SystemRun(
             "http_only", [HostRun(h.name, self.work / "http" / h.name) for h in self.hosts]
         )
+        current: dict[str, subprocess.Popen[str]] = {}
+
+        def leave(h: Node) -> None:
+            proc = current.get(h.name)
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+
+        self._leave, self._back = leave, lambda h: None
 
         def launch(node: Node, host: HostRun, started: float) -> threading.Thread:
             index = int(node.name[1:]) - 1
@@ -326,22 +385,32 @@ class Run:
             def body() -> None:
                 host.models.mkdir(parents=True, exist_ok=True)
                 for f in manifest["files"]:
-                    r = subprocess.run(
-                        exec_argv(
-                            node.ns,
-                            [
-                                *("curl", "-sf", "-o", str(host.models / f["sha256"])),
-                                # as an operator would: retry and resume through faults
-                                *("--retry", "30", "--retry-delay", "1", "--retry-all-errors"),
-                                *("-C", "-"),
-                                f"{base}/blobs/sha256:{f['sha256']}",
-                            ],
-                        ),
-                        capture_output=True,
-                        text=True,
-                    )
-                    if r.returncode != 0:
-                        host.error = f"curl exit {r.returncode}"
+                    for _ in range(4):  # again, resuming, after the host came back
+                        proc = subprocess.Popen(
+                            exec_argv(
+                                node.ns,
+                                [
+                                    *("curl", "-sf", "-o", str(host.models / f["sha256"])),
+                                    # as an operator would: retry and resume through faults
+                                    *("--retry", "30", "--retry-delay", "1"),
+                                    *("--retry-all-errors", "-C", "-"),
+                                    f"{base}/blobs/sha256:{f['sha256']}",
+                                ],
+                            ),
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                            text=True,
+                        )
+                        current[node.name] = proc
+                        if proc.wait() == 0:
+                            break
+                        returned = self.away.get(node.name)
+                        if returned is None:
+                            host.error = f"curl exit {proc.returncode}"
+                            return
+                        returned.wait(self.sc.timeout_s)
+                    else:
+                        host.error = "curl failed after the host came back"
                         return
                 host.done_s = time.monotonic() - started
                 if self.edges:
@@ -426,6 +495,7 @@ class Run:
             }
             return systems[name]()
         finally:
+            self._leave = self._back = None
             self.stop_all()
 
 

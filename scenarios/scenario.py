@@ -56,6 +56,9 @@ class Scenario:
     coordinator: bool = True
     kill_origin_at: float = 0.0
     origin_down_s: float = 5.0
+    churn_hosts: int = 0
+    churn_at_s: float = 10.0
+    churn_down_s: float = 5.0
     systems: tuple[str, ...] = SYSTEMS
     timeout_s: float = 600.0
 
@@ -106,6 +109,9 @@ class Scenario:
                 coordinator=bool(t.get("coordinator", True)),
                 kill_origin_at=float(t.get("kill_origin_at", 0.0)),
                 origin_down_s=float(t.get("origin_down_s", 5.0)),
+                churn_hosts=int(t.get("churn_hosts", 0)),
+                churn_at_s=float(t.get("churn_at_s", 10.0)),
+                churn_down_s=float(t.get("churn_down_s", 5.0)),
                 systems=tuple(t.get("systems", SYSTEMS)),
                 timeout_s=float(t.get("timeout_s", 600.0)),
             )
@@ -125,6 +131,10 @@ class Scenario:
             raise BadInput("model_size > 0, slow_factor >= 1 and stagger_s >= 0, please")
         if not 0 <= self.kill_origin_at < 1 or self.origin_down_s < 0:
             raise BadInput("kill_origin_at is a fraction in [0, 1), origin_down_s >= 0")
+        if not 0 <= self.churn_hosts < self.hosts or min(self.churn_at_s, self.churn_down_s) < 0:
+            raise BadInput("churn_hosts is 0 to hosts - 1, churn times >= 0")
+        if self.churn_hosts and "aria2c" in self.systems:
+            raise BadInput("churn is not built for the aria2c baseline yet")
         if self.warm_edges and not self.edges:
             raise BadInput("warm_edges needs edges")
         bad = [s for s in self.systems if s not in SYSTEMS]
