@@ -536,7 +536,7 @@ async def _loop(
     wanting = False  # some missing chunk has a swarm priority
     sync: asyncio.Future[None] | None = None
     last_progress = last_resume = last_report = last_dial = last_sync = time.monotonic()
-    last_avail, avail = 0.0, [0] * n
+    last_avail, avail, partial = 0.0, [0] * n, frozenset[int]()
     while not st.need <= st.have:
         now = time.monotonic()
         if _events(ses, st, resume_path):
@@ -559,8 +559,11 @@ async def _loop(
                         coord, st.manifest, set(st.have), n, ses.port, opts.http_slots, st.skip
                     )
                 )
-        if now - last_avail >= 0.1:  # a blocking call into libtorrent: at most 10 a second
+        if now - last_avail >= 0.1:  # blocking calls into libtorrent: at most 10 a second
             last_avail, avail = now, list(d.handle.piece_availability())
+            partial = (
+                frozenset(d.downloading()) if st.ups is not None and st.ups.caches() else partial
+            )
         if co.replicas is not None and now - last_dial > opts.coordinate_every and coord:
             # chunks other hosts hold but no connected peer has: dial their holders
             # (again each round while it lasts: a watchdog against half-made connections)
@@ -598,6 +601,7 @@ async def _loop(
                 endgame=opts.endgame,
                 edge_cache=st.ups is not None and st.ups.caches(),
                 uncached=frozenset(i for i, t in st.uncached.items() if now - t < 3.0),
+                swarm_partial=partial,
             )
         )
         if p.priorities != applied:

@@ -51,6 +51,7 @@ class Moment:
     endgame: int = 4  # hedge when this few chunks are missing
     edge_cache: bool = False  # a known edge may be asked for chunks it caches
     uncached: frozenset[int] = frozenset()  # chunks edges said they lack, lately
+    swarm_partial: frozenset[int] = frozenset()  # chunks libtorrent is fetching from peers
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +80,11 @@ def _cached(m: Moment, missing: list[int], chosen: set[int]) -> list[int]:
     candidates = [
         c
         for c in missing
-        if held[c] > 0 and c not in chosen and c not in m.http_inflight and c not in m.uncached
+        if held[c] > 0
+        and c not in chosen
+        and c not in m.http_inflight
+        and c not in m.uncached
+        and c not in m.swarm_partial  # no second copy of what peers are sending already
     ]
     candidates.sort(key=lambda c: (m.swarm_has[c], c))
     return candidates[:free]

@@ -313,6 +313,10 @@ class Download:
         status = self.handle.status(lt.status_flags_t.query_pieces)
         return {i for i, held in enumerate(status.pieces) if held}
 
+    def downloading(self) -> set[int]:
+        """Pieces libtorrent has asked peers for and not finished."""
+        return {int(p["piece_index"]) for p in self.handle.get_download_queue()}
+
     def connect(self, peers: Iterable[tuple[str, int]]) -> None:
         for peer in peers:
             self.handle.connect_peer(peer)
