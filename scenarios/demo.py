@@ -107,7 +107,8 @@ def follow(host: HostRun, proc: subprocess.Popen[str], started: float) -> None:
             host.held = host.total = int(line["bytes"])
     if proc.wait() != 0 and host.result is None:
         err = proc.stderr.read() if proc.stderr else ""
-        host.error = err.strip().splitlines()[-1] if err.strip() else f"exit {proc.returncode}"
+        lines = [line.strip() for line in err.strip().splitlines()]
+        host.error = " / ".join(lines) if lines else f"exit {proc.returncode}"
 
 
 class Demo:

@@ -147,13 +147,18 @@ class Edge:
         label = digest.hex[:16]
         if request.method == "HEAD":
             return Response(span.status, headers, b"", span.length)
+        opportunistic = "only-if-cached" in (request.header("cache-control") or "").lower()
+        if opportunistic and self._inflight:
+            # still relaying from upstream (a cold edge in a flash crowd): its uplink is
+            # worth more carrying what only the origin has than what peers can share
+            return Response(504, [("Content-Type", "text/plain")], b"busy relaying\n")
         if all(self.cache.has(digest, i) for i in range(first, last + 1)):
             parts = self._cached_parts(cmap, span, first, last)
             if parts is not None:
                 self.metrics.hits.labels(label).inc(last - first + 1)
                 self.metrics.bytes_served.labels(label).inc(span.length)
                 return Response(span.status, headers, parts)
-        if "only-if-cached" in (request.header("cache-control") or "").lower():
+        if opportunistic:
             # RFC 9111: a client that only wants what is here (a peer filling in beside
             # its swarm) must not make the edge fetch from the origin
             return Response(504, [("Content-Type", "text/plain")], b"not cached here\n")

@@ -56,8 +56,10 @@ class Upstream:
     cache: bool = False  # a known edge: answers ``only-if-cached`` without asking upstream
 
     def failed(self, now: float, retry_after: float | None = None) -> None:
-        self.failures += 1
         self.errors += 1
+        if now < self.down_until and retry_after is None:
+            return  # requests sent before it went down: the same outage, no longer pause
+        self.failures += 1
         pause = retry_after if retry_after is not None else min(MAX_BACKOFF, 0.5 * 2**self.failures)
         self.down_until = now + pause
 

@@ -322,3 +322,28 @@ def test_only_if_cached_never_reaches_the_origin(
         second = {**only, "Range": f"bytes={CS}-{2 * CS - 1}"}
         assert httpx.get(f"{e.url}/blobs/{digest}", headers=second).status_code == 504
         assert origin.handler.blob_requests == 1
+
+
+def test_only_if_cached_waits_while_the_edge_relays(
+    tmp_path: Path, pub: Published, origin: AsyncServerThread
+) -> None:
+    """A cold edge busy fetching from upstream keeps its uplink for that: peers' cache-only
+    asks get a 504 until it is idle again."""
+    digest, data = blob(pub)
+    only = {"Cache-Control": "only-if-cached", "Range": f"bytes=0-{CS - 1}"}
+    with edge(tmp_path, [origin.url]) as e:
+        httpx.get(f"{e.url}/blobs/{digest}", headers={"Range": f"bytes=0-{CS - 1}"})
+        origin.handler.mode = "timeout"  # the next upstream fetch hangs for 5 s
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            relaying = pool.submit(
+                httpx.get,
+                f"{e.url}/blobs/{digest}",
+                headers={"Range": f"bytes={CS}-{2 * CS - 1}"},
+                timeout=30,
+            )
+            time.sleep(0.5)
+            busy = httpx.get(f"{e.url}/blobs/{digest}", headers=only)
+            assert busy.status_code == 504 and b"busy" in busy.content
+            relaying.result()
+        idle = httpx.get(f"{e.url}/blobs/{digest}", headers=only)
+        assert idle.status_code == 206 and idle.content == data[:CS]

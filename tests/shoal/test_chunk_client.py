@@ -130,3 +130,16 @@ async def test_cached_only_asks_known_edges_and_a_miss_costs_nothing() -> None:
     assert edge.failures == 0 and edge.down_until == 0.0  # a miss is not held against it
     assert await ups.chunk(m, 1) == DATA[SIZE : 2 * SIZE]  # a plain fetch still works
     await ups.close()
+
+
+def test_one_outage_is_one_failure_however_many_requests_were_in_flight() -> None:
+    from shoal.chunk_client import Upstream
+
+    up = Upstream("http://edge")
+    up.failed(0.0)
+    rest = up.down_until
+    for _ in range(8):  # the other requests of the same moment fail too
+        up.failed(0.1)
+    assert up.failures == 1 and up.down_until == rest and up.errors == 9
+    up.failed(rest + 0.1)  # it failed again once its rest was over: longer now
+    assert up.failures == 2 and up.down_until > rest + 0.1 + 0.5
