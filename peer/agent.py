@@ -357,6 +357,7 @@ class Agent:
                 job.state, job.error = "failed", exc.message
                 if exc.hint:
                     job.error += f" ({exc.hint})"
+                log.warning("pull of %s failed: %s", ref, job.error)
                 # refused for want of room: not resumed at the next start either
                 self._save_pending()
                 return

@@ -594,6 +594,7 @@ def agent(
         )
         store = Store(_models_dir(models_dir)).open()
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
         asyncio.run(run(Agent(store, settings, agent_token(store.root))))
 
 
