@@ -27,6 +27,7 @@ from shoal.urls import check_url
 log = logging.getLogger("shoal.chunks")
 
 MAX_BACKOFF = 60.0
+CACHE_QUIET = 2.0  # seconds without cache-only asks to an edge that said 504
 
 
 class _NotCached(Exception):
@@ -54,6 +55,7 @@ class Upstream:
     rate: float = 0.0  # bytes/s per request, moving average; 0 = not measured yet
     fallback: bool = False  # an origin: asked only when no edge can answer (spares it)
     cache: bool = False  # a known edge: answers ``only-if-cached`` without asking upstream
+    cache_quiet_until: float = 0.0  # it said 504 (busy or not cached): ask again after this
 
     def failed(self, now: float, retry_after: float | None = None) -> None:
         self.errors += 1
@@ -142,7 +144,10 @@ class Upstreams:
     def caches(self) -> bool:
         """Some known edge can be asked for cached chunks now."""
         now = self.clock()
-        return any(u.cache and u.down_until <= now and not u.demoted for u in self.upstreams)
+        return any(
+            u.cache and u.down_until <= now and u.cache_quiet_until <= now and not u.demoted
+            for u in self.upstreams
+        )
 
     def available(self, digest: Digest | None = None) -> bool:
         """Some upstream is not resting (and not useless for ``digest``)."""
@@ -163,12 +168,15 @@ class Upstreams:
         start, end = cmap.bounds(index)
         timeouts = 0
         for up in self.order(cmap.digest):
-            if cached_only and not up.cache:
+            if cached_only and (not up.cache or up.cache_quiet_until > self.clock()):
                 continue
             began = self.clock()
             try:
                 data = await self._range(up, cmap, start, end, cached_only)
             except _NotCached:
+                # busy relaying, or without it: a cold edge answers that for seconds, and
+                # asking chunk by chunk would only load it
+                up.cache_quiet_until = self.clock() + CACHE_QUIET
                 continue
             except httpx.TimeoutException:
                 timeouts += 1

@@ -114,11 +114,13 @@ async def test_cached_only_asks_known_edges_and_a_miss_costs_nothing() -> None:
             stream=httpx.ByteStream(DATA[start : end + 1]),
         )
 
+    now = [0.0]
     ups = Upstreams(
         ["http://origin", "http://edge", "http://unknown"],
         transport=httpx.MockTransport(handle),
         fallback=frozenset({"http://origin"}),
         caches=frozenset({"http://edge"}),
+        clock=lambda: now[0],
     )
     m = cmap()
     assert ups.caches()
@@ -128,6 +130,9 @@ async def test_cached_only_asks_known_edges_and_a_miss_costs_nothing() -> None:
     assert log == ["edge:only-if-cached", "edge:only-if-cached"]  # never the origin
     edge = next(u for u in ups.upstreams if u.url == "http://edge")
     assert edge.failures == 0 and edge.down_until == 0.0  # a miss is not held against it
+    assert not ups.caches()  # but cache-only asks pause a moment (a cold edge says 504 a lot)
+    now[0] += 2.5
+    assert ups.caches()
     assert await ups.chunk(m, 1) == DATA[SIZE : 2 * SIZE]  # a plain fetch still works
     await ups.close()
 
