@@ -29,7 +29,13 @@ import libtorrent as lt  # noqa: E402
 from seeder.publish import PublishOptions, publish  # noqa: E402
 from seeder.sources import directory_source  # noqa: E402
 from shoal.ref import ModelRef  # noqa: E402
-from shoal.testing import free_port, stop_processes, wait_listening, write_blob  # noqa: E402
+from shoal.testing import (  # noqa: E402
+    free_port,
+    start_local_seed,
+    stop_processes,
+    wait_listening,
+    write_blob,
+)
 from shoal.units import parse_size  # noqa: E402
 
 SHOAL = Path(sys.executable).parent / "shoal"
@@ -164,21 +170,7 @@ def main() -> None:
             PublishOptions(ref=ModelRef.parse("caps:v1"), out=work / "pub"),
         )
         port = free_port()
-        seed = subprocess.Popen(
-            [
-                str(SHOAL),
-                "seed",
-                str(pub.out),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--bt-listen",
-                f"127.0.0.1:{free_port()}",
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-        wait_listening(port, seed, "shoal seed")
+        seed = start_local_seed(SHOAL, [pub.out], port, free_port(), stderr=subprocess.DEVNULL)
         store = work / "store"
         subprocess.run(
             [

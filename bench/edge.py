@@ -28,7 +28,13 @@ sys.path.insert(0, str(ROOT))
 from seeder.publish import PublishOptions, publish  # noqa: E402
 from seeder.sources import file_source  # noqa: E402
 from shoal.ref import ModelRef  # noqa: E402
-from shoal.testing import free_port, stop_processes, wait_listening, write_blob  # noqa: E402
+from shoal.testing import (  # noqa: E402
+    free_port,
+    start_local_seed,
+    stop_processes,
+    wait_listening,
+    write_blob,
+)
 
 SHOAL = Path(sys.executable).parent / "shoal"
 
@@ -93,22 +99,8 @@ def main() -> None:
 
         seed_port, edge_port, nginx_port = free_port(), free_port(), free_port()
         procs.append(
-            subprocess.Popen(
-                [
-                    str(SHOAL),
-                    "seed",
-                    str(pub.out),
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(seed_port),
-                    "--bt-listen",
-                    f"127.0.0.1:{free_port()}",
-                ],
-                stderr=subprocess.DEVNULL,
-            )
+            start_local_seed(SHOAL, [pub.out], seed_port, free_port(), stderr=subprocess.DEVNULL)
         )
-        wait_listening(seed_port, procs[-1], "shoal seed")
         procs.append(
             subprocess.Popen(
                 [

@@ -196,3 +196,26 @@ def stop_processes(procs: list[Any], timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait(timeout=timeout)
+
+
+def start_local_seed(
+    shoal: Path, dirs: Sequence[Path], port: int, bt_port: int, *extra: str, stderr: Any = None
+) -> Any:
+    """``shoal seed DIRS`` on 127.0.0.1 (HTTP ``port``, BitTorrent ``bt_port``), returned
+    once it listens (a ``subprocess.Popen``; ``stderr`` as Popen takes it)."""
+    import subprocess
+
+    proc = subprocess.Popen(
+        [
+            *(str(shoal), "seed", *map(str, dirs), "--host", "127.0.0.1", "--port", str(port)),
+            *("--bt-listen", f"127.0.0.1:{bt_port}", *extra),
+        ],
+        stderr=stderr,
+        text=True,
+    )
+    try:
+        wait_listening(port, proc, "shoal seed")
+    except RuntimeError:
+        stop_processes([proc])
+        raise
+    return proc

@@ -21,7 +21,7 @@ from seeder.publish import Published, PublishOptions, publish
 from seeder.sources import directory_source
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
-from shoal.testing import ServerThread, free_port, wait_listening, write_model_dir
+from shoal.testing import ServerThread, free_port, start_local_seed, write_model_dir
 from tests.conftest import SHOAL, aria2_webseed_download, quiet_lt_session
 
 FILES = {"weights/model.gguf": 1_000_000, "config.json": 321, "empty.txt": 0}
@@ -49,24 +49,8 @@ def start_seed(tmp_path: Path, *extra: str, v1_only: bool = False) -> Iterator[O
             v1_only=v1_only,
         ),
     )
-    proc = subprocess.Popen(
-        [
-            str(SHOAL),
-            "seed",
-            str(pub.out),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--bt-listen",
-            f"127.0.0.1:{bt_port}",
-            *extra,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_local_seed(SHOAL, [pub.out], port, bt_port, *extra, stderr=subprocess.PIPE)
     try:
-        wait_listening(port, proc, "shoal seed")
         yield Origin(f"http://127.0.0.1:{port}", bt_port, pub, src, proc)
     finally:
         proc.send_signal(signal.SIGTERM)
