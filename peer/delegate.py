@@ -12,6 +12,7 @@ import httpx
 
 from peer.engine import Progress
 from peer.view import snapshot_from
+from shoal import tls
 from shoal.errors import BadInput, RemoteError
 from shoal.ref import ModelRef
 
@@ -29,7 +30,7 @@ def find_agent(models_dir: Path) -> tuple[str, str] | None:
     if not url.startswith("http://127.0.0.1:"):
         return None
     try:
-        httpx.get(f"{url}/healthz", timeout=1.0).raise_for_status()
+        httpx.get(f"{url}/healthz", timeout=1.0, verify=tls.context()).raise_for_status()
     except httpx.HTTPError:
         return None  # a stale file: the agent is gone
     return url, token
@@ -39,7 +40,7 @@ def pull_via_agent(
     url: str, token: str, ref: ModelRef, progress: Progress | None, poll: float = 0.25
 ) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=url, headers=auth, timeout=30.0) as client:
+    with httpx.Client(base_url=url, headers=auth, timeout=30.0, verify=tls.context()) as client:
         try:
             r = client.post("/v1/pulls", json={"ref": str(ref)})
             r.raise_for_status()
@@ -72,6 +73,7 @@ def call_agent(url: str, token: str, method: str, path: str, body: object = None
             json=body,
             headers={"Authorization": f"Bearer {token}"},
             timeout=None if path == "/v1/verify" else 30.0,  # verifying reads every byte
+            verify=tls.context(),
         )
     except httpx.HTTPError as exc:
         raise RemoteError(f"the agent at {url} did not answer {method} {path}: {exc}") from None

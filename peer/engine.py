@@ -536,7 +536,7 @@ async def _loop(
     wanting = False  # some missing chunk has a swarm priority
     sync: asyncio.Future[None] | None = None
     last_progress = last_resume = last_report = last_dial = last_sync = time.monotonic()
-    last_avail, avail, partial = 0.0, [0] * n, frozenset[int]()
+    last_avail, avail, seeds, partial = 0.0, [0] * n, 0, frozenset[int]()
     while not st.need <= st.have:
         now = time.monotonic()
         if _events(ses, st, resume_path):
@@ -561,6 +561,7 @@ async def _loop(
                 )
         if now - last_avail >= 0.1:  # blocking calls into libtorrent: at most 10 a second
             last_avail, avail = now, list(d.handle.piece_availability())
+            seeds = int(d.status().num_seeds)
             partial = (
                 frozenset(d.downloading()) if st.ups is not None and st.ups.caches() else partial
             )
@@ -587,6 +588,7 @@ async def _loop(
                 have=frozenset(st.have),
                 now=now,
                 swarm_has=avail if len(avail) == n else [0] * n,
+                swarm_seeds=seeds,
                 agent_replicas=co.replicas,
                 assigned=co.assigned,
                 skip=st.skip,
@@ -656,17 +658,13 @@ async def _coordinate(
     skip: frozenset[int] = frozenset(),
 ) -> tuple[frozenset[int], list[int] | None]:
     try:
-        await asyncio.to_thread(coord.report, manifest.digest, bitfield.from_indices(have, n), port)
-        replicas = await asyncio.to_thread(coord.replicas, manifest.digest)
-        assigned = (
-            await asyncio.to_thread(
-                coord.assignments,
-                manifest.digest,
-                slots * 2,
-                bitfield.from_indices(skip, n) if skip else None,
-            )
-            if slots
-            else []
+        replicas, assigned = await asyncio.to_thread(
+            coord.sync,
+            manifest.digest,
+            bitfield.from_indices(have, n),
+            port,
+            slots * 2,
+            bitfield.from_indices(skip, n) if skip and slots else None,
         )
     except ShoalError as exc:
         log.warning("coordinator unavailable (%s); going on with peers and edges", exc.message)

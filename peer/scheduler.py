@@ -12,7 +12,8 @@ chunks some other host holds, rarest first, asked of edges for what they already
 (``only-if-cached``: an edge never fetches for them, so the origin sends nothing more): a
 warm or filling edge is one more uploader beside the swarm.
 
-The swarm gets a chunk (priority > 0) only when another agent holds it, or no edge
+The swarm gets a chunk (priority > 0) only when another agent holds it (the coordinator
+says so, or a connected peer that is not a seed announced it), or no edge
 can serve HTTP now, or in the end game. A chunk whose only holder is the origin stays
 at priority 0 for this host while an edge can serve it: that is what keeps the origin
 near one copy (../shared/reference/swarm-measurements.md). Without coordinator data,
@@ -36,6 +37,7 @@ class Moment:
     have: frozenset[int]
     now: float
     swarm_has: Sequence[int]  # connected peers (origin seeds included) holding each chunk
+    swarm_seeds: int = 0  # of those peers, the seeds: a chunk only they hold may be the origin's
     agent_replicas: Sequence[int] | None = (
         None  # other agents holding it (coordinator); None: unknown
     )
@@ -141,7 +143,9 @@ def _priorities(m: Moment, endgame: bool) -> list[int]:
             out.append(SKIP)
         elif not m.edges:
             out.append(TOP if c in m.assigned else NORMAL)
-        elif m.agent_replicas is None or m.agent_replicas[c] > 0:
+        elif m.agent_replicas is None or m.agent_replicas[c] > 0 or m.swarm_has[c] > m.swarm_seeds:
+            # some other agent holds it: by the coordinator, or at once by its HAVE (a peer
+            # that is not a seed is not an origin); the coordinator's counts are seconds old
             out.append(NORMAL)
         else:
             out.append(SKIP)

@@ -42,6 +42,7 @@ class EdgeSettings(ComponentSettings):
     public_url: str | None = None
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=15.0, gt=0)
+    upstream_fetches: int = Field(default=8, ge=1, le=256)
 
     @property
     def max_bytes(self) -> int:
@@ -64,7 +65,7 @@ async def run(settings: EdgeSettings, ready: asyncio.Event | None = None) -> Non
     coordinator = (
         CoordinatorClient(settings.coordinator, settings.token) if settings.coordinator else None
     )
-    server = HttpServer(Edge(cache, upstreams, coordinator))
+    server = HttpServer(Edge(cache, upstreams, coordinator, settings.upstream_fetches))
     try:
         await server.start(settings.host, settings.port)
     except OSError as exc:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from shoal import tls
 from shoal.chunkmap import ChunkMap
 from shoal.digest import Digest
 from shoal.ranges import parse_content_range
@@ -119,6 +120,7 @@ class Upstreams:
             connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
         )
         self.http = httpx.AsyncClient(
+            verify=tls.context(),
             timeout=timeout,
             transport=transport,
             proxy=proxy,

@@ -236,6 +236,9 @@ def edge_serve(
     token: Annotated[str | None, typer.Option(help="Host or fleet token for it.")] = None,
     label: Annotated[list[str] | None, typer.Option(help="k=v label (repeatable).")] = None,
     public_url: Annotated[str | None, typer.Option(help="URL the fleet reaches it at.")] = None,
+    upstream_fetches: Annotated[
+        int | None, typer.Option(help="Chunks fetched from upstream at once [8].")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([edge] table).")] = None,
 ) -> None:
     """Serve blobs and web-seed paths from a verified chunk cache, filled from upstream."""
@@ -255,6 +258,7 @@ def edge_serve(
             token=token,
             labels=_labels(label) if label else None,
             public_url=public_url,
+            upstream_fetches=upstream_fetches,
         )
         settings.max_bytes  # noqa: B018 - validate the size before starting
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

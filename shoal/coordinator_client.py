@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from shoal import wire
+from shoal import tls, wire
 from shoal.digest import Digest
 from shoal.errors import AuthError, BadInput, NotFound, RateLimited, RemoteError
 from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
@@ -45,7 +45,11 @@ class CoordinatorClient:
         if instance:
             headers["X-Shoal-Instance"] = instance
         self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            verify=tls.context(),
         )
 
     @property
@@ -144,6 +148,28 @@ class CoordinatorClient:
         if not isinstance(chunks, list) or not all(type(c) is int for c in chunks):
             raise RemoteError(f"coordinator {self.base_url} sent malformed assignments")
         return chunks
+
+    def sync(
+        self, digest: Digest, bits: bytes, port: int, want: int = 0, skip: bytes | None = None
+    ) -> tuple[list[int], list[int]]:
+        """Report this host's full bitfield, then get (replica counts, its next ``want``
+        assignments) in one round trip (host token)."""
+        body: dict[str, object] = {"bitfield": bits, "port": port, "want": want}
+        if skip is not None:
+            body["skip"] = skip
+        answer = self._call(
+            "POST",
+            f"/v1/swarms/{digest}/sync",
+            content=wire.pack(body),
+            headers={"Content-Type": wire.MSGPACK},
+        )
+        counts = answer.get("replicas") if isinstance(answer, dict) else None
+        chunks = answer.get("chunks") if isinstance(answer, dict) else None
+        if not isinstance(counts, list) or not all(type(c) is int for c in counts):
+            raise RemoteError(f"coordinator {self.base_url} sent malformed replica counts")
+        if not isinstance(chunks, list) or not all(type(c) is int for c in chunks):
+            raise RemoteError(f"coordinator {self.base_url} sent malformed assignments")
+        return counts, chunks
 
     def holders(self, digest: Digest, index: int) -> list[tuple[str, int]]:
         """BitTorrent endpoints of the live hosts holding chunk ``index``."""

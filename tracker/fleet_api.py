@@ -90,7 +90,13 @@ async def report_full(request: Request, digest: str, authorization: Auth = None)
     ip = _client_ip(request)
     host = state.auth.host(authorization, ip, request.headers.get("x-shoal-instance"))
     swarm, n = await _num_chunks(state, digest)
-    body = await _body(request, REPORT_LIMITS)
+    await _report(state, swarm, host, ip, n, await _body(request, REPORT_LIMITS))
+    return respond(request, {"host": host, "ttl": state.settings.availability_ttl})
+
+
+async def _report(
+    state: CoordinatorState, swarm: str, host: str, ip: str, n: int, body: dict[str, Any]
+) -> None:
     bits, port = body.get("bitfield"), body.get("port")
     if not isinstance(bits, bytes):
         raise BadInput("'bitfield' must be binary")
@@ -100,7 +106,6 @@ async def report_full(request: Request, digest: str, authorization: Auth = None)
         swarm, host, ip, port, n, full=bits, have=[], lost=[], now=state.clock()
     )
     state.metrics.reports.labels("full").inc()
-    return respond(request, {"host": host, "ttl": state.settings.availability_ttl})
 
 
 @router.patch(
@@ -171,9 +176,15 @@ async def assignments(request: Request, digest: str, authorization: Auth = None)
     )
     swarm, n = await _num_chunks(state, digest)
     body = await _body(request, wire.SMALL)
-    want, skip = body.get("want", 16), body.get("skip")
+    want = body.get("want", 16)
     if type(want) is not int or want < 1:
         raise BadInput("'want' must be a positive integer")
+    return respond(request, await _assign(state, swarm, host, n, want, body.get("skip")))
+
+
+async def _assign(
+    state: CoordinatorState, swarm: str, host: str, n: int, want: int, skip: object
+) -> dict[str, Any]:
     if skip is not None and (not isinstance(skip, bytes) or len(skip) != bitfield.size_for(n)):
         raise BadInput(f"'skip' must be a bitfield of {n} chunks")
     now = state.clock()
@@ -181,7 +192,41 @@ async def assignments(request: Request, digest: str, authorization: Auth = None)
         swarm, host, n, min(want, state.settings.max_want), now, skip
     )
     state.metrics.assigned.inc(len(chunks))
-    return respond(request, {"chunks": chunks, "expires_in": round(expires - now, 3)})
+    return {"chunks": chunks, "expires_in": round(expires - now, 3)}
+
+
+@router.post(
+    "/swarms/{digest}/sync",
+    openapi_extra=_body_schema(
+        {
+            "port": {"type": "integer"},
+            "bitfield": {"type": "string", "format": "binary"},
+            "want": {"type": "integer"},
+            "skip": {"type": "string", "format": "binary"},
+        },
+        ["bitfield"],
+    ),
+)
+async def sync(request: Request, digest: str, authorization: Auth = None) -> Response:
+    """One round trip for a pulling host: report its full bitfield, then get the replica
+    counts and (``want`` > 0) its next assignments."""
+    state = state_of(request)
+    ip = _client_ip(request)
+    host = state.auth.host(authorization, ip, request.headers.get("x-shoal-instance"))
+    swarm, n = await _num_chunks(state, digest)
+    body = await _body(request, REPORT_LIMITS)
+    want = body.get("want", 0)
+    if type(want) is not int or want < 0:
+        raise BadInput("'want' must be a non-negative integer")
+    await _report(state, swarm, host, ip, n, body)
+    counts = await state.fleet.replicas(swarm, n, state.clock())
+    answer: dict[str, Any] = {"host": host, "ttl": state.settings.availability_ttl}
+    answer["replicas"] = counts
+    if want:
+        answer.update(await _assign(state, swarm, host, n, want, body.get("skip")))
+    else:
+        answer.update(chunks=[], expires_in=0)
+    return respond(request, answer)
 
 
 @router.post(

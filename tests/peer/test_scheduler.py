@@ -13,6 +13,7 @@ def m(**kw):  # type: ignore[no-untyped-def]
         have=frozenset(),
         now=100.0,
         swarm_has=[1] * N,
+        swarm_seeds=1,  # the origin, connected and seeding
         agent_replicas=[0] * N,
         http_slots=3,
         endgame=0,
@@ -60,6 +61,11 @@ def test_http_choices(moment: Moment, http: list[int]) -> None:
         (m(), [SKIP] * N),
         # another agent holds 2 and 3: open them
         (m(agent_replicas=[0, 0, 1, 2, 0, 0, 0, 0]), [SKIP, SKIP, NORMAL, NORMAL] + [SKIP] * 4),
+        # a connected peer that is not a seed announced 2 and 3 (HAVE) before the
+        # coordinator's counts say so: open them at once; a second seed opens nothing
+        (m(swarm_has=[1, 1, 2, 3, 1, 1, 1, 1]), [SKIP, SKIP, NORMAL, NORMAL] + [SKIP] * 4),
+        (m(swarm_has=[2] * N, swarm_seeds=2), [SKIP] * N),
+        (m(swarm_has=[0, 0, 1, 0, 0, 0, 0, 0], swarm_seeds=0), [SKIP] * 2 + [NORMAL] + [SKIP] * 5),
         # assigned chunk, edges exist: HTTP takes it; without edges (or all resting) the
         # swarm takes everything, the assignment first
         (m(assigned=frozenset({1})), [SKIP] * N),
@@ -98,6 +104,7 @@ def test_simulated_fleet_origin_sends_about_one_copy() -> None:
                     have=frozenset(have[h]),
                     now=0.0,
                     swarm_has=[1] * n,
+                    swarm_seeds=1,
                     agent_replicas=[replicas[c] - (c in have[h]) for c in range(n)],
                     assigned=frozenset(assigned[h]),
                     http_slots=2,

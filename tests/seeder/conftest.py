@@ -44,17 +44,28 @@ class AsyncServerThread:
 
 
 class FaultyUpstream:
-    """An origin that misbehaves on blob requests as ``mode`` says; counts blob requests."""
+    """An origin that misbehaves on blob requests as ``mode`` says; counts blob requests
+    and the most it answered at once."""
 
     def __init__(self, published: list[Path], mode: str = "ok") -> None:
         self.origin = Origin(Catalog.load(published))
         self.mode = mode
         self.blob_requests = 0
+        self.active = 0  # blob requests being answered now
+        self.most_active = 0
 
     async def __call__(self, request: Request) -> Response:
         if not request.path.startswith("/blobs/") or request.method != "GET":
             return await self.origin(request)
         self.blob_requests += 1
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            return await self._blob(request)
+        finally:
+            self.active -= 1
+
+    async def _blob(self, request: Request) -> Response:
         mode = self.mode
         if mode == "500":
             return Response(500, [], b"boom")
@@ -65,6 +76,8 @@ class FaultyUpstream:
         if mode == "timeout":
             await asyncio.sleep(5)
             return Response(500, [], b"late")
+        if mode == "slow":  # right, after 0.2 s
+            await asyncio.sleep(0.2)
         good = await self.origin(request)
         data = _read(good)
         if mode == "corrupt" or (mode == "corrupt10" and self.blob_requests % 10 == 1):

@@ -44,11 +44,16 @@ def blob(pub: Published, rel: str = "w.bin") -> tuple[str, bytes]:
 
 
 def edge(
-    tmp_path: Path, upstreams: list[str], max_size: int = 1 << 30, cache_dir: Path | None = None
+    tmp_path: Path,
+    upstreams: list[str],
+    max_size: int = 1 << 30,
+    cache_dir: Path | None = None,
+    upstream_fetches: int = 8,
 ) -> AsyncServerThread:
     cache = ChunkCache(cache_dir or tmp_path / "cache", max_size)
     cache.load()
-    return AsyncServerThread(Edge(cache, Upstreams(upstreams, connect_timeout=1, read_timeout=1)))
+    ups = Upstreams(upstreams, connect_timeout=1, read_timeout=1)
+    return AsyncServerThread(Edge(cache, ups, upstream_fetches=upstream_fetches))
 
 
 def cached_chunks_are_right(cache_dir: Path, data: bytes) -> int:
@@ -99,6 +104,37 @@ def test_concurrent_requests_share_one_fetch(
         results = list(pool.map(lambda _: httpx.get(f"{e.url}/blobs/{digest}").content, range(8)))
     assert all(r == data for r in results)
     assert origin.handler.blob_requests == 14
+
+
+def test_upstream_fetches_are_bounded_and_in_order(tmp_path: Path, pub: Published) -> None:
+    """A cold edge asked for every chunk at once fetches a few at a time, first asked first:
+    the first chunks arrive early instead of all arriving at the end."""
+    digest, data = blob(pub)
+    with (
+        AsyncServerThread(FaultyUpstream([pub.out], "slow")) as slow,
+        edge(tmp_path, [slow.url], upstream_fetches=2) as e,
+        concurrent.futures.ThreadPoolExecutor(14) as pool,
+    ):
+
+        def get(i: int) -> tuple[float, bytes]:
+            r = httpx.get(
+                f"{e.url}/blobs/{digest}",
+                headers={"Range": f"bytes={i * CS}-{i * CS + 99}"},
+                timeout=30,
+            )
+            return time.monotonic(), r.content
+
+        started = time.monotonic()
+        ends = []
+        for i in range(14):
+            ends.append(pool.submit(get, i))
+            time.sleep(0.01)  # asked in order
+        answers = [f.result() for f in ends]
+    assert [body for _, body in answers] == [data[i * CS : i * CS + 100] for i in range(14)]
+    assert slow.handler.most_active == 2 and slow.handler.blob_requests == 14
+    first = answers[0][0] - started
+    assert first < 0.6, f"the first chunk came after {first:.2f} s, behind the others"
+    assert answers[-1][0] - started >= 1.2  # 7 rounds of 2 fetches of 0.2 s
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import pytest
 
 from shoal import bitfield
 from shoal.coordinator_client import CoordinatorClient
+from shoal.digest import Digest
 from tests.tracker.conftest import FLEET_TOKEN, PUBLISH_TOKEN, Running, make_published, start
 
 HOSTS_TOML = """
@@ -183,6 +184,47 @@ def test_assignments_are_disjoint_and_expire(fleet: tuple[Running, str, int]) ->
     got = answer(call(c, "POST", path, "alpha-token", {"want": 8}))["chunks"]
     assert got[:4] == [2, 3, 4, 5]
     assert call(c, "POST", path, "alpha-token", {"want": 0}).status_code == 400
+
+
+def test_sync_reports_counts_and_assigns_in_one_call(fleet: tuple[Running, str, int]) -> None:
+    """A pulling host's round: its bitfield in, the replica counts and its next
+    assignments out; the same state the separate routes keep."""
+    c, swarm, n = fleet
+    path = f"/v1/swarms/{swarm}/sync"
+    a = answer(
+        call(c, "POST", path, "alpha-token", {"bitfield": bitfield.from_indices([0], n), "want": 3})
+    )
+    assert a["host"] == "host:alpha" and a["chunks"] == [1, 2, 3]
+    assert a["replicas"][:2] == [1, 0] and len(a["replicas"]) == n
+    skip = bitfield.from_indices([5], n)
+    b = answer(
+        call(
+            c,
+            "POST",
+            path,
+            "beta-token",
+            {"bitfield": bitfield.from_indices([1], n), "port": 6881, "want": 2, "skip": skip},
+        )
+    )
+    assert b["chunks"] == [4, 6] and b["replicas"][:3] == [1, 1, 0]
+    holders = answer(call(c, "GET", f"/v1/swarms/{swarm}/chunks/1/holders"))["holders"]
+    assert [(h["host"], h["port"]) for h in holders] == [("host:beta", 6881)]
+    # no assignments asked: counts only, and nothing handed out
+    quiet = answer(call(c, "POST", path, "alpha-token", {"bitfield": bytes(bitfield.size_for(n))}))
+    assert quiet["chunks"] == [] and quiet["replicas"][0] == 0
+    with CoordinatorClient(c.url, "alpha-token") as cc:
+        counts, chunks = cc.sync(Digest.parse(swarm), bitfield.from_indices([0], n), 6882, 1)
+        assert counts[0] == 1 and chunks == [1]
+    for bad in (
+        {"want": 1},
+        {"bitfield": "x"},
+        {"bitfield": bytes(bitfield.size_for(n)), "want": -1},
+        {"bitfield": bytes(bitfield.size_for(n)), "port": 0},
+        {"bitfield": bytes(bitfield.size_for(n)), "want": 1, "skip": b"\x00"},
+    ):
+        assert call(c, "POST", path, "alpha-token", bad).status_code == 400, bad
+    body = {"bitfield": bytes(bitfield.size_for(n))}
+    assert call(c, "POST", path, None, body).status_code == 401
 
 
 def test_instances_of_one_host_and_skipped_chunks(fleet: tuple[Running, str, int]) -> None:
