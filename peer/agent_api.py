@@ -1,7 +1,8 @@
 """The agent's local API on 127.0.0.1: bearer token from ``agent.token``, loopback Host
 names only (DNS rebinding), everything under ``/v1/`` plus ``/healthz`` and ``/metrics``.
 
-    POST   /v1/pulls {"ref"}             start a pull (202); GET /v1/pulls[/<id>] to follow
+    POST   /v1/pulls {"ref"}             start a pull (202); GET /v1/pulls[/<id>[?wait=S]]
+                                         to follow (wait: return as soon as it ends)
     GET    /v1/models                    the store: pinned, last used, seeding
     DELETE /v1/models/<ref>              stop seeding it, then delete what only it used
     POST   /v1/models/<ref>/pin          never evicted by the disk budget (DELETE: unpin)
@@ -11,6 +12,8 @@ names only (DNS rebinding), everything under ``/v1/`` plus ``/healthz`` and ``/m
 
 from __future__ import annotations
 
+import asyncio
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -20,6 +23,8 @@ from fastapi.responses import JSONResponse, Response
 from peer.agent import TOKEN_FILE, Agent, Busy, host_allowed
 from shoal.errors import BadInput
 from shoal.ref import ModelRef
+
+MAX_WAIT = 10.0  # seconds a status request may wait for its pull to end
 
 
 def _ref(text: object) -> ModelRef:
@@ -156,10 +161,14 @@ def create_app(agent: Agent) -> Any:
         return [{"id": j.id, "ref": j.ref, "state": j.state} for j in agent.pulls.values()]
 
     @app.get("/v1/pulls/{job_id}")
-    async def pull_status(job_id: str) -> dict[str, object]:
+    async def pull_status(job_id: str, wait: float = 0.0) -> dict[str, object]:
+        """``wait``: up to this many seconds (at most 10) for the pull to end first."""
         job = agent.pulls.get(job_id)
         if job is None:
             raise HTTPException(404, f"no pull {job_id}")
+        until = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
+        while job.state == "running" and time.monotonic() < until:
+            await asyncio.sleep(0.02)
         return asdict(job)
 
     @app.get("/metrics")

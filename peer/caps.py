@@ -57,6 +57,15 @@ def parse_rate(text: str) -> int:
     return parse_size(t.removesuffix("/s"))
 
 
+def valid_rate(value: str) -> str:
+    """``value`` if ``parse_rate`` takes it, else ``ValueError`` (a settings validator)."""
+    try:
+        parse_rate(value)
+    except BadInput as exc:
+        raise ValueError(exc.message) from None
+    return value
+
+
 def parse_schedule(lines: Iterable[str]) -> tuple[Window, ...]:
     out = []
     for line in lines:

@@ -1,22 +1,58 @@
-"""``shoal pull`` through the agent that owns the store, when one is running: the agent
-writes ``agent.json`` (its API address) beside ``agent.token`` in the models dir."""
+"""``shoal pull`` (and ``ls``, ``rm``, ``pin``, ``verify``) through the agent that owns the
+store, when one is running: the agent writes ``agent.json`` (its API address) beside
+``agent.token`` in the models dir.
+
+The agent listens on 127.0.0.1 only, in plain HTTP: the standard library's client is
+enough, and a CLI that hands its pull over starts in a fraction of the time httpx takes
+to import (eight pulls started at once on 2 cores waited 0.5 s on imports).
+"""
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from peer.engine import Progress
+from peer.progress import Progress
 from peer.view import snapshot_from
-from shoal import tls
 from shoal.errors import BadInput, RemoteError
 from shoal.ref import ModelRef
 
 AGENT_FILE = "agent.json"
+PREFIX = "http://127.0.0.1:"
+
+
+class _Agent:
+    """Requests to one agent over one kept-alive connection."""
+
+    def __init__(self, url: str, token: str | None, timeout: float | None = 30.0) -> None:
+        self.url = url
+        port = int(url.removeprefix(PREFIX))
+        self.headers = {"Host": f"127.0.0.1:{port}", "Content-Type": "application/json"}
+        if token is not None:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+    def __enter__(self) -> _Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.close()
+
+    def call(self, method: str, path: str, body: object = None) -> tuple[int, str, Any]:
+        """(status, reason, decoded JSON or {}); ``OSError`` or ``HTTPException`` if the
+        agent cannot be reached."""
+        data = json.dumps(body).encode() if body is not None else None
+        self.conn.request(method, path, body=data, headers=self.headers)
+        resp = self.conn.getresponse()
+        raw = resp.read()
+        try:
+            answer = json.loads(raw) if raw else {}
+        except ValueError:
+            answer = {}
+        return resp.status, resp.reason, answer
 
 
 def find_agent(models_dir: Path) -> tuple[str, str] | None:
@@ -25,28 +61,31 @@ def find_agent(models_dir: Path) -> tuple[str, str] | None:
         info = json.loads((models_dir / AGENT_FILE).read_text())
         token = (models_dir / "agent.token").read_text().strip()
         url = str(info["api"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not url.startswith("http://127.0.0.1:"):
-        return None
-    try:
-        httpx.get(f"{url}/healthz", timeout=1.0, verify=tls.context()).raise_for_status()
-    except httpx.HTTPError:
-        return None  # a stale file: the agent is gone
-    return url, token
+        if not url.startswith(PREFIX) or not url.removeprefix(PREFIX).isdigit():
+            return None
+        with _Agent(url, None, timeout=1.0) as agent:
+            status, _, _ = agent.call("GET", "/healthz")
+    except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException):
+        return None  # no agent, or a stale file: the agent is gone
+    return (url, token) if status == 200 else None
 
 
 def pull_via_agent(
     url: str, token: str, ref: ModelRef, progress: Progress | None, poll: float = 0.25
 ) -> dict[str, Any]:
-    auth = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=url, headers=auth, timeout=30.0, verify=tls.context()) as client:
-        try:
-            r = client.post("/v1/pulls", json={"ref": str(ref)})
-            r.raise_for_status()
-            job_id = r.json()["id"]
+    """Start the pull in the agent and follow it: each status request waits up to
+    ``poll`` seconds for the pull to end, so the end is seen at once."""
+    try:
+        with _Agent(url, token) as agent:
+            status, reason, started = agent.call("POST", "/v1/pulls", {"ref": str(ref)})
+            if status >= 300:
+                raise ValueError(f"HTTP {status} {reason}")
+            job_id = started["id"]
             while True:
-                job = client.get(f"/v1/pulls/{job_id}").json()
+                asked = time.monotonic()
+                status, reason, job = agent.call("GET", f"/v1/pulls/{job_id}?wait={poll}")
+                if status >= 300:
+                    raise ValueError(f"HTTP {status} {reason}")
                 if progress is not None and job.get("progress"):
                     progress(snapshot_from(job["progress"]))
                 if job["state"] == "done":
@@ -56,34 +95,25 @@ def pull_via_agent(
                         f"the agent at {url} could not pull {ref}: {job['error']}",
                         "see the agent's log; `shoal pull` resumes what it verified",
                     )
-                time.sleep(poll)
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            raise RemoteError(
-                f"the agent at {url} did not take the pull of {ref}: {exc}",
-                "check the agent (or stop it to pull in-process)",
-            ) from None
+                time.sleep(max(0.0, poll - (time.monotonic() - asked)))  # never a busy loop
+    except (OSError, http.client.HTTPException, KeyError, TypeError, ValueError) as exc:
+        raise RemoteError(
+            f"the agent at {url} did not take the pull of {ref}: {exc}",
+            "check the agent (or stop it to pull in-process)",
+        ) from None
 
 
 def call_agent(url: str, token: str, method: str, path: str, body: object = None) -> Any:
     """One request to the agent's API; its refusals come back as ``ShoalError``."""
     try:
-        r = httpx.request(
-            method,
-            f"{url}{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=None if path == "/v1/verify" else 30.0,  # verifying reads every byte
-            verify=tls.context(),
-        )
-    except httpx.HTTPError as exc:
+        # verifying reads every byte: no time limit
+        with _Agent(url, token, timeout=None if path == "/v1/verify" else 30.0) as agent:
+            status, reason, answer = agent.call(method, path, body)
+    except (OSError, http.client.HTTPException) as exc:
         raise RemoteError(f"the agent at {url} did not answer {method} {path}: {exc}") from None
-    try:
-        answer = r.json()
-    except ValueError:
-        answer = {}
-    if r.status_code >= 400:
+    if status >= 400:
         detail = answer.get("detail") if isinstance(answer, dict) else None
-        raise (BadInput if r.status_code < 500 else RemoteError)(
-            f"the agent at {url} refused: {detail or r.reason_phrase}"
+        raise (BadInput if status < 500 else RemoteError)(
+            f"the agent at {url} refused: {detail or reason}"
         )
     return answer

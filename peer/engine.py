@@ -33,6 +33,7 @@ from peer.events import (
 )
 from peer.journal import Journal
 from peer.metrics import PullMetrics
+from peer.progress import Progress, Snapshot
 from peer.scheduler import Moment, plan
 from peer.store import Store, StoreError
 from peer.throttle import Throttle
@@ -97,26 +98,6 @@ class PullResult:
     chunks_rejected: int = 0
     edges: list[dict[str, object]] = field(default_factory=list)
     already_present: bool = False
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Progress: per file (path, bytes held, size) and bytes received by source."""
-
-    files: tuple[tuple[str, int, int], ...]
-    bytes_peer: int
-    bytes_edge: int
-
-    @property
-    def held(self) -> int:
-        return sum(f[1] for f in self.files)
-
-    @property
-    def total(self) -> int:
-        return sum(f[2] for f in self.files)
-
-
-Progress = Callable[[Snapshot], None]
 
 
 async def pull(

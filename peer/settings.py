@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from peer.caps import parse_rate
+from peer.caps import parse_rate, valid_rate
 from peer.engine import PullOptions
 from peer.events import SessionSettings
 from shoal.ref import ModelRef
@@ -33,6 +33,11 @@ class PullSettings(ComponentSettings):
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=15.0, gt=0)
     stall_timeout: float = Field(default=60.0, gt=0)
+
+    @field_validator("max_rate", "http_rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        return valid_rate(value)
 
     def options(self, ref: ModelRef, models_dir: Path) -> PullOptions:
         return PullOptions(

@@ -8,10 +8,13 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from peer.engine import Progress, PullResult, Snapshot
+from peer.progress import Progress, Snapshot
 from shoal.units import format_size
+
+if TYPE_CHECKING:
+    from peer.engine import PullResult
 
 
 def summary(ref: str, result: PullResult, models_dir: str) -> dict[str, object]:

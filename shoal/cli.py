@@ -322,16 +322,16 @@ def pull(
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines: progress, result.")] = False,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([pull] table).")] = None,
 ) -> None:
-    """Fetch a model from peers and edges into the local store, every chunk verified."""
+    """Fetch a model from peers and edges into the local store, every chunk verified.
+
+    With an agent running for the store, the agent pulls (and seeds after) with its own
+    settings; the flags here then only need to be valid."""
     with _user_errors():
-        import asyncio
-
         from peer import view
-        from peer.engine import pull as run_pull
-        from peer.settings import PullSettings
+        from peer.delegate import find_agent, pull_via_agent
 
-        settings = PullSettings.load(
-            config,
+        model, root = ModelRef.parse(ref), _models_dir(models_dir)
+        flags: dict[str, Any] = dict(
             coordinator=coordinator,
             token=token,
             edges=tuple(edge) if edge else None,
@@ -345,23 +345,38 @@ def pull(
             proxy=proxy,
             stall_timeout=stall_timeout,
         )
-        opts = settings.options(ModelRef.parse(ref), _models_dir(models_dir))
         logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+        # checked before the agent is asked, but only when given: settings and the pull
+        # engine are most of what a CLI start costs (eight pulls at once on 2 cores: 0.5 s)
+        settings = (
+            _pull_settings(config, flags)
+            if config is not None or any(v is not None for v in flags.values())
+            else None
+        )
         if force:
-            _verify(opts.models_dir, opts.ref, as_json)
-        from peer.delegate import find_agent, pull_via_agent
-
-        agent_at = find_agent(opts.models_dir)
-        with view.bars(f"pulling {opts.ref}") as bar:
+            _verify(root, model, as_json)
+        agent_at = find_agent(root)
+        with view.bars(f"pulling {model}") as bar:
             progress = view.json_lines() if as_json else bar
             if agent_at is not None:  # the agent of this store runs it, and seeds it after
-                summary = pull_via_agent(*agent_at, opts.ref, progress)
+                summary = pull_via_agent(*agent_at, model, progress)
             else:
+                import asyncio
+
+                from peer.engine import pull as run_pull
+
+                opts = (settings or _pull_settings(config, flags)).options(model, root)
                 result = asyncio.run(run_pull(opts, progress))
                 summary = view.summary(str(opts.ref), result, str(opts.models_dir))
         typer.echo(json.dumps(summary) if as_json else view.sentence(summary))
-        for where in _export(opts.models_dir, opts.ref, ollama, hf):
-            typer.echo(f"exported {opts.ref} to {where}", err=as_json)
+        for where in _export(root, model, ollama, hf):
+            typer.echo(f"exported {model} to {where}", err=as_json)
+
+
+def _pull_settings(config: Path | None, flags: dict[str, Any]) -> Any:
+    from peer.settings import PullSettings
+
+    return PullSettings.load(config, **flags)
 
 
 @app.command(name="ls")

@@ -215,9 +215,24 @@ def test_cli_pull_delegates_to_the_running_agent(tmp_path: Path) -> None:
             lines = [json.loads(line) for line in r.stdout.splitlines()]
             assert lines[-1]["event"] == "done" and lines[-1]["agent"] == url
             assert int(lines[-1]["bytes_edge"]) + int(lines[-1]["bytes_peer"]) >= SIZE
-            jobs = httpx.get(f"{url}/v1/pulls", headers={"Authorization": f"Bearer {token}"})
+            auth = {"Authorization": f"Bearer {token}"}
+            jobs = httpx.get(f"{url}/v1/pulls", headers=auth)
             assert [j["state"] for j in jobs.json()] == ["done"]  # the agent ran it
             fleet.check_held(store, "demo:v1")
+            # a status request that may wait returns as soon as its pull has ended
+            missing = httpx.post(f"{url}/v1/pulls", json={"ref": "nope:1"}, headers=auth).json()
+            asked = time.monotonic()
+            ended = httpx.get(f"{url}/v1/pulls/{missing['id']}?wait=8", headers=auth, timeout=30)
+            assert ended.json()["state"] == "failed" and time.monotonic() - asked < 4
+            # flags are still checked when the agent runs the pull
+            bad = subprocess.run(
+                [str(SHOAL), "pull", "demo:v1", "--models-dir", str(store), "--max-rate", "fast"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert bad.returncode != 0 and "max_rate" in bad.stderr
+            assert "Traceback" not in bad.stderr
         finally:
             agent.send_signal(signal.SIGTERM)
             agent.communicate(timeout=30)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from peer.caps import Caps, LiveCaps, Window, caps_at, parse_rate, parse_schedule
-from peer.engine import PullOptions, Snapshot, pull
+from peer.engine import PullOptions, pull
 from peer.events import SessionSettings
+from peer.progress import Snapshot
 from shoal.errors import BadInput
 from shoal.ref import ModelRef
 from tests.peer.conftest import Fleet

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from peer.engine import PullOptions, Snapshot, pull
+from peer.engine import PullOptions, pull
 from peer.events import SessionSettings
+from peer.progress import Snapshot
 from peer.session import TorrentSession
 from shoal.ref import ModelRef
 from tests.peer.conftest import Fleet
