@@ -147,7 +147,7 @@ def tracker_serve(
             trusted_proxies=tuple(trusted_proxy) if trusted_proxy else None,
             private=private,
         )
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        _daemon_logging()
         server = uvicorn.Server(
             uvicorn.Config(
                 create_app(settings),
@@ -213,7 +213,7 @@ def seed(
             token=token,
             labels=_labels(label) if label else None,
         )
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        _daemon_logging()
         asyncio.run(run(settings))
 
 
@@ -261,8 +261,14 @@ def edge_serve(
             upstream_fetches=upstream_fetches,
         )
         settings.max_bytes  # noqa: B018 - validate the size before starting
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+        _daemon_logging()
         asyncio.run(run(settings))
+
+
+def _daemon_logging() -> None:
+    """Servers log with timestamps; not a line per upstream request (httpx logs each)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _labels(items: list[str]) -> dict[str, str]:
@@ -612,8 +618,7 @@ def agent(
             min_free=min_free,
         )
         store = Store(_models_dir(models_dir)).open()
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
+        _daemon_logging()
         asyncio.run(run(Agent(store, settings, agent_token(store.root))))
 
 
