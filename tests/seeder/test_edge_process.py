@@ -93,6 +93,13 @@ def test_edge_refuses_bad_settings(tmp_path: Path) -> None:
     )
     assert r.returncode == 2 and "invalid size" in r.stderr
     r = subprocess.run(
+        [str(SHOAL), "edge", "serve", "--upstream", "http://x/", "--upstream-fetches", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 2 and "upstream_fetches" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run(
         [str(SHOAL), "edge", "serve", "--upstream", "ftp://x/"],
         capture_output=True,
         text=True,
