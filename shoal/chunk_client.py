@@ -1,7 +1,9 @@
 """Verified chunks over HTTP from a list of sources (origins or edges), with health tracking.
 
-Shared by the edge (its upstreams) and the peer's HTTP fallback (its edges). Only this
-module and the coordinator client see httpx. Every answer is checked strictly: a chunk must come
+Shared by the edge (its upstreams) and the peer's HTTP fallback (its edges). Chunks come
+through ``shoal.rangeget`` (a lean client: httpx cost a third of a pull's Python time),
+or through httpx when a proxy is set; only this module and the coordinator client see
+httpx. Every answer is checked strictly: a chunk must come
 as 206 with exactly the requested ``Content-Range``, exactly that many bytes, no
 content coding, and the SHA-256 of its chunk map. A failed upstream is skipped
 for a while (longer each time; ``Retry-After`` respected), a 403/404 makes it
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -22,6 +24,7 @@ import httpx
 from shoal import tls
 from shoal.chunkmap import ChunkMap
 from shoal.digest import Digest
+from shoal.rangeget import HttpFailure, HttpTimeout, RangeClient, TooLarge
 from shoal.ranges import parse_content_range
 from shoal.urls import check_url
 
@@ -129,9 +132,21 @@ class Upstreams:
             follow_redirects=False,
             headers={"User-Agent": "shoal", "Accept-Encoding": "identity"},
         )
+        # chunks: the lean client, unless a proxy (or a test's transport) needs httpx
+        self.lean = (
+            RangeClient(
+                connect_timeout=connect_timeout,
+                read_timeout=read_timeout,
+                ssl_context=tls.context(),
+            )
+            if proxy is None and transport is None
+            else None
+        )
         self.on_fetch: Callable[[str, str], None] = lambda upstream, outcome: None
 
     async def close(self) -> None:
+        if self.lean is not None:
+            await self.lean.close()
         await self.http.aclose()
 
     def order(self, digest: Digest | None = None) -> list[Upstream]:
@@ -180,13 +195,13 @@ class Upstreams:
                 # asking chunk by chunk would only load it
                 up.cache_quiet_until = self.clock() + CACHE_QUIET
                 continue
-            except httpx.TimeoutException:
+            except (httpx.TimeoutException, HttpTimeout):
                 timeouts += 1
                 up.failed(self.clock())
                 self.on_fetch(up.url, "timeout")
                 continue
-            except (httpx.HTTPError, _Refused) as exc:
-                if isinstance(exc, httpx.HTTPError):
+            except (httpx.HTTPError, HttpFailure, _Refused) as exc:
+                if isinstance(exc, httpx.HTTPError | HttpFailure):
                     up.failed(self.clock())
                 log.warning("upstream %s: chunk %d of %s: %s", up.url, index, cmap.digest, exc)
                 self.on_fetch(up.url, "error")
@@ -211,38 +226,64 @@ class Upstreams:
         headers = {"Range": f"bytes={start}-{end - 1}", "If-Range": f'"{cmap.digest}"'}
         if cached_only:
             headers["Cache-Control"] = "only-if-cached"
-        async with self.http.stream("GET", f"{up.url}/blobs/{cmap.digest}", headers=headers) as r:
-            if cached_only and r.status_code == 504:
-                raise _NotCached
-            self._check_status(up, r, cmap.digest)
-            if r.status_code != 206:
+        url = f"{up.url}/blobs/{cmap.digest}"
+        if self.lean is not None:
+            try:
+                answer = await self.lean.get(url, headers, end - start)
+            except TooLarge:
                 up.failed(self.clock())
-                raise _Refused(f"answered {r.status_code}, not 206")
-            if parse_content_range(r.headers.get("content-range")) != (start, end, cmap.size):
-                up.failed(self.clock())
-                raise _Refused(f"wrong Content-Range {r.headers.get('content-range')!r}")
-            if r.headers.get("content-encoding", "identity") != "identity":
-                up.failed(self.clock())
-                raise _Refused("sent a content-coded body")
-            parts, got = [], 0
-            async for part in r.aiter_raw():
-                got += len(part)
-                if got > end - start:
-                    up.failed(self.clock())
-                    raise _Refused("sent more bytes than asked for")
-                parts.append(part)
-        if got != end - start:
+                raise _Refused("sent more bytes than asked for") from None
+            self._judge(up, answer.status, answer.headers, cmap, start, end, cached_only)
+            data = answer.body
+        else:
+            async with self.http.stream("GET", url, headers=headers) as r:
+                self._judge(up, r.status_code, r.headers, cmap, start, end, cached_only)
+                parts, got = [], 0
+                async for part in r.aiter_raw():
+                    got += len(part)
+                    if got > end - start:
+                        up.failed(self.clock())
+                        raise _Refused("sent more bytes than asked for")
+                    parts.append(part)
+            data = b"".join(parts)
+        if len(data) != end - start:
             up.failed(self.clock())
-            raise _Refused(f"sent {got} of {end - start} bytes")
-        return b"".join(parts)
+            raise _Refused(f"sent {len(data)} of {end - start} bytes")
+        return data
 
-    def _check_status(self, up: Upstream, r: httpx.Response, digest: Digest) -> None:
-        if r.status_code in (403, 404, 410):
+    def _judge(
+        self,
+        up: Upstream,
+        status: int,
+        headers: Mapping[str, str],
+        cmap: ChunkMap,
+        start: int,
+        end: int,
+        cached_only: bool,
+    ) -> None:
+        """The answer's status and headers, before its body counts."""
+        if cached_only and status == 504:
+            raise _NotCached
+        self._check_status(up, status, headers, cmap.digest)
+        if status != 206:
+            up.failed(self.clock())
+            raise _Refused(f"answered {status}, not 206")
+        if parse_content_range(headers.get("content-range")) != (start, end, cmap.size):
+            up.failed(self.clock())
+            raise _Refused(f"wrong Content-Range {headers.get('content-range')!r}")
+        if headers.get("content-encoding", "identity") != "identity":
+            up.failed(self.clock())
+            raise _Refused("sent a content-coded body")
+
+    def _check_status(
+        self, up: Upstream, status: int, headers: Mapping[str, str], digest: Digest
+    ) -> None:
+        if status in (403, 404, 410):
             up.useless_for.add(digest)
-            raise _Refused(f"answered {r.status_code}: marked useless for {digest}")
-        if r.status_code in (429, 500, 502, 503, 504):
-            up.failed(self.clock(), _retry_after(r.headers.get("retry-after")))
-            raise _Refused(f"answered {r.status_code}")
+            raise _Refused(f"answered {status}: marked useless for {digest}")
+        if status in (429, 500, 502, 503, 504):
+            up.failed(self.clock(), _retry_after(headers.get("retry-after")))
+            raise _Refused(f"answered {status}")
 
     async def get(self, path: str, limit: int, accept: str = "application/msgpack") -> bytes:
         """A small answer (registry reads) from the first upstream that gives a 200."""

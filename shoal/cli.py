@@ -365,7 +365,9 @@ def pull(
         with view.bars(f"pulling {model}") as bar:
             progress = view.json_lines() if as_json else bar
             if agent_at is not None:  # the agent of this store runs it, and seeds it after
-                summary = pull_via_agent(*agent_at, model, progress)
+                # JSON lines carry progress at most once a second: ask that often (each
+                # request still returns as soon as the pull ends)
+                summary = pull_via_agent(*agent_at, model, progress, 1.0 if as_json else 0.25)
             else:
                 import asyncio
 
