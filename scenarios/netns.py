@@ -2,7 +2,9 @@
 namespace per node joined to it by a veth pair created straight between the two namespaces
 (the machine's own network is never touched). Addresses come from 198.18.0.0/15, which is
 never routed. A node's upload is shaped with tbf on its own end of the pair, its download on
-the switch's end.
+the switch's end. Every node knows every other node's MAC address from the start (permanent
+neighbour entries): with a link saturated, tbf dropped ARP replies and new connections failed
+with "no route to host" (flash-32, 32 hosts).
 
 Every namespace is named ``shl-*``: a run that crashed or was killed leaves nothing the next
 run cannot find; ``clean_leftovers`` kills what runs inside them and deletes them.
@@ -154,6 +156,7 @@ class Node:
     addr: str
     up_bps: int | None  # bits/s; None: not shaped
     down_bps: int | None
+    mac: str = ""
 
 
 def _tbf(ns: str, dev: str, bps: int) -> None:
@@ -164,6 +167,11 @@ def _tbf(ns: str, dev: str, bps: int) -> None:
         *(ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{bps}bit"),
         *("burst", str(burst), "latency", "100ms"),
     )
+
+
+def _mac(index: int) -> str:
+    """A locally administered MAC address for node ``index``."""
+    return f"02:5e:00:00:{index >> 8 & 0xFF:02x}:{index & 0xFF:02x}"
 
 
 class Fleet:
@@ -203,15 +211,30 @@ class Fleet:
         in_ns(SWITCH, "ip", "link", "set", port, "master", "br0")
         in_ns(SWITCH, "ip", "link", "set", port, "up")
         in_ns(ns, "ip", "link", "set", "lo", "up")
+        in_ns(ns, "ip", "link", "set", "eth0", "address", _mac(index))
         in_ns(ns, "ip", "addr", "add", f"{addr}/15", "dev", "eth0")
         in_ns(ns, "ip", "link", "set", "eth0", "up")
         if up_bps:
             _tbf(ns, "eth0", up_bps)
         if down_bps:
             _tbf(SWITCH, port, down_bps)
-        node = Node(name, ns, addr, up_bps, down_bps)
+        node = Node(name, ns, addr, up_bps, down_bps, _mac(index))
         self.nodes[name] = node
         return node
+
+    def pin_neighbours(self) -> None:
+        """Permanent ARP entries for every pair of nodes (call once all are added)."""
+        for node in self.nodes.values():
+            batch = "".join(
+                f"neigh replace {o.addr} lladdr {o.mac} dev eth0 nud permanent\n"
+                for o in self.nodes.values()
+                if o is not node
+            )
+            r = subprocess.run(
+                ["ip", "-n", node.ns, "-batch", "-"], input=batch, capture_output=True, text=True
+            )
+            if r.returncode != 0:
+                raise NetnsError(f"neighbour entries in {node.ns} failed: {r.stderr.strip()}")
 
     def teardown(self) -> None:
         clean_leftovers()

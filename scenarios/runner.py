@@ -72,6 +72,7 @@ class Run:
         for i in range(sc.hosts):
             rate = sc.host_rate(i)
             self.nodes[f"h{i + 1}"] = self.fleet.add(f"h{i + 1}", rate, rate)
+        self.fleet.pin_neighbours()
 
     @property
     def hosts(self) -> list[Node]:
