@@ -92,6 +92,7 @@ class HttpServer:
         self._slots = asyncio.Semaphore(max_connections)
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # one per connection
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self._server = await asyncio.start_server(
@@ -110,9 +111,22 @@ class HttpServer:
             self._server.close()
             for writer in list(self._open):  # idle keep-alive connections too
                 writer.close()
+            # let every connection end by itself: a task asyncio cancels at exit makes
+            # Python 3.11's stream callback log a CancelledError traceback
+            if self._tasks:
+                await asyncio.wait(set(self._tasks), timeout=5)
             await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._tasks.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         if self._slots.locked():
             await _write_head(writer, simple(503, "too many connections"), 0, close=True)
