@@ -59,10 +59,18 @@ def partial(body: bytes, extra: str = "") -> bytes:
     ).encode() + body
 
 
-async def ok(head: bytes, w: asyncio.StreamWriter) -> bool:
-    w.write(partial(BODY))
-    await w.drain()
-    return True
+def sends(data: bytes, keep: bool = True) -> Script:
+    """A script that answers every request with ``data``."""
+
+    async def script(head: bytes, w: asyncio.StreamWriter) -> bool:
+        w.write(data)
+        await w.drain()
+        return keep
+
+    return script
+
+
+ok = sends(partial(BODY))
 
 
 @contextlib.asynccontextmanager
@@ -131,12 +139,7 @@ async def test_connection_close_is_honoured() -> None:
 
 @pytest.mark.anyio
 async def test_an_answer_cut_mid_body_fails() -> None:
-    async def cut(head: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(partial(BODY)[: len(BODY) // 2])
-        await w.drain()
-        return False
-
-    async with Server(cut) as srv, client() as c:
+    async with Server(sends(partial(BODY)[: len(BODY) // 2], False)) as srv, client() as c:
         with pytest.raises(HttpFailure, match="closed before the answer was complete"):
             await c.get(srv.url, {}, len(BODY))
 
@@ -150,47 +153,43 @@ async def test_a_body_larger_than_asked_for_is_refused_unread() -> None:
 
 @pytest.mark.anyio
 async def test_a_body_until_close_larger_than_asked_for_is_refused() -> None:
-    async def endless(head: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 200 OK\r\n\r\n" + BODY)
-        await w.drain()
-        return False
-
-    async with Server(endless) as srv, client() as c:
+    async with Server(sends(b"HTTP/1.1 200 OK\r\n\r\n" + BODY, False)) as srv, client() as c:
         with pytest.raises(TooLarge):
             await c.get(srv.url, {}, 1000)
 
 
 @pytest.mark.anyio
 async def test_a_body_until_close_within_the_limit_is_read() -> None:
-    async def legacy(head: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.0 200 OK\r\n\r\n" + BODY[:3000])
-        await w.drain()
-        return False
-
-    async with Server(legacy) as srv, client() as c:
+    async with Server(sends(b"HTTP/1.0 200 OK\r\n\r\n" + BODY[:3000], False)) as srv, client() as c:
         assert (await c.get(srv.url, {}, 5000)).body == BODY[:3000]
 
 
 @pytest.mark.anyio
 async def test_a_chunked_success_is_refused() -> None:
-    async def chunked(head: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 206 Partial Content\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
-        await w.drain()
-        return True
-
-    async with Server(chunked) as srv, client() as c:
+    async with (
+        Server(
+            sends(
+                b"HTTP/1.1 206 Partial Content\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+                True,
+            )
+        ) as srv,
+        client() as c,
+    ):
         with pytest.raises(HttpFailure, match="chunked"):
             await c.get(srv.url, {}, 3)
 
 
 @pytest.mark.anyio
 async def test_an_error_status_comes_back_without_its_page_and_keeps_the_connection() -> None:
-    async def busy(head: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 504 Gateway Timeout\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nmiss")
-        await w.drain()
-        return True
-
-    async with Server(busy) as srv, client() as c:
+    async with (
+        Server(
+            sends(
+                b"HTTP/1.1 504 Gateway Timeout\r\nRetry-After: 7\r\nContent-Length: 4\r\n\r\nmiss",
+                True,
+            )
+        ) as srv,
+        client() as c,
+    ):
         for _ in range(2):
             a = await c.get(srv.url, {}, 10)
             assert a.status == 504 and a.body == b"" and a.headers["retry-after"] == "7"
@@ -199,12 +198,10 @@ async def test_an_error_status_comes_back_without_its_page_and_keeps_the_connect
 
 @pytest.mark.anyio
 async def test_an_informational_head_is_skipped() -> None:
-    async def early(head: bytes, w: asyncio.StreamWriter) -> bool:
-        w.write(b"HTTP/1.1 100 Continue\r\n\r\n" + partial(b"xyz"))
-        await w.drain()
-        return True
-
-    async with Server(early) as srv, client() as c:
+    async with (
+        Server(sends(b"HTTP/1.1 100 Continue\r\n\r\n" + partial(b"xyz"), True)) as srv,
+        client() as c,
+    ):
         assert (await c.get(srv.url, {}, 3)).body == b"xyz"
 
 
