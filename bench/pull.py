@@ -316,6 +316,7 @@ def main() -> None:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/pull.py needs root (network namespaces and tc)")
+    (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT / "bench" / "results") as tmp:
         work = Path(tmp)
         src = work / "src"
