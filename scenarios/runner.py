@@ -430,7 +430,9 @@ class Run:
         """A swarm of Debian's aria2c on the v1 torrent (aria2 reads no v2), with the
         coordinator as tracker, the origin seeding and serving the web seed. Each client
         seeds on until every host is done; its completion time comes from aria2c's own
-        download-complete hook."""
+        download-complete hook. A host that leaves (churn) has its aria2c SIGKILLed; back,
+        it starts aria2c again on the same directory, as an operator would: progress saved
+        every second, existing data checked (``-V``) and kept."""
         published = self.work / "published-v1"
         self.coordinator(published)
         self.origin(published, bittorrent=True)
@@ -442,40 +444,59 @@ class Run:
         hook.write_text('#!/bin/sh\ndate +%s.%N > "$ARIA2_DONE"\n')
         hook.chmod(0o755)
         clients: list[subprocess.Popen[bytes]] = []
+        current: dict[str, subprocess.Popen[bytes]] = {}
+        dirs = {h.name: host.models for h, host in zip(self.hosts, run.hosts, strict=True)}
+
+        def start(node: Node) -> None:
+            models = dirs[node.name]
+            models.mkdir(parents=True, exist_ok=True)
+            log = (self.procs.logs / f"aria2c-{node.name}.log").open("ab")
+            proc = subprocess.Popen(
+                exec_argv(
+                    node.ns,
+                    [
+                        *("aria2c", f"--dir={models}", "--enable-dht=false"),
+                        *("--enable-dht6=false", "--bt-enable-lpd=false"),
+                        *("--seed-time=3600", "--seed-ratio=0.0", f"--listen-port={BT_PORT}"),
+                        *("--summary-interval=0", "--console-log-level=warn"),
+                        *("--file-allocation=none", "--follow-torrent=false"),
+                        *("--auto-save-interval=1", "--check-integrity=true"),
+                        f"--on-bt-download-complete={hook}",
+                        str(torrent),
+                    ],
+                ),
+                stdout=log,
+                stderr=log,
+                env={**os.environ, "ARIA2_DONE": str(models / "done-at")},
+            )
+            clients.append(proc)
+            current[node.name] = proc
+
+        def leave(node: Node) -> None:
+            proc = current.get(node.name)
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+
+        self._leave, self._back = leave, start
 
         def launch(node: Node, host: HostRun, started: float) -> threading.Thread:
-            host.models.mkdir(parents=True, exist_ok=True)
             marker = host.models / "done-at"
             epoch = time.time() - (time.monotonic() - started)  # the run's start, wall clock
-            log = (self.procs.logs / f"aria2c-{node.name}.log").open("ab")
-            clients.append(
-                subprocess.Popen(
-                    exec_argv(
-                        node.ns,
-                        [
-                            *("aria2c", f"--dir={host.models}", "--enable-dht=false"),
-                            *("--enable-dht6=false", "--bt-enable-lpd=false"),
-                            *("--seed-time=3600", "--seed-ratio=0.0", f"--listen-port={BT_PORT}"),
-                            *("--summary-interval=0", "--console-log-level=warn"),
-                            *("--file-allocation=none", "--follow-torrent=false"),
-                            f"--on-bt-download-complete={hook}",
-                            str(torrent),
-                        ],
-                    ),
-                    stdout=log,
-                    stderr=log,
-                    env={**os.environ, "ARIA2_DONE": str(marker)},
-                )
-            )
-            proc = clients[-1]
+            start(node)
 
             def body() -> None:
-                while proc.poll() is None:
-                    if marker.exists() and marker.read_text().strip():
-                        host.done_s = float(marker.read_text()) - epoch
+                while True:
+                    proc = current[node.name]
+                    while proc.poll() is None:
+                        if marker.exists() and marker.read_text().strip():
+                            host.done_s = float(marker.read_text()) - epoch
+                            return
+                        time.sleep(0.1)
+                    returned = self.away.get(node.name)
+                    if returned is None or (returned.is_set() and current[node.name] is proc):
+                        host.error = f"aria2c exit {proc.returncode}"
                         return
-                    time.sleep(0.1)
-                host.error = f"aria2c exit {proc.returncode}"
+                    returned.wait(self.sc.timeout_s)  # churned: its next aria2c goes on
 
             t = threading.Thread(target=body, daemon=True)
             t.start()

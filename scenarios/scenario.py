@@ -133,8 +133,6 @@ class Scenario:
             raise BadInput("kill_origin_at is a fraction in [0, 1), origin_down_s >= 0")
         if not 0 <= self.churn_hosts < self.hosts or min(self.churn_at_s, self.churn_down_s) < 0:
             raise BadInput("churn_hosts is 0 to hosts - 1, churn times >= 0")
-        if self.churn_hosts and "aria2c" in self.systems:
-            raise BadInput("churn is not built for the aria2c baseline yet")
         if self.warm_edges and not self.edges:
             raise BadInput("warm_edges needs edges")
         bad = [s for s in self.systems if s not in SYSTEMS]

@@ -93,3 +93,32 @@ def test_a_bad_scenario_is_named(tmp_path: Path) -> None:
     )
     assert r.returncode == 2 and "invalid link rate 'fast'" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@needs_root
+def test_churn_applies_to_the_aria2c_baseline(tmp_path: Path) -> None:
+    """A churned host's aria2c is SIGKILLed, started again on its directory, and ends."""
+    scenario = tmp_path / "churn.toml"
+    scenario.write_text(
+        "[scenario]\n"
+        'name = "churn-smoke"\nhosts = 3\nmodel_size = "32MiB"\n'
+        'host_rate = "50mbit"\norigin_rate = "50mbit"\n'
+        "churn_hosts = 1\nchurn_at_s = 2.0\nchurn_down_s = 2.0\n"
+        'systems = ["aria2c"]\ntimeout_s = 120\n'
+    )
+    r = subprocess.run(
+        [str(SHOAL), "sim", "run", str(scenario), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = json.loads((tmp_path / "out" / "result.json").read_text())["systems"]["aria2c"]
+    events = dict((what, t) for t, what in run["events"])
+    assert set(events) == {"1 hosts left", "1 hosts back"}
+    churned = run["hosts"][-1]  # the last hosts are the ones that leave
+    assert churned["name"] == "h3" and churned["done_s"] > events["1 hosts back"]
+    assert all(h["done_s"] > 0 for h in run["hosts"])
+    log = (tmp_path / "out" / "logs" / "aria2c-h3.log").read_bytes()
+    assert log, "the churned host's aria2c ran"
+    assert leftovers() == []
