@@ -156,8 +156,9 @@ class _Conn(asyncio.BufferedProtocol):
 
     def _take(self, data: memoryview) -> None:
         """Body bytes that arrived in the scratch buffer (or after the head)."""
-        if self.want >= 0:
+        if self.want >= 0 and len(data) > self.want - self.got:
             data = data[: self.want - self.got]
+            self.reusable = False  # bytes past the answer: the connection is out of step
         if self.keep:
             if self.want < 0 and self.got + len(data) > self.max_body:
                 self._fail(TooLarge("the answer is larger than asked for"))

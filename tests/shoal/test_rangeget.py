@@ -138,6 +138,14 @@ async def test_connection_close_is_honoured() -> None:
 
 
 @pytest.mark.anyio
+async def test_bytes_past_the_answer_retire_the_connection() -> None:
+    async with Server(sends(partial(b"abc") + b"garbage")) as srv, client() as c:
+        for _ in range(2):
+            assert (await c.get(srv.url, {}, 3)).body == b"abc"
+        assert c.connections_made == 2  # the first connection was not used again
+
+
+@pytest.mark.anyio
 async def test_an_answer_cut_mid_body_fails() -> None:
     async with Server(sends(partial(BODY)[: len(BODY) // 2], False)) as srv, client() as c:
         with pytest.raises(HttpFailure, match="closed before the answer was complete"):
