@@ -245,11 +245,7 @@ class _Conn(asyncio.BufferedProtocol):
 
 
 def _parse(head: bytes) -> tuple[str, int, dict[str, str]]:
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes every byte
-        raise ValueError("not text") from None
-    lines = text.split("\r\n")
+    lines = head.decode("latin-1").split("\r\n")  # latin-1 decodes every byte
     version, _, rest = lines[0].partition(" ")
     code = rest[:3]
     if version not in ("HTTP/1.1", "HTTP/1.0") or not code.isdigit() or rest[3:4] not in ("", " "):
