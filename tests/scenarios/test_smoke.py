@@ -51,6 +51,7 @@ def test_smoke_runs_and_cleans_up(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     check_result(tmp_path / "out")
     assert "shoal" in r.stdout and "http_only" in r.stdout
+    assert "asking the agent" not in r.stderr  # each pull was started through its agent's API
     assert leftovers() == []
 
 
