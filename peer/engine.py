@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -285,6 +286,7 @@ class _Pull:
             bytes_reused=sum(e.size for e in manifest.files if e.sha256 in held),
         )
         self.have: set[int] = set()
+        self.start = secrets.randbelow(max(1, len(self.pcs)))  # see scheduler.Moment.start
         self.handed: dict[int, str] = {}  # given to libtorrent with add_piece: source
         self.inflight: dict[int, asyncio.Future[bytes]] = {}
         self.cached_only: set[int] = set()  # in flight, asked of edges' caches only
@@ -585,6 +587,7 @@ async def _loop(
                 edge_cache=st.ups is not None and st.ups.caches(),
                 uncached=frozenset(i for i, t in st.uncached.items() if now - t < 3.0),
                 swarm_partial=partial,
+                start=st.start,
             )
         )
         if p.priorities != applied:

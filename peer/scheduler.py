@@ -5,8 +5,9 @@ coordinator say, what is in flight); the output is a plan: a libtorrent piece
 priority per chunk, and which HTTP fetches to start now, in order.
 
 HTTP takes, in this order: the coordinator's assignments for this host; without a
-coordinator, chunks no connected peer has; chunks overdue in the swarm; when the swarm is too slow,
-the rarest chunks it has not started; and in the end game every missing chunk
+coordinator, chunks no connected peer has (from the pull's own random ``start`` on, so
+that hosts starting together fetch different ones); chunks overdue in the swarm; when the
+swarm is too slow, the rarest chunks it has not started; and in the end game every missing chunk
 (hedged: swarm and edge at once, first verified copy wins). Slots still free then go to
 chunks some other host holds, rarest first, asked of edges for what they already cache
 (``only-if-cached``: an edge never fetches for them, so the origin sends nothing more): a
@@ -54,6 +55,9 @@ class Moment:
     edge_cache: bool = False  # a known edge may be asked for chunks it caches
     uncached: frozenset[int] = frozenset()  # chunks edges said they lack, lately
     swarm_partial: frozenset[int] = frozenset()  # chunks libtorrent is fetching from peers
+    # where this pull starts among equally rare chunks: hosts that start together without
+    # a coordinator pick different ones, not all the lowest index
+    start: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +114,7 @@ def _http(m: Moment, missing: list[int], endgame: bool) -> list[int]:
         take(missing)
         return chosen
     take(sorted(c for c in m.assigned if c not in m.have and c not in m.skip))
-    rarest = sorted(missing, key=lambda c: (m.swarm_has[c], c))
+    rarest = sorted(missing, key=lambda c: (m.swarm_has[c], (c - m.start) % m.num_chunks))
     if m.agent_replicas is None:  # with a coordinator, its assignments cover these
         take([c for c in rarest if m.swarm_has[c] == 0])
     take(

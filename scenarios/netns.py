@@ -2,9 +2,10 @@
 namespace per node joined to it by a veth pair created straight between the two namespaces
 (the machine's own network is never touched). Addresses come from 198.18.0.0/15, which is
 never routed. A node's upload is shaped with tbf on its own end of the pair, its download on
-the switch's end. Every node knows every other node's MAC address from the start (permanent
-neighbour entries): with a link saturated, tbf dropped ARP replies and new connections failed
-with "no route to host" (flash-32, 32 hosts).
+the switch's end, each queueing the fleet's ``queue_ms``; every node's TCP uses the fleet's
+congestion control (a setting of its namespace). Every node knows every other node's MAC
+address from the start (permanent neighbour entries): with a link saturated, tbf dropped ARP
+replies and new connections failed with "no route to host" (flash-32, 32 hosts).
 
 Every namespace is named ``shl-*``: a run that crashed or was killed leaves nothing the next
 run cannot find; ``clean_leftovers`` kills what runs inside them and deletes them.
@@ -21,11 +22,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from shoal.errors import ShoalError
 
 PREFIX = "shl-"
+_ALLOWED_CC = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
 SWITCH = f"{PREFIX}sw"
 SUBNET = "198.18.0.0/15"
 _CLONE_NEWNET = 0x40000000
@@ -159,14 +162,22 @@ class Node:
     mac: str = ""
 
 
-def _tbf(ns: str, dev: str, bps: int) -> None:
+def _tbf(ns: str, dev: str, bps: int, queue_ms: float) -> None:
     # 64 kB of burst was measured not to limit one flow at 100 Mbit/s; faster links get
-    # 1 ms worth
+    # 1 ms worth. The queue holds queue_ms of the link's rate beyond the burst.
     burst = max(64_000, bps // 8 // 1000)
     in_ns(
         *(ns, "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", f"{bps}bit"),
-        *("burst", str(burst), "latency", "100ms"),
+        *("burst", str(burst), "latency", f"{queue_ms:g}ms"),
     )
+
+
+def allowed_congestion() -> list[str]:
+    """The TCP congestion controls a namespace may pick (a machine-wide list)."""
+    try:
+        return Path(_ALLOWED_CC).read_text().split()
+    except OSError:
+        return []
 
 
 def _mac(index: int) -> str:
@@ -175,15 +186,27 @@ def _mac(index: int) -> str:
 
 
 class Fleet:
-    """The switch and the nodes; ``teardown`` removes all of it."""
+    """The switch and the nodes; ``teardown`` removes all of it.
 
-    def __init__(self) -> None:
+    ``queue_ms``: how much each shaped link queues (tbf's latency). ``tcp_congestion``: the
+    congestion control every node's TCP uses (a per-namespace setting); None leaves the
+    machine's default."""
+
+    def __init__(self, queue_ms: float = 100.0, tcp_congestion: str | None = None) -> None:
         self.nodes: dict[str, Node] = {}
+        self.queue_ms = queue_ms
+        self.tcp_congestion = tcp_congestion
         self._next = 2
 
     def create(self) -> list[str]:
         """Build the switch, after removing what a crashed run left (returned)."""
         require_root()
+        cc = self.tcp_congestion
+        if cc is not None and cc not in allowed_congestion():
+            raise NetnsError(
+                f"TCP congestion control {cc!r} cannot be chosen in a namespace here",
+                f"pick one of {_ALLOWED_CC}: {' '.join(allowed_congestion()) or '(none)'}",
+            )
         cleaned = clean_leftovers()
         if leftovers():
             raise NetnsError(
@@ -214,10 +237,13 @@ class Fleet:
         in_ns(ns, "ip", "link", "set", "eth0", "address", _mac(index))
         in_ns(ns, "ip", "addr", "add", f"{addr}/15", "dev", "eth0")
         in_ns(ns, "ip", "link", "set", "eth0", "up")
+        if self.tcp_congestion is not None:
+            cc = f"net.ipv4.tcp_congestion_control={self.tcp_congestion}"
+            in_ns(ns, "sysctl", "-q", "-w", cc)
         if up_bps:
-            _tbf(ns, "eth0", up_bps)
+            _tbf(ns, "eth0", up_bps, self.queue_ms)
         if down_bps:
-            _tbf(SWITCH, port, down_bps)
+            _tbf(SWITCH, port, down_bps, self.queue_ms)
         node = Node(name, ns, addr, up_bps, down_bps, _mac(index))
         self.nodes[name] = node
         return node

@@ -11,7 +11,7 @@ def summary_lines(result: dict[str, Any]) -> Iterator[str]:
     yield (
         f"{sc['name']}: {sc['hosts']} hosts, {sc['model_size'] / 2**20:.0f} MiB; "
         f"T_min {result['t_min_s']:.2f} s, HTTP-only bound {result['http_only_bound_s']:.2f} s "
-        f"(goodput {result['goodput_factor']:.3f} of nominal)"
+        f"(goodput {result['goodput_factor']:.3f} of nominal{_fabric(sc)})"
     )
     yield f"{'system':<10} {'last/Tmin':>9} {'median/Tmin':>11} {'eta':>6} {'origin/F':>8}"
     for name, s in result["systems"].items():
@@ -19,3 +19,9 @@ def summary_lines(result: dict[str, Any]) -> Iterator[str]:
             f"{name:<10} {s['last_over_tmin']:>9.3f} {s['median_over_tmin']:>11.3f} "
             f"{s['eta']:>6.3f} {s['origin_egress_over_f']:>8.3f}"
         )
+
+
+def _fabric(sc: dict[str, Any]) -> str:
+    if "tcp_congestion" not in sc:  # a result from before these were parameters
+        return ""
+    return f"; TCP {sc['tcp_congestion']}, links queue {sc['queue_ms']:g} ms"

@@ -15,6 +15,9 @@ stagger_s = 0.0            # host i asks at i * stagger_s
 p2p = true                 # false: hosts fetch from edges and the origin only
 systems = ["shoal", "http_only", "aria2c"]
 timeout_s = 600
+queue_ms = 20              # what each shaped link queues (a shallow switch port)
+tcp_congestion = "reno"    # every node's TCP: Linux's default cubic acts as Reno at LAN
+                           # round trips, and cubic cannot be chosen in a namespace here
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from shoal.errors import BadInput
 from shoal.units import parse_size
 
 SYSTEMS = ("shoal", "http_only", "aria2c")
+_CC = re.compile(r"[a-z][a-z0-9_]{0,15}")
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*(k|m|g)bit", re.IGNORECASE)
 
 
@@ -61,6 +65,8 @@ class Scenario:
     churn_down_s: float = 5.0
     systems: tuple[str, ...] = SYSTEMS
     timeout_s: float = 600.0
+    queue_ms: float = 20.0
+    tcp_congestion: str = "reno"
 
     def host_rate(self, index: int) -> int:
         """Bits/s of host ``index`` (0-based): the last ``slow_hosts`` are the slow ones."""
@@ -114,6 +120,8 @@ class Scenario:
                 churn_down_s=float(t.get("churn_down_s", 5.0)),
                 systems=tuple(t.get("systems", SYSTEMS)),
                 timeout_s=float(t.get("timeout_s", 600.0)),
+                queue_ms=float(t.get("queue_ms", 20.0)),
+                tcp_congestion=str(t.get("tcp_congestion", "reno")),
             )
         except KeyError as exc:
             raise BadInput(f"the scenario needs {exc.args[0]!r}") from None
@@ -135,6 +143,12 @@ class Scenario:
             raise BadInput("churn_hosts is 0 to hosts - 1, churn times >= 0")
         if self.warm_edges and not self.edges:
             raise BadInput("warm_edges needs edges")
+        if not 1 <= self.queue_ms <= 1000:
+            raise BadInput(f"queue_ms must be 1-1000, not {self.queue_ms:g}")
+        if not _CC.fullmatch(self.tcp_congestion):
+            raise BadInput(
+                f"bad tcp_congestion {self.tcp_congestion!r}", "name one, e.g. reno or bbr"
+            )
         bad = [s for s in self.systems if s not in SYSTEMS]
         if bad or not self.systems:
             raise BadInput(f"systems are among {', '.join(SYSTEMS)}, not {bad}")

@@ -29,6 +29,10 @@ def m(**kw):  # type: ignore[no-untyped-def]
         (m(assigned=frozenset({5, 2})), [2, 5]),  # assignments first, in order
         # no coordinator: what nobody connected has comes over HTTP
         (m(swarm_has=[1, 0, 1, 0, 1, 1, 1, 1], agent_replicas=None), [1, 3]),
+        # ... from the pull's own start on, wrapping round: hosts that start together
+        # without a coordinator fetch different chunks
+        (m(swarm_has=[0] * N, agent_replicas=None, start=6), [6, 7, 0]),
+        (m(swarm_has=[0, 0, 0, 1, 0, 0, 0, 0], agent_replicas=None, start=2), [2, 4, 5]),
         (m(assigned=frozenset({6}), swarm_has=[1, 0, 1, 1, 1, 1, 1, 1]), [6]),
         (
             m(assigned=frozenset({6}), swarm_has=[1, 0, 1, 1, 1, 1, 1, 1], agent_replicas=None),

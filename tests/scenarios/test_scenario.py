@@ -33,6 +33,7 @@ def test_rates_and_slow_hosts() -> None:
         }
     )
     assert [sc.host_rate(i) for i in range(4)] == [100_000_000] * 3 + [10_000_000]
+    assert (sc.queue_ms, sc.tcp_congestion) == (20.0, "reno")  # the fabric's defaults
 
 
 @pytest.mark.parametrize(
@@ -44,6 +45,9 @@ def test_rates_and_slow_hosts() -> None:
         ({"warm_edges": True}, "warm_edges needs edges"),
         ({"colour": "blue"}, "unknown scenario keys: colour"),
         ({"model_size": "lots"}, "invalid size"),
+        ({"queue_ms": 0}, "queue_ms must be 1-1000"),
+        ({"queue_ms": "deep"}, "bad scenario value"),
+        ({"tcp_congestion": "Reno; rm"}, "bad tcp_congestion"),
     ],
 )
 def test_bad_values(change: dict[str, object], match: str) -> None:

@@ -8,7 +8,10 @@ import asyncio
 import base64
 import contextlib
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -19,14 +22,15 @@ BODY = bytes(range(256)) * 1024  # 256 KiB
 
 
 class Server:
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, tls: ssl.SSLContext | None = None) -> None:
         self.script = script
+        self.tls = tls
         self.requests: list[bytes] = []
         self.connections = 0
         self.server: asyncio.Server | None = None
 
     async def __aenter__(self) -> Server:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -36,7 +40,8 @@ class Server:
     @property
     def url(self) -> str:
         assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/blobs/x"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/blobs/x"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -74,8 +79,10 @@ ok = sends(partial(BODY))
 
 
 @contextlib.asynccontextmanager
-async def client(read_timeout: float = 5.0) -> AsyncIterator[RangeClient]:
-    c = RangeClient(connect_timeout=2.0, read_timeout=read_timeout)
+async def client(
+    read_timeout: float = 5.0, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[RangeClient]:
+    c = RangeClient(connect_timeout=2.0, read_timeout=read_timeout, ssl_context=tls)
     try:
         yield c
     finally:
@@ -268,6 +275,44 @@ async def test_a_refused_connection_is_a_failure_not_a_timeout() -> None:
         with pytest.raises(HttpFailure, match="cannot connect") as err:
             await c.get(f"http://127.0.0.1:{port}/blobs/x", {}, 10)
         assert not isinstance(err.value, HttpTimeout)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl, as an operator would make one)."""
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = d / "cert.pem", d / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-subj", "/CN=shoal-test", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.anyio
+async def test_https_answers_come_whole_and_an_untrusted_server_is_refused(
+    certificate: tuple[Path, Path],
+) -> None:
+    cert, key = certificate
+    served = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    served.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+    async with Server(ok, tls=served) as srv:
+        async with client(tls=trusting) as c:
+            for _ in range(2):
+                a = await c.get(srv.url, {"Range": "bytes=0-262143"}, len(BODY))
+                assert a.status == 206 and a.body == BODY
+            assert c.connections_made == 1  # kept alive over TLS too
+        async with client(tls=ssl.create_default_context()) as c:  # the usual CAs only
+            with pytest.raises(HttpFailure, match=r"cannot connect to 127\.0\.0\.1") as err:
+                await c.get(srv.url, {}, len(BODY))
+            assert "CERTIFICATE_VERIFY_FAILED" in str(err.value)
+        assert len(srv.requests) == 2  # nothing was asked of the server it did not trust
 
 
 @pytest.mark.anyio
