@@ -194,10 +194,10 @@ def test_disk_full_during_a_pull_then_resume(fleet: Fleet, tmp_path: Path) -> No
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.05)
         filler = disk / "filler"
-        with filler.open("wb") as f, pytest.raises(OSError):
+        # unbuffered: a short write leaves nothing behind for close() to fail on
+        with filler.open("wb", buffering=0) as f, pytest.raises(OSError):
             while True:
                 f.write(b"\1" * 65536)
-                f.flush()
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 2, (out, err)  # the user must act: exit code 2
         assert "No space left on device" in err and "verified chunks are kept" in err
