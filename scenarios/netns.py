@@ -28,9 +28,9 @@ from typing import Any, TypeVar
 from shoal.errors import ShoalError
 
 PREFIX = "shl-"
-_ALLOWED_CC = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
 SWITCH = f"{PREFIX}sw"
 SUBNET = "198.18.0.0/15"
+_ALLOWED_CC = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
 _CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
 
@@ -192,7 +192,7 @@ class Fleet:
     congestion control every node's TCP uses (a per-namespace setting); None leaves the
     machine's default."""
 
-    def __init__(self, queue_ms: float = 100.0, tcp_congestion: str | None = None) -> None:
+    def __init__(self, queue_ms: float, tcp_congestion: str | None) -> None:
         self.nodes: dict[str, Node] = {}
         self.queue_ms = queue_ms
         self.tcp_congestion = tcp_congestion

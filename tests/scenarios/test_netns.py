@@ -52,7 +52,7 @@ def test_links_queue_and_tcp_follow_the_fleet() -> None:
 @needs_root
 def test_a_congestion_control_not_allowed_is_refused_up_front() -> None:
     with pytest.raises(NetnsError) as info:
-        Fleet(tcp_congestion="vegas2").create()
+        Fleet(queue_ms=20, tcp_congestion="vegas2").create()
     assert "cannot be chosen" in info.value.message
     assert "reno" in (info.value.hint or "")
     assert leftovers() == []
