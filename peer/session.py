@@ -57,8 +57,11 @@ class TorrentSession:
                 "allow_multiple_connections_per_ip": s.allow_multiple_connections_per_ip,
                 "download_rate_limit": s.download_rate_limit,
                 "upload_rate_limit": s.upload_rate_limit,
-                # measured here: shallow request queues keep a seeder from sending a piece twice
-                "max_out_request_queue": s.max_out_request_queue,
+                # shallow request queues: a chunk new to the fleet waits behind fewer blocks
+                # at each hop, and a seeder sends a piece twice less often. What a peer
+                # allows (its "reqq") overrides what we would ask, so set both
+                "max_out_request_queue": s.request_queue,
+                "max_allowed_in_request_queue": s.request_queue,
                 "request_queue_time": 1,
                 # libtorrent 2.1 queues up to 100 MiB of received blocks for the disk: at
                 # loopback rates that all became anonymous memory (bench/pull.py); 16 MiB

@@ -3,6 +3,7 @@ chunks handed in with add_piece, and resume data."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,11 @@ from peer.session import (
     TorrentSession,
 )
 from peer.store import Store
+from seeder.publish import PublishOptions, publish
+from seeder.sources import directory_source
+from shoal.ref import ModelRef
+from shoal.testing import write_model_dir
+from tests.conftest import quiet_lt_session
 from tests.seeder.test_origin import FILES, Origin
 
 
@@ -149,3 +155,41 @@ def test_resume_data_keeps_verified_pieces(tmp_path: Path, origin: Origin) -> No
             again.events(timeout=0.1)
     finally:
         again.close()
+
+
+def test_peers_keep_to_our_request_queue(tmp_path: Path) -> None:
+    """A shoal host holds at most ``request_queue`` requests of any one peer, whatever the
+    peer's own settings: every block queued ahead delays a chunk new to the fleet at each
+    hop. (libtorrent tells peers the limit in its handshake, and refuses requests beyond.)"""
+    src = write_model_dir(tmp_path / "src", {"w.bin": 3 << 20}, seed=5)
+    pub = publish(
+        directory_source(src),
+        PublishOptions(ref=ModelRef.parse("q:v1"), out=tmp_path / "pub", chunk_size=64 << 10),
+    )
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for f in pub.manifest.files:
+        shutil.copy(src / f.path.value, blobs / f"sha256-{f.sha256.hex}")
+    # capped upload: seconds long, time enough for the client's queue to grow
+    ses = TorrentSession(
+        SessionSettings(host="127.0.0.1", enable_lsd=False, upload_rate_limit=2_000_000)
+    )
+    other = quiet_lt_session()  # a stock libtorrent would ask 3 s of blocks ahead
+    try:
+        d = ses.seed("m", pub.manifest, pub.torrent_path.read_bytes(), blobs)
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(str(pub.torrent_path))
+        params.save_path = str(tmp_path / "other")
+        h = other.add_torrent(params)
+        h.connect_peer(("127.0.0.1", ses.port))
+        deepest, deadline = 0, time.monotonic() + 30
+        while not (st := h.status()).is_seeding:
+            assert time.monotonic() < deadline, f"the stock client got {st.progress:.0%}"
+            held = [p.upload_queue_length for p in d.handle.get_peer_info()]
+            deepest = max([deepest, *held])
+            ses.events(timeout=0.02)
+    finally:
+        other.pause()
+        ses.close()
+    limit = SessionSettings().request_queue
+    assert 2 < deepest <= limit, f"a peer had {deepest} requests queued (limit {limit})"
