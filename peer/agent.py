@@ -27,7 +27,7 @@ from pydantic_settings import SettingsConfigDict
 from peer.budget import Budget, BudgetError, Held, evictions
 from peer.caps import Caps, LiveCaps, parse_rate, parse_schedule
 from peer.delegate import AGENT_FILE
-from peer.events import SessionSettings
+from peer.events import REQUEST_QUEUE, SessionSettings
 from peer.store import Store
 from peer.view import snapshot_dict, summary
 from shoal import bitfield
@@ -65,6 +65,7 @@ class AgentSettings(ComponentSettings):
     schedule: tuple[str, ...] = ()  # e.g. "upload 50MB/s 08:00-20:00"; see peer.caps
     max_store_size: str = "0"  # the store's budget (blobs and pulls in progress); "0": none
     min_free: str = "1G"  # free disk space to leave
+    request_queue: int = Field(default=REQUEST_QUEUE, ge=2, le=2000)
 
     @field_validator("max_rate", "upload_rate", "http_rate")
     @classmethod
@@ -166,6 +167,7 @@ class Agent:
                 port=self.settings.port,
                 enable_lsd=self.settings.lsd,
                 upload_rate_limit=self.live.now().upload,
+                request_queue=self.settings.request_queue,
             )
         )
         from peer.metrics import PullMetrics

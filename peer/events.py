@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+REQUEST_QUEUE = 8  # see SessionSettings.request_queue
+
 
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
@@ -21,7 +23,7 @@ class SessionSettings:
     # (the extension handshake's "reqq"), and a peer caps what it asks of us at that, so
     # among shoal peers it bounds both directions. Each queued block delays a fresh chunk
     # on its way through the fleet (scenarios/README.md: 8 measured best)
-    request_queue: int = 8
+    request_queue: int = REQUEST_QUEUE
 
 
 # events

@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from peer.caps import parse_rate, valid_rate
 from peer.engine import PullOptions
-from peer.events import SessionSettings
+from peer.events import REQUEST_QUEUE, SessionSettings
 from shoal.ref import ModelRef
 from shoal.settings import ComponentSettings
 
@@ -33,6 +33,7 @@ class PullSettings(ComponentSettings):
     connect_timeout: float = Field(default=5.0, gt=0)
     read_timeout: float = Field(default=15.0, gt=0)
     stall_timeout: float = Field(default=60.0, gt=0)
+    request_queue: int = Field(default=REQUEST_QUEUE, ge=2, le=2000)
 
     @field_validator("max_rate", "http_rate")
     @classmethod
@@ -47,7 +48,11 @@ class PullSettings(ComponentSettings):
             token=self.token,
             edges=self.edges,
             session=SessionSettings(
-                host=self.host, port=self.port, enable_lsd=self.lsd, enable_utp=self.utp
+                host=self.host,
+                port=self.port,
+                enable_lsd=self.lsd,
+                enable_utp=self.utp,
+                request_queue=self.request_queue,
             ),
             http_slots=self.http_connections,
             max_rate=parse_rate(self.max_rate),

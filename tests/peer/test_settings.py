@@ -23,12 +23,20 @@ def test_layers_and_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert opts.max_rate == 50 * 1024 * 1024 and opts.http_slots == 6
     assert opts.proxy == "socks5://u:p@127.0.0.1:1080" and opts.session.enable_lsd is False
     assert PullSettings.load(cfg, http_connections=2).http_connections == 2
+    assert opts.session.request_queue == 8  # the default reaches the libtorrent session
+    monkeypatch.setenv("SHOAL_PULL_REQUEST_QUEUE", "32")  # peers far away: raise it
+    assert (
+        PullSettings.load(cfg).options(ModelRef.parse("a:b"), tmp_path).session.request_queue == 32
+    )
 
 
 def test_bad_values_are_named(tmp_path: Path) -> None:
     cfg = tmp_path / "shoal.toml"
     cfg.write_text("[pull]\nhttp_connections = 0\n")
     with pytest.raises(BadInput, match="http_connections"):
+        PullSettings.load(cfg)
+    cfg.write_text("[pull]\nrequest_queue = 1\n")  # libtorrent's own floor is 2
+    with pytest.raises(BadInput, match="request_queue"):
         PullSettings.load(cfg)
     with pytest.raises(BadInput, match="unknown"):
         cfg.write_text("[pull]\nunknown = 1\n")
@@ -86,6 +94,7 @@ def test_agent_caps_budget_and_schedule(tmp_path: Path) -> None:
         ({"schedule": ("upload 5M 9-17",)}, "schedule"),
         ({"http_rate": "fast"}, "http_rate"),
         ({"max_store_size": "-1G"}, "max_store_size"),
+        ({"request_queue": 5000}, "request_queue"),
     ):
         with pytest.raises(BadInput, match=named):
             AgentSettings.load(None, **bad)
