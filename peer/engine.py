@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from peer.events import (
 from peer.journal import Journal
 from peer.metrics import PullMetrics
 from peer.progress import Progress, Snapshot
-from peer.scheduler import Moment, plan
+from peer.scheduler import Moment, plan, window
 from peer.store import Store, StoreError
 from peer.throttle import Throttle
 from shoal import bitfield, wire
@@ -72,6 +73,7 @@ class PullOptions:
     # it once complete; without it the pull has a session of its own (``session``)
     host_session: TorrentSession | None = None
     endgame: int = 4  # hedge the last chunks: swarm and edge at once
+    assigned_ahead: float = 0.5  # seconds of HTTP delivery: assigned chunks in flight
     resume_every: float = 10.0
     linger: float = 15.0  # seed on at most this long while this host alone holds a chunk
     coordinate_every: float = 2.0
@@ -301,6 +303,8 @@ class _Pull:
         self.journal = Journal(self.staging / JOURNAL_FILE, len(self.pcs))
         self.checking = True  # libtorrent checks staging first: what it finds is resumed
         self.wake = asyncio.Event()  # an HTTP fetch ended or libtorrent has alerts
+        self.began = time.monotonic()
+        self.delivered: deque[tuple[float, int]] = deque()  # HTTP chunks lately: when, bytes
 
     def chunk_len(self, i: int) -> int:
         p = self.pcs[i]
@@ -354,11 +358,19 @@ class _Pull:
                     log.info("chunk %d over HTTP: %s", i, exc)
                 continue
             data = task.result()
+            self.delivered.append((time.monotonic(), len(data)))
             self.result.bytes_edge += len(data)
             self.metrics.bytes.labels("edge").inc(len(data))
             if i not in self.have:
                 d.add_piece(i, self.pcs[i].padded(data))
                 self.handed[i] = "edge"
+
+    def http_rate(self, now: float, span: float = 2.0) -> float:
+        """Bytes/s HTTP delivered over the last ``span`` seconds (or since the pull began,
+        at least 0.25 s: a fast edge is seen as fast at once)."""
+        while self.delivered and now - self.delivered[0][0] > span:
+            self.delivered.popleft()
+        return sum(n for _, n in self.delivered) / max(0.25, min(span, now - self.began))
 
     def start_fetch(self, i: int, cached_only: bool = False) -> None:
         assert self.ups is not None
@@ -584,6 +596,9 @@ async def _loop(
                 else 0,
                 edges=st.ups is not None and st.ups.available(),
                 endgame=opts.endgame,
+                assigned_slots=window(
+                    st.http_rate(now), st.manifest.chunk_size, opts.assigned_ahead, opts.http_slots
+                ),
                 edge_cache=st.ups is not None and st.ups.caches(),
                 uncached=frozenset(i for i, t in st.uncached.items() if now - t < 3.0),
                 swarm_partial=partial,

@@ -4,7 +4,8 @@ Inputs describe one moment (what this host holds, what the swarm and the
 coordinator say, what is in flight); the output is a plan: a libtorrent piece
 priority per chunk, and which HTTP fetches to start now, in order.
 
-HTTP takes, in this order: the coordinator's assignments for this host; without a
+HTTP takes, in this order: the coordinator's assignments for this host, a few at a time
+(``window()``); without a
 coordinator, chunks no connected peer has (from the pull's own random ``start`` on, so
 that hosts starting together fetch different ones); chunks overdue in the swarm; when the
 swarm is too slow, the rarest chunks it has not started; and in the end game every missing chunk
@@ -47,6 +48,7 @@ class Moment:
     http_inflight: frozenset[int] = frozenset()
     swarm_started: Mapping[int, float] = field(default_factory=dict)  # chunk -> first request
     http_slots: int = 0  # HTTP fetches that may start now
+    assigned_slots: int = 1 << 30  # assigned chunks to fetch at once (see window())
     edges: bool = True  # some edge or origin can serve HTTP
     swarm: bool = True  # BitTorrent is usable at all
     swarm_too_slow: bool = False
@@ -65,6 +67,14 @@ class Plan:
     priorities: list[int]
     http: list[int]
     http_cached: list[int] = field(default_factory=list)  # only-if-cached, edges only
+
+
+def window(rate: float, chunk_size: int, ahead: float, slots: int) -> int:
+    """How many assigned chunks to fetch at once: what HTTP delivers in ``ahead`` seconds
+    at ``rate`` bytes/s, at least 2, at most ``slots``. Assigned chunks come from the origin
+    through an edge whose upload all hosts share: more of them in flight only makes each
+    arrive later (Little's law), and a chunk helps the swarm only once it has arrived."""
+    return max(2, min(slots, int(rate * ahead / max(1, chunk_size))))
 
 
 def plan(m: Moment) -> Plan:
@@ -113,7 +123,11 @@ def _http(m: Moment, missing: list[int], endgame: bool) -> list[int]:
     if not m.swarm:
         take(missing)
         return chosen
-    take(sorted(c for c in m.assigned if c not in m.have and c not in m.skip))
+    fetching = len(m.http_inflight & m.assigned)
+    assigned = sorted(
+        c for c in m.assigned - m.http_inflight if c not in m.have and c not in m.skip
+    )
+    take(assigned[: max(0, m.assigned_slots - fetching)])
     rarest = sorted(missing, key=lambda c: (m.swarm_has[c], (c - m.start) % m.num_chunks))
     if m.agent_replicas is None:  # with a coordinator, its assignments cover these
         take([c for c in rarest if m.swarm_has[c] == 0])

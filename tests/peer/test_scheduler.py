@@ -2,7 +2,7 @@
 
 import pytest
 
-from peer.scheduler import NORMAL, SKIP, TOP, Moment, plan
+from peer.scheduler import NORMAL, SKIP, TOP, Moment, plan, window
 
 N = 8
 
@@ -52,6 +52,11 @@ def m(**kw):  # type: ignore[no-untyped-def]
         (m(swarm=False, skip=frozenset({0, 2})), [1, 3, 4]),  # held files are not fetched
         (m(assigned=frozenset({0, 1}), skip=frozenset({0})), [1]),
         (m(http_slots=0, assigned=frozenset({1})), []),
+        # assigned chunks a few at a time; free slots then go to what else is due
+        (m(assigned=frozenset({0, 1, 2, 3}), assigned_slots=2), [0, 1]),
+        (m(assigned=frozenset({0, 1, 2}), assigned_slots=2, http_inflight=frozenset({1})), [0]),
+        (m(assigned=frozenset({0, 1}), assigned_slots=1, http_inflight=frozenset({1})), []),
+        (m(assigned=frozenset({0, 1}), assigned_slots=1, swarm_started={4: 70.0}), [0, 4]),
     ],
 )
 def test_http_choices(moment: Moment, http: list[int]) -> None:
@@ -151,3 +156,22 @@ def test_free_slots_ask_edge_caches_for_what_other_hosts_hold() -> None:
     # what peers are sending already is not asked a second time (measured: 8 % duplicates)
     p = plan(m(**base, edge_cache=True, swarm_partial=frozenset({2, 6})))
     assert p.http_cached == [4, 7, 3]
+
+
+KiB = 1024
+
+
+@pytest.mark.parametrize(
+    ("rate", "chunk", "slots", "expected"),
+    [
+        (0.0, 256 * KiB, 8, 2),  # nothing measured yet: two at once
+        (1.5e6, 256 * KiB, 8, 2),  # one of 8 hosts sharing a 100 Mbit/s edge: 0.75 MB ahead
+        (6.0e6, 256 * KiB, 8, 8),  # 11 by the rate, capped by the slots
+        (12.0e6, 4096 * KiB, 8, 2),  # big chunks: half a second is one chunk, still two
+        (120.0e6, 4096 * KiB, 32, 14),  # a fast edge to itself: 60 MB ahead
+    ],
+)
+def test_window_is_half_a_second_of_http(
+    rate: float, chunk: int, slots: int, expected: int
+) -> None:
+    assert window(rate, chunk, 0.5, slots) == expected
