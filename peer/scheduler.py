@@ -5,14 +5,13 @@ coordinator say, what is in flight); the output is a plan: a libtorrent piece
 priority per chunk, and which HTTP fetches to start now, in order.
 
 HTTP takes, in this order: the coordinator's assignments for this host, a few at a time
-(``window()``); without a
-coordinator, chunks no connected peer has (from the pull's own random ``start`` on, so
-that hosts starting together fetch different ones); chunks overdue in the swarm; when the
-swarm is too slow, the rarest chunks it has not started; and in the end game every missing chunk
-(hedged: swarm and edge at once, first verified copy wins). Slots still free then go to
-chunks some other host holds, rarest first, asked of edges for what they already cache
-(``only-if-cached``: an edge never fetches for them, so the origin sends nothing more): a
-warm or filling edge is one more uploader beside the swarm.
+(``window()``); without a coordinator, chunks no connected peer has (from the pull's own
+random ``start`` on, so that hosts starting together fetch different ones); chunks overdue
+in the swarm; when the swarm is too slow, the rarest chunks it has not started; and in the
+end game every missing chunk (hedged: swarm and edge at once, first verified copy wins).
+Slots still free then go to chunks some other host holds, rarest first, asked of edges
+for what they already cache (``only-if-cached``: an edge never fetches for them, so the
+origin sends nothing more): a warm or filling edge is one more uploader beside the swarm.
 
 The swarm gets a chunk (priority > 0) only when another agent holds it (the coordinator
 says so, or a connected peer that is not a seed announced it), or no edge
