@@ -26,7 +26,14 @@ from typing import Any
 import httpx
 
 from scenarios.demo import HostRun, follow
-from scenarios.netns import NetnsError, call_in, clean_leftovers, require_root, run_ip
+from scenarios.netns import (
+    FleetLock,
+    NetnsError,
+    call_in,
+    clean_leftovers,
+    require_root,
+    run_ip,
+)
 from shoal.errors import ShoalError
 from shoal.units import parse_size
 
@@ -271,7 +278,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     c = Compose(args.out, args.peers, args.model_size)
     started = time.monotonic()
+    lock = FleetLock()  # `shoal sim run` would take shl-docker for a leftover
     try:
+        lock.acquire()
         c.start_dockerd()
         c.build()
         c.up()
@@ -280,7 +289,9 @@ def main() -> None:
         print(f"compose-run: {exc.message}" + (f"\n  hint: {exc.hint}" if exc.hint else ""))
         raise SystemExit(1) from None
     finally:
-        c.teardown()
+        if lock.held:
+            c.teardown()
+        lock.release()
     result["timings"]["total_s"] = round(time.monotonic() - started, 1)
     (args.out / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     s = result["systems"]["shoal"]

@@ -8,12 +8,16 @@ address from the start (permanent neighbour entries): with a link saturated, tbf
 replies and new connections failed with "no route to host" (flash-32, 32 hosts).
 
 Every namespace is named ``shl-*``: a run that crashed or was killed leaves nothing the next
-run cannot find; ``clean_leftovers`` kills what runs inside them and deletes them.
+run cannot find; ``clean_leftovers`` kills what runs inside them and deletes them. One fleet
+at a time: whatever builds or cleans ``shl-*`` namespaces holds ``FleetLock`` (a ``flock`` the
+kernel drops when its holder dies, however it dies), so a second run cannot take the first's
+namespaces for leftovers.
 """
 
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import signal
 import socket
@@ -32,6 +36,7 @@ SWITCH = f"{PREFIX}sw"
 SUBNET = "198.18.0.0/15"
 _ALLOWED_CC = "/proc/sys/net/ipv4/tcp_allowed_congestion_control"
 _CLONE_NEWNET = 0x40000000
+LOCK_PATH = Path("/run/shoal-sim.lock")
 T = TypeVar("T")
 
 
@@ -63,6 +68,48 @@ def require_root() -> None:
             "a simulated fleet needs root (network namespaces, veth pairs, tc)",
             "run it with sudo; the demo (shoal demo) needs no root",
         )
+
+
+class FleetLock:
+    """This machine's one simulated fleet: ``acquire`` refuses, naming the holder's pid,
+    while another process holds it."""
+
+    def __init__(self, path: Path = LOCK_PATH) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise NetnsError(
+                f"another simulated fleet is running on this machine (pid {holder})",
+                "wait for it to end, or stop it (kill PID); the next run cleans what it left",
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
+
+    def __enter__(self) -> FleetLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def leftovers() -> list[str]:
@@ -197,9 +244,11 @@ class Fleet:
         self.queue_ms = queue_ms
         self.tcp_congestion = tcp_congestion
         self._next = 2
+        self._lock = FleetLock()
 
     def create(self) -> list[str]:
-        """Build the switch, after removing what a crashed run left (returned)."""
+        """Take the machine's fleet lock and build the switch, after removing what a crashed
+        run left (returned); ``teardown`` gives the lock back."""
         require_root()
         cc = self.tcp_congestion
         if cc is not None and cc not in allowed_congestion():
@@ -207,12 +256,17 @@ class Fleet:
                 f"TCP congestion control {cc!r} cannot be chosen in a namespace here",
                 f"pick one of {_ALLOWED_CC}: {' '.join(allowed_congestion()) or '(none)'}",
             )
-        cleaned = clean_leftovers()
-        if leftovers():
-            raise NetnsError(
-                f"namespaces of an earlier run cannot be removed: {', '.join(leftovers())}",
-                "see `ip netns pids NAME`; then shoal sim clean",
-            )
+        self._lock.acquire()
+        try:
+            cleaned = clean_leftovers()
+            if leftovers():
+                raise NetnsError(
+                    f"namespaces of an earlier run cannot be removed: {', '.join(leftovers())}",
+                    "see `ip netns pids NAME`; then shoal sim clean",
+                )
+        except BaseException:
+            self._lock.release()
+            raise
         run_ip("netns", "add", SWITCH)
         in_ns(SWITCH, "ip", "link", "add", "br0", "type", "bridge")
         in_ns(SWITCH, "ip", "link", "set", "br0", "up")
@@ -263,5 +317,8 @@ class Fleet:
                 raise NetnsError(f"neighbour entries in {node.ns} failed: {r.stderr.strip()}")
 
     def teardown(self) -> None:
-        clean_leftovers()
+        """Remove every namespace and give the lock back (a no-op without ``create``)."""
+        if self._lock.held:
+            clean_leftovers()
         self.nodes.clear()
+        self._lock.release()

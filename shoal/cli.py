@@ -652,10 +652,11 @@ def sim_run(
 def sim_clean() -> None:
     """Kill what a crashed or killed run left and delete its namespaces."""
     with _user_errors():
-        from scenarios.netns import clean_leftovers, require_root
+        from scenarios.netns import FleetLock, clean_leftovers, require_root
 
         require_root()
-        found = clean_leftovers()
+        with FleetLock():  # never a running fleet's namespaces
+            found = clean_leftovers()
         typer.echo(f"removed {len(found)} namespaces" + (f": {', '.join(found)}" if found else ""))
 
 

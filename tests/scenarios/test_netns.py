@@ -56,3 +56,26 @@ def test_a_congestion_control_not_allowed_is_refused_up_front() -> None:
     assert "cannot be chosen" in info.value.message
     assert "reno" in (info.value.hint or "")
     assert leftovers() == []
+
+
+@needs_root
+def test_one_fleet_at_a_time() -> None:
+    first, second = Fleet(queue_ms=20, tcp_congestion=None), Fleet(20, None)
+    try:
+        first.create()
+        first.add("h1")
+        with pytest.raises(NetnsError) as info:
+            second.create()
+        assert f"another simulated fleet is running on this machine (pid {os.getpid()})" in (
+            info.value.message
+        )
+        second.teardown()  # gives back nothing, removes nothing
+        assert leftovers() == ["shl-h1", SWITCH]
+    finally:
+        first.teardown()
+    try:
+        second.create()  # the lock was given back
+        assert leftovers() == [SWITCH]
+    finally:
+        second.teardown()
+    assert leftovers() == []

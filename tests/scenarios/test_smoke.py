@@ -1,6 +1,6 @@
 """``shoal sim run scenarios/smoke.toml`` end to end as root: namespaces, shaped links, real
 processes, both systems measured; and after the runner is killed with SIGKILL, the next
-run cleans what it left and runs."""
+run cleans what it left and runs; while one runs, a second run or `sim clean` is refused."""
 
 from __future__ import annotations
 
@@ -21,13 +21,12 @@ SMOKE = ROOT / "scenarios" / "smoke.toml"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 
+def shoal_sim(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SHOAL), "sim", *args], capture_output=True, text=True, timeout=300)
+
+
 def sim(out: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SHOAL), "sim", "run", str(SMOKE), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return shoal_sim("run", str(SMOKE), "--out", str(out))
 
 
 def check_result(out: Path) -> dict[str, object]:
@@ -67,6 +66,13 @@ def test_a_killed_run_is_cleaned_by_the_next(tmp_path: Path) -> None:
         assert time.monotonic() < deadline and runner.poll() is None
         time.sleep(0.1)
     time.sleep(2.0)  # its processes are running inside
+    for second in (sim(tmp_path / "second"), shoal_sim("clean")):  # refused, nothing touched
+        assert second.returncode != 0
+        assert f"another simulated fleet is running on this machine (pid {runner.pid})" in (
+            second.stderr
+        )
+        assert "Traceback" not in second.stderr
+    assert "shl-h4" in leftovers() and runner.poll() is None
     runner.send_signal(signal.SIGKILL)
     runner.wait(timeout=10)
     left = leftovers()
