@@ -55,18 +55,29 @@ class _Agent:
         return resp.status, resp.reason, answer
 
 
-def find_agent(models_dir: Path) -> tuple[str, str] | None:
-    """(API URL, token) of the agent running for ``models_dir``, if one answers."""
+def find_agent(models_dir: Path, patience: float = 30.0) -> tuple[str, str] | None:
+    """(API URL, token) of the agent running for ``models_dir``; None when there is none
+    (no ``agent.json``, or a stale one: nothing listens there). An agent that listens but
+    takes longer than ``patience`` seconds to answer raises ``RemoteError``: it is there,
+    and the store is its own (a busy host answered in more than a second)."""
     try:
         info = json.loads((models_dir / AGENT_FILE).read_text())
         token = (models_dir / "agent.token").read_text().strip()
         url = str(info["api"])
-        if not url.startswith(PREFIX) or not url.removeprefix(PREFIX).isdigit():
-            return None
-        with _Agent(url, None, timeout=1.0) as agent:
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not url.startswith(PREFIX) or not url.removeprefix(PREFIX).isdigit():
+        return None
+    try:
+        with _Agent(url, None, timeout=patience) as agent:
             status, _, _ = agent.call("GET", "/healthz")
-    except (OSError, ValueError, KeyError, TypeError, http.client.HTTPException):
-        return None  # no agent, or a stale file: the agent is gone
+    except TimeoutError:
+        raise RemoteError(
+            f"the agent at {url} (of {models_dir}) did not answer in {patience:g} s",
+            "see its log (`journalctl -u shoal-agent`), or stop it to pull in-process",
+        ) from None
+    except (OSError, http.client.HTTPException):
+        return None  # the agent is gone
     return (url, token) if status == 200 else None
 
 
