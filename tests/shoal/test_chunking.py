@@ -17,9 +17,11 @@ GiB = 1024 * MiB
     ("sizes", "expected"),
     [
         ([256 * MiB], 256 * KiB),
+        ([64 * MiB], 64 * KiB),
+        ([100 * MiB], 64 * KiB),
         ([7_000_000_000], 4 * MiB),
-        ([1], 256 * KiB),
-        ([0, 10], 256 * KiB),
+        ([1], 64 * KiB),  # a small model keeps the floor: one HTTP request per chunk
+        ([0, 10], 64 * KiB),
         ([100 * GiB], 64 * MiB),
         ([10_000 * GiB], MAX_CHUNK_SIZE),
     ],
@@ -28,7 +30,9 @@ def test_policy(sizes: list[int], expected: int) -> None:
     assert choose_chunk_size(sizes) == expected
 
 
-@pytest.mark.parametrize("total", [300 * MiB, 2 * GiB, 7 * GiB, 40 * GiB, 100 * GiB])
+@pytest.mark.parametrize(
+    "total", [64 * MiB, 100 * MiB, 300 * MiB, 2 * GiB, 7 * GiB, 40 * GiB, 100 * GiB]
+)
 def test_policy_aims_for_1000_to_2000_chunks(total: int) -> None:
     size = choose_chunk_size([total])
     assert 1000 <= chunk_count(total, size) <= 2000
