@@ -36,7 +36,7 @@ from peer.events import (
 from peer.journal import Journal
 from peer.metrics import PullMetrics
 from peer.progress import Progress, Snapshot
-from peer.scheduler import Moment, plan, window
+from peer.scheduler import Moment, assignments_wanted, plan, window
 from peer.store import Store, StoreError
 from peer.throttle import Throttle
 from shoal import bitfield, wire
@@ -549,10 +549,11 @@ async def _loop(
             idle = not (co.assigned - st.have - set(st.inflight)) and now - co.last >= 0.25
             if co.task is None and (idle or now - co.last >= opts.coordinate_every):
                 co.last = now
+                want = assignments_wanted(
+                    st.http_rate(now), st.manifest.chunk_size, opts.http_slots
+                )
                 co.task = asyncio.ensure_future(
-                    _coordinate(
-                        coord, st.manifest, set(st.have), n, ses.port, opts.http_slots, st.skip
-                    )
+                    _coordinate(coord, st.manifest, set(st.have), n, ses.port, want, st.skip)
                 )
         if now - last_avail >= 0.1:  # blocking calls into libtorrent: at most 10 a second
             last_avail, avail = now, list(d.handle.piece_availability())
@@ -653,7 +654,7 @@ async def _coordinate(
     have: set[int],
     n: int,
     port: int,
-    slots: int,
+    want: int,
     skip: frozenset[int] = frozenset(),
 ) -> tuple[frozenset[int], list[int] | None]:
     try:
@@ -662,8 +663,8 @@ async def _coordinate(
             manifest.digest,
             bitfield.from_indices(have, n),
             port,
-            slots * 2,
-            bitfield.from_indices(skip, n) if skip and slots else None,
+            want,
+            bitfield.from_indices(skip, n) if skip and want else None,
         )
     except ShoalError as exc:
         log.warning("coordinator unavailable (%s); going on with peers and edges", exc.message)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 SKIP = 0
 NORMAL = 1
 TOP = 7
+MAX_WANTED = 256  # the coordinator's default cap on one host's assignments per ask
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,14 @@ def window(rate: float, chunk_size: int, ahead: float, slots: int) -> int:
     through an edge whose upload all hosts share: more of them in flight only makes each
     arrive later (Little's law), and a chunk helps the swarm only once it has arrived."""
     return max(2, min(slots, int(rate * ahead / max(1, chunk_size))))
+
+
+def assignments_wanted(rate: float, chunk_size: int, slots: int, ahead: float = 0.5) -> int:
+    """How many assignments to ask the coordinator for: what HTTP delivers in ``ahead``
+    seconds at ``rate`` bytes/s, at least ``2 * slots``, at most ``MAX_WANTED``. A host
+    asks again only when its assignments ran out, at most every quarter second: a fixed
+    count held a fast link to count x chunk_size per round (16 x 64 KiB: 4 MiB/s)."""
+    return max(2 * slots, min(MAX_WANTED, int(rate * ahead / max(1, chunk_size))))
 
 
 def plan(m: Moment) -> Plan:

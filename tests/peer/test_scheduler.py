@@ -2,7 +2,16 @@
 
 import pytest
 
-from peer.scheduler import NORMAL, SKIP, TOP, Moment, plan, window
+from peer.scheduler import (
+    MAX_WANTED,
+    NORMAL,
+    SKIP,
+    TOP,
+    Moment,
+    assignments_wanted,
+    plan,
+    window,
+)
 
 N = 8
 
@@ -175,3 +184,19 @@ def test_window_is_half_a_second_of_http(
     rate: float, chunk: int, slots: int, expected: int
 ) -> None:
     assert window(rate, chunk, 0.5, slots) == expected
+
+
+@pytest.mark.parametrize(
+    ("rate", "chunk", "slots", "expected"),
+    [
+        (0.0, 64 * KiB, 8, 16),  # nothing measured yet: twice the slots
+        (1.5e6, 64 * KiB, 8, 16),  # a flash crowd's share of the edge: 11 by the rate
+        (20.0e6, 64 * KiB, 8, 152),  # a fast edge, small chunks: 10 MB ahead
+        (400.0e6, 64 * KiB, 8, MAX_WANTED),  # at most the coordinator's default cap
+        (100.0e6, 4096 * KiB, 8, 16),  # big chunks: the slots decide
+    ],
+)
+def test_assignments_wanted_cover_half_a_second(
+    rate: float, chunk: int, slots: int, expected: int
+) -> None:
+    assert assignments_wanted(rate, chunk, slots) == expected
