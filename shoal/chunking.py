@@ -8,7 +8,7 @@ sum(ceil(s_i / c)) chunks. We pick the smallest power of two c in
 request. The count matters in a swarm: a chunk new to the fleet reaches the
 others one hop at a time, each hop a chunk at a share of one host's upload, so
 fewer, larger chunks make the last ones arrive later (32 hosts, 64 MiB: 1.90 x
-the bound with 256 KiB chunks, 1.43 with 64 KiB; scenarios/README.md). The
+the bound with 256 KiB chunks, 1.42-1.61 with 64 KiB; scenarios/README.md). The
 policy can be overridden with any power of two in [16 KiB, 64 MiB] (16 KiB is
 BitTorrent v2's block size).
 """
