@@ -89,7 +89,8 @@ class FleetLock:
             os.close(fd)
             raise NetnsError(
                 f"another simulated fleet is running on this machine (pid {holder})",
-                "wait for it to end, or stop it (kill PID); the next run cleans what it left",
+                f"wait for it to end, or stop it (kill {holder if holder.isdigit() else 'PID'});"
+                " the next run cleans what it left",
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

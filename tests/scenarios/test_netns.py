@@ -69,6 +69,7 @@ def test_one_fleet_at_a_time() -> None:
         assert f"another simulated fleet is running on this machine (pid {os.getpid()})" in (
             info.value.message
         )
+        assert f"kill {os.getpid()}" in (info.value.hint or "")
         second.teardown()  # gives back nothing, removes nothing
         assert leftovers() == ["shl-h1", SWITCH]
     finally:
