@@ -537,6 +537,7 @@ async def _loop(
         if _events(ses, st, resume_path):
             last_progress = now
         st.harvest(d)
+        http_rate = st.http_rate(now)  # this round's deliveries included
         for i in [i for i in st.inflight if i in st.have]:
             st.inflight.pop(i).cancel()  # a hedge the swarm won
         if coord is not None:
@@ -549,9 +550,7 @@ async def _loop(
             idle = not (co.assigned - st.have - set(st.inflight)) and now - co.last >= 0.25
             if co.task is None and (idle or now - co.last >= opts.coordinate_every):
                 co.last = now
-                want = assignments_wanted(
-                    st.http_rate(now), st.manifest.chunk_size, opts.http_slots
-                )
+                want = assignments_wanted(http_rate, st.manifest.chunk_size, opts.http_slots)
                 co.task = asyncio.ensure_future(
                     _coordinate(coord, st.manifest, set(st.have), n, ses.port, want, st.skip)
                 )
@@ -598,7 +597,7 @@ async def _loop(
                 edges=st.ups is not None and st.ups.available(),
                 endgame=opts.endgame,
                 assigned_slots=window(
-                    st.http_rate(now), st.manifest.chunk_size, opts.assigned_ahead, opts.http_slots
+                    http_rate, st.manifest.chunk_size, opts.assigned_ahead, opts.http_slots
                 ),
                 edge_cache=st.ups is not None and st.ups.caches(),
                 uncached=frozenset(i for i, t in st.uncached.items() if now - t < 3.0),

@@ -74,7 +74,7 @@ def window(rate: float, chunk_size: int, ahead: float, slots: int) -> int:
     at ``rate`` bytes/s, at least 2, at most ``slots``. Assigned chunks come from the origin
     through an edge whose upload all hosts share: more of them in flight only makes each
     arrive later (Little's law), and a chunk helps the swarm only once it has arrived."""
-    return max(2, min(slots, int(rate * ahead / max(1, chunk_size))))
+    return max(2, min(slots, _chunks_in(rate, ahead, chunk_size)))
 
 
 def assignments_wanted(rate: float, chunk_size: int, slots: int, ahead: float = 0.5) -> int:
@@ -82,7 +82,12 @@ def assignments_wanted(rate: float, chunk_size: int, slots: int, ahead: float = 
     seconds at ``rate`` bytes/s, at least ``2 * slots``, at most ``MAX_WANTED``. A host
     asks again only when its assignments ran out, at most every quarter second: a fixed
     count held a fast link to count x chunk_size per round (16 x 64 KiB: 4 MiB/s)."""
-    return max(2 * slots, min(MAX_WANTED, int(rate * ahead / max(1, chunk_size))))
+    return max(2 * slots, min(MAX_WANTED, _chunks_in(rate, ahead, chunk_size)))
+
+
+def _chunks_in(rate: float, seconds: float, chunk_size: int) -> int:
+    """Whole chunks that ``seconds`` of HTTP at ``rate`` bytes/s deliver."""
+    return int(rate * seconds / max(1, chunk_size))
 
 
 def plan(m: Moment) -> Plan:
