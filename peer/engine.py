@@ -91,8 +91,9 @@ class PullOptions:
 class PullResult:
     manifest: Manifest
     seconds: float = 0.0
-    bytes_peer: int = 0
+    bytes_peer: int = 0  # payload from peers, bytes_redundant included
     bytes_edge: int = 0
+    bytes_redundant: int = 0  # peer payload received twice (libtorrent's end game)
     bytes_reused: int = 0  # files the store held already
     chunks: int = 0  # chunks this pull needed
     chunks_resumed: int = 0  # of those, verified by an earlier, interrupted pull
@@ -456,6 +457,7 @@ async def _download(
         await _wait(ses, Flushed, st.name)
         status = d.status()
         st.result.bytes_peer = int(status.total_payload_download)
+        st.result.bytes_redundant = int(status.total_redundant_bytes)
         metrics.upload.inc(int(status.total_payload_upload))
         ses.remove(st.name)
         for entry in store.missing(manifest):

@@ -27,6 +27,7 @@ def summary(ref: str, result: PullResult, models_dir: str) -> dict[str, object]:
         "seconds": round(result.seconds, 3),
         "bytes_peer": result.bytes_peer,
         "bytes_edge": result.bytes_edge,
+        "bytes_redundant": result.bytes_redundant,
         "bytes_reused": result.bytes_reused,
         "chunks": result.chunks,
         "chunks_resumed": result.chunks_resumed,

@@ -72,3 +72,66 @@ def figures(size: float, links: Links, done_s: Sequence[float], origin_egress: f
         eta=links.hosts * size / (last * (links.server_up + sum(links.host_up))),
         origin_egress_over_f=origin_egress / size,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """Where a run's time went beyond T_min, from the hosts' verified bytes over time.
+
+    Each host's middle half (a quarter to three quarters of the model) is a straight line at
+    its steady rate. ``start_s``: median time where that line leaves 0 bytes (start-up and
+    ramp). ``steady_over_bound``: median steady rate over F / T_min, the pace that finishes at
+    T_min. ``tail_s``: median time from where the line reaches F to the host's completion.
+    For each host, done = start + F / rate + tail. ``drain_s``: from the origin having sent
+    one copy to the last host done (None when it sent none: warm edges).
+    ``redundant_over_f``: median peer bytes received twice, over F (None: not reported)."""
+
+    start_s: float
+    steady_over_bound: float
+    tail_s: float
+    drain_s: float | None
+    redundant_over_f: float | None
+
+
+def crossing(progress: Sequence[tuple[float, float]], level: float) -> float | None:
+    """When ``progress`` ((time, bytes) samples, in time order, from 0 bytes at time 0) first
+    reached ``level``, interpolated between samples; None if it never did."""
+    before = (0.0, 0.0)
+    for t, b in progress:
+        if b >= level:
+            t0, b0 = before
+            return t0 + (t - t0) * (level - b0) / (b - b0) if b > b0 else t
+        before = (t, b)
+    return None
+
+
+def breakdown(
+    size: float,
+    bound: float,
+    progress: Sequence[Sequence[tuple[float, float]]],
+    done_s: Sequence[float],
+    egress: Sequence[tuple[float, float]],
+    redundant: Sequence[int | None] = (),
+) -> Breakdown | None:
+    """``progress``: each host's (time, verified bytes) samples; ``egress``: the origin's
+    (time, bytes sent). None unless every host reported progress past 3/4 of ``size``."""
+    if not progress or len(progress) != len(done_s) or size <= 0 or bound <= 0:
+        return None
+    starts, rates, tails = [], [], []
+    for samples, done in zip(progress, done_s, strict=True):
+        quarter, three = crossing(samples, size / 4), crossing(samples, 3 * size / 4)
+        if quarter is None or three is None or three <= quarter:
+            return None
+        rate = size / 2 / (three - quarter)
+        starts.append(quarter - size / 4 / rate)
+        rates.append(rate)
+        tails.append(done - (three + size / 4 / rate))
+    copy = crossing(egress, size)
+    known = [r for r in redundant if r is not None]
+    return Breakdown(
+        start_s=statistics.median(starts),
+        steady_over_bound=statistics.median(rates) / (size / bound),
+        tail_s=statistics.median(tails),
+        drain_s=None if copy is None else max(done_s) - copy,
+        redundant_over_f=statistics.median(known) / size if known else None,
+    )

@@ -48,17 +48,20 @@ class HostRun:
     peer: int = 0
     edge: int = 0
     origin: int = 0  # HTTP bytes from the origin
+    redundant: int | None = None  # peer bytes received twice (shoal reports it)
     done_s: float | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
     verified: dict[str, Any] | None = None
     lines: list[str] = field(default_factory=list)
+    progress: list[tuple[float, int]] = field(default_factory=list)  # (s, verified bytes)
 
     def account(self, is_edge: Callable[[str], bool], origin: str) -> None:
         """Bytes by source from the finished pull's summary (per-upstream HTTP figures)."""
         assert self.result is not None
         by_url = {e["url"]: int(e["bytes"]) for e in self.result["edges"]}
         self.peer = int(self.result["bytes_peer"])
+        self.redundant = int(self.result.get("bytes_redundant", 0))
         self.edge = sum(b for u, b in by_url.items() if is_edge(u))
         self.origin = by_url.get(origin, 0)
 
@@ -69,6 +72,8 @@ class HostRun:
             "bytes_peer": self.peer,
             "bytes_edge": self.edge,
             "bytes_origin": self.origin,
+            "bytes_redundant": self.redundant,
+            "progress": [[round(t, 2), b] for t, b in self.progress],
         }
 
 
@@ -98,13 +103,16 @@ def follow(host: HostRun, proc: subprocess.Popen[str], started: float) -> None:
         except ValueError:
             host.lines.append(raw)
             continue
+        now = time.monotonic() - started
         if line.get("event") == "progress":
             host.held, host.total = int(line["bytes"]), int(line["total"])
             host.peer, host.edge = int(line["bytes_peer"]), int(line["bytes_edge"])
+            host.progress.append((now, host.held))
         elif line.get("event") == "done":
-            host.done_s = time.monotonic() - started
+            host.done_s = now
             host.result = line
             host.held = host.total = int(line["bytes"])
+            host.progress.append((now, host.held))
     if proc.wait() != 0 and host.result is None:
         err = proc.stderr.read() if proc.stderr else ""
         lines = [line.strip() for line in err.strip().splitlines()]

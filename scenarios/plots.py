@@ -1,5 +1,6 @@
 """PNG plots of a run's ``result.json``: completion-time CDF per system with T_min marked,
-bytes by source per host, origin egress over time."""
+bytes by source per host, origin egress over time, and the hosts' verified bytes over time
+beside the origin's egress and the pace that finishes at T_min."""
 
 from __future__ import annotations
 
@@ -64,6 +65,25 @@ def write_plots(result: dict[str, Any], out: Path) -> list[Path]:
     ax.set_title(f"{name}: origin egress over time")
     ax.legend()
     written.append(_save(fig, out / "origin_egress.png"))
+
+    with_progress = {n: s for n, s in systems.items() if all(h.get("progress") for h in s["hosts"])}
+    if with_progress:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for sys_name, s in with_progress.items():
+            for i, h in enumerate(s["hosts"]):
+                ts, bs = zip(*h["progress"], strict=True)
+                label = f"{sys_name}: each host" if i == 0 else "_"  # one legend entry
+                ax.plot(ts, [b / size for b in bs], linewidth=0.6, alpha=0.5, label=label)
+            if s["origin_egress"]:
+                ts, bs = zip(*s["origin_egress"], strict=True)
+                ax.plot(ts, [b / size for b in bs], color="black", label=f"{sys_name}: origin sent")
+        t_min = result["t_min_s"]
+        ax.plot([0.0, t_min], [0.0, 1.0], color="black", linestyle="--", label="pace of T_min")
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("copies of the model")
+        ax.set_title(f"{name}: verified bytes per host over time")
+        ax.legend()
+        written.append(_save(fig, out / "progress.png"))
     return written
 
 

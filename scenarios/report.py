@@ -19,6 +19,22 @@ def summary_lines(result: dict[str, Any]) -> Iterator[str]:
             f"{name:<10} {s['last_over_tmin']:>9.3f} {s['median_over_tmin']:>11.3f} "
             f"{s['eta']:>6.3f} {s['origin_egress_over_f']:>8.3f}"
         )
+    for name, s in result["systems"].items():
+        if s.get("breakdown"):
+            yield f"{name}: {_breakdown(s['breakdown'])}"
+
+
+def _breakdown(b: dict[str, Any]) -> str:
+    parts = [
+        f"starts at {b['start_s']:.1f} s",
+        f"steady {b['steady_over_bound']:.3f} of the pace F/T_min",
+        f"tail {b['tail_s']:.1f} s",
+    ]
+    if b["drain_s"] is not None:
+        parts.append(f"last host {b['drain_s']:.1f} s after the origin sent one copy")
+    if b["redundant_over_f"] is not None:
+        parts.append(f"{100 * b['redundant_over_f']:.1f} % of F received twice")
+    return ", ".join(parts)
 
 
 def _fabric(sc: dict[str, Any]) -> str:

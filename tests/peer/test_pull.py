@@ -52,6 +52,10 @@ def test_three_pulls_at_once_share_through_the_swarm(fleet: Fleet, tmp_path: Pat
     for r in results:
         print({k: r[k] for k in ("seconds", "chunks_edge", "chunks_peer", "bytes_edge")})
     assert peer + edge >= 3 * SIZE
+    for r in results:  # bytes received twice are reported, and are part of bytes_peer
+        twice = int(str(r["bytes_redundant"]))
+        assert 0 <= twice <= int(str(r["bytes_peer"]))
+        assert int(str(r["bytes_peer"])) - twice + int(str(r["bytes_edge"])) >= SIZE
     assert peer > edge, "most bytes should come from peers"
     assert egress <= 1.5 * SIZE, "the origin should send about one copy"
     again = finish(fleet.coordinated_pull("demo:v1", tmp_path / "m0"))

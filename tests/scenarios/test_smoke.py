@@ -41,6 +41,17 @@ def check_result(out: Path) -> dict[str, object]:
     # HTTP only: every host's copy left the origin
     assert 3.9 < result["systems"]["http_only"]["origin_egress_over_f"] < 4.3
     assert result["systems"]["shoal"]["origin_egress_over_f"] < 2.0
+    # where shoal's time went: its pulls report progress and bytes received twice; curl
+    # reports neither, so the baseline has no breakdown
+    shoal = result["systems"]["shoal"]
+    assert all(h["progress"] and h["bytes_redundant"] is not None for h in shoal["hosts"])
+    gap = shoal["breakdown"]
+    last = max(h["done_s"] for h in shoal["hosts"])
+    assert 0 <= gap["start_s"] < last and abs(gap["tail_s"]) < last  # 1 s samples: coarse here
+    assert 0 < gap["steady_over_bound"] <= 1.1  # about the bound's pace at best
+    assert gap["drain_s"] is not None and 0 <= gap["redundant_over_f"] < 1
+    assert result["systems"]["http_only"]["breakdown"] is None
+    assert (out / "progress.png").stat().st_size > 0
     return result
 
 
