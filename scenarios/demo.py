@@ -61,7 +61,7 @@ class HostRun:
         assert self.result is not None
         by_url = {e["url"]: int(e["bytes"]) for e in self.result["edges"]}
         self.peer = int(self.result["bytes_peer"])
-        self.redundant = int(self.result.get("bytes_redundant", 0))
+        self.redundant = int(self.result["bytes_redundant"])
         self.edge = sum(b for u, b in by_url.items() if is_edge(u))
         self.origin = by_url.get(origin, 0)
 
@@ -107,12 +107,13 @@ def follow(host: HostRun, proc: subprocess.Popen[str], started: float) -> None:
         if line.get("event") == "progress":
             host.held, host.total = int(line["bytes"]), int(line["total"])
             host.peer, host.edge = int(line["bytes_peer"]), int(line["bytes_edge"])
-            host.progress.append((now, host.held))
         elif line.get("event") == "done":
             host.done_s = now
             host.result = line
             host.held = host.total = int(line["bytes"])
-            host.progress.append((now, host.held))
+        else:
+            continue
+        host.progress.append((now, host.held))
     if proc.wait() != 0 and host.result is None:
         err = proc.stderr.read() if proc.stderr else ""
         lines = [line.strip() for line in err.strip().splitlines()]
