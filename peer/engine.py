@@ -75,6 +75,7 @@ class PullOptions:
     endgame: int = 4  # hedge the last chunks: swarm and edge at once
     assigned_ahead: float = 0.5  # seconds of HTTP delivery: assigned chunks in flight
     resume_every: float = 10.0
+    journal_every: float = 0.2  # how often verified chunks are flushed, then journaled
     linger: float = 15.0  # seed on at most this long while this host alone holds a chunk
     coordinate_every: float = 2.0
     connect_timeout: float = 5.0
@@ -302,6 +303,11 @@ class _Pull:
         self.caps: Caps | None = None  # the live caps last applied
         self.name = f"pull-{manifest.digest.hex}"  # its torrent's name in the session
         self.journal = Journal(self.staging / JOURNAL_FILE, len(self.pcs))
+        # libtorrent reports a piece verified while its write may still be queued: a chunk
+        # is journaled only once a flush requested after it has come back (flushes end in
+        # the order they were asked for), so the journal never names bytes not in the file
+        self.unflushed: list[int] = []
+        self.flushes: deque[list[int]] = deque()  # per flush asked for: chunks it covers
         self.checking = True  # libtorrent checks staging first: what it finds is resumed
         self.wake = asyncio.Event()  # an HTTP fetch ended or libtorrent has alerts
         self.began = time.monotonic()
@@ -330,7 +336,7 @@ class _Pull:
         if i in self.have or i not in self.need:
             return
         self.have.add(i)
-        self.journal.add(i)
+        self.unflushed.append(i)
         source = self.handed.pop(i, "resumed" if self.checking else "peer")
         if source == "resumed":
             self.result.chunks_resumed += 1
@@ -340,6 +346,21 @@ class _Pull:
             self.result.chunks_peer += 1
             self.metrics.bytes.labels("peer").inc(self.chunk_len(i))
         self.metrics.chunks_verified.labels(source).inc()
+
+    def flush(self, d: Download, resume: bool = False) -> None:
+        """Ask libtorrent to push its queued writes to disk (and to save resume data);
+        the chunks verified so far are journaled when it says it has."""
+        self.flushes.append(self.unflushed)
+        self.unflushed = []
+        if resume:
+            d.request_resume_data()
+        else:
+            d.flush()
+
+    def on_flushed(self) -> None:
+        if self.flushes:
+            for i in self.flushes.popleft():
+                self.journal.add(i)
 
     def harvest(self, d: Download) -> None:
         """HTTP fetches that ended: verified chunks go to libtorrent."""
@@ -428,6 +449,7 @@ async def _download(
         else None
     )
     done = False
+    d: Download | None = None
     try:
         d = ses.add(
             st.name,
@@ -453,8 +475,8 @@ async def _download(
             await _loop(st, d, ses, fleet, resume_path, progress)
         if fleet is not None and not shared:  # an agent seeds on anyway
             await _linger(st, d, ses, fleet)
-        d.flush()
-        await _wait(ses, Flushed, st.name)
+        st.flush(d)
+        await _flushed(ses, st, resume_path)
         status = d.status()
         st.result.bytes_peer = int(status.total_payload_download)
         st.result.bytes_redundant = int(status.total_redundant_bytes)
@@ -472,6 +494,12 @@ async def _download(
                 metrics.chunks_failed.labels("edge").inc(int(str(e["corrupt"])))
         done = True
         return st.result
+    except ShoalError:
+        if d is not None:  # what was verified before the failure is kept for the next pull
+            with contextlib.suppress(ShoalError):
+                st.flush(d)
+                await _flushed(ses, st, resume_path, timeout=5.0)
+        raise
     finally:
         for task in st.inflight.values():
             task.cancel()
@@ -512,6 +540,8 @@ def _events(ses: TorrentSession, st: _Pull, resume_path: Path) -> bool:
                 f"cannot write {st.manifest.ref} into {st.staging}: {ev.message}",
                 "free disk space or fix permissions, then pull again: verified chunks are kept",
             )
+        elif isinstance(ev, Flushed):
+            st.on_flushed()
         elif isinstance(ev, ResumeData):
             atomic_write(resume_path, ev.data)
     return progressed
@@ -533,6 +563,7 @@ async def _loop(
     wanting = False  # some missing chunk has a swarm priority
     sync: asyncio.Future[None] | None = None
     last_progress = last_resume = last_report = last_dial = last_sync = time.monotonic()
+    last_flush = last_progress
     last_avail, avail, seeds, partial = 0.0, [0] * n, 0, frozenset[int]()
     while not st.need <= st.have:
         now = time.monotonic()
@@ -625,7 +656,10 @@ async def _loop(
             sync = asyncio.ensure_future(asyncio.to_thread(_writeback, st))
         if now - last_resume > opts.resume_every:
             last_resume = now
-            d.request_resume_data()
+            st.flush(d, resume=True)
+        elif st.unflushed and not st.flushes and now - last_flush >= opts.journal_every:
+            last_flush = now
+            st.flush(d)
         if progress is not None and now - last_report >= 0.25:
             last_report = now
             _apply_caps(st, d, ses)
@@ -718,10 +752,17 @@ async def _holders(
     return found
 
 
-async def _wait(ses: TorrentSession, kind: type, name: str, timeout: float = 60.0) -> None:
+async def _flushed(
+    ses: TorrentSession, st: _Pull, resume_path: Path, timeout: float = 60.0
+) -> None:
+    """Until every flush asked for has come back: every verified byte is in staging."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(isinstance(e, kind) for e in ses.events(name)):
-            return
-        await asyncio.sleep(0.05)
-    raise ShoalError(f"libtorrent did not report {kind.__name__} in time")
+    while st.flushes:
+        if time.monotonic() > deadline:
+            raise StoreError(
+                f"writes of {st.manifest.ref} into {st.staging} did not finish in {timeout:.0f} s",
+                "check that the disk is healthy and not full, then pull again: verified "
+                "chunks are kept",
+            )
+        _events(ses, st, resume_path)
+        await asyncio.sleep(0.02)
