@@ -587,6 +587,9 @@ async def _loop(
                 co.task = asyncio.ensure_future(
                     _coordinate(coord, st.manifest, set(st.have), n, ses.port, want, st.skip)
                 )
+                # its answer is acted on at once, not at the next poll: new assignments
+                # waited up to ``poll`` seconds (0.15 s of a flash crowd's start)
+                co.task.add_done_callback(lambda _: st.wake.set())
         if now - last_avail >= 0.1:  # blocking calls into libtorrent: at most 10 a second
             last_avail, avail = now, list(d.handle.piece_availability())
             seeds = int(d.status().num_seeds)
@@ -606,6 +609,7 @@ async def _loop(
                 co.dial = asyncio.ensure_future(
                     _holders(coord, st.manifest, unseen[:: max(1, len(unseen) // 4)][:4])
                 )
+                co.dial.add_done_callback(lambda _: st.wake.set())
         if co.dial is not None and co.dial.done() and not co.dial.cancelled():
             if co.dial.exception() is None:
                 d.connect(p for p in co.dial.result() if p[1] != ses.port)
