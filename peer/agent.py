@@ -159,6 +159,7 @@ class Agent:
         self.budget = self.settings.budget()
 
     def start(self) -> None:
+        import peer.engine  # noqa: F401 - loaded now, not when the first pull waits on it
         from peer.session import TorrentSession
 
         self.session = TorrentSession(
