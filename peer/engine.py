@@ -310,20 +310,15 @@ class _Pull:
 
     def chunk_len(self, i: int) -> int:
         p = self.pcs[i]
-        return min(self.manifest.chunk_size, p.entry.size - p.chunk * self.manifest.chunk_size)
+        return layout.chunk_length(self.manifest, p.entry, p.chunk)
 
     def recover(self, d: Download) -> None:
         """Chunks the journal names but resume data does not (saved before a kill): read
         back from staging, re-verified against the manifest, handed to libtorrent."""
         for i in sorted(self.journal.read() & self.need - self.have):
             p = self.pcs[i]
-            try:
-                with (self.staging / p.entry.sha256.hex).open("rb") as f:
-                    f.seek(p.chunk * self.manifest.chunk_size)
-                    data = f.read(self.chunk_len(i))
-            except OSError:
-                continue
-            if self.maps[p.entry.sha256].verify(p.chunk, data):
+            data = layout.read_staged(self.staging, self.manifest, p)
+            if data is not None and self.maps[p.entry.sha256].verify(p.chunk, data):
                 d.add_piece(i, p.padded(data))
                 self.handed[i] = "resumed"
 

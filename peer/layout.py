@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from shoal.chunkmap import ChunkMap
 from shoal.manifest import FileEntry, Manifest
@@ -25,10 +26,24 @@ def pieces(manifest: Manifest) -> list[Piece]:
     out: list[Piece] = []
     for entry in manifest.files:
         for c in range(entry.num_chunks):
-            start = c * manifest.chunk_size
-            length = min(manifest.chunk_size, entry.size - start)
-            out.append(Piece(len(out), entry, c, manifest.chunk_size if padded else length))
+            size = manifest.chunk_size if padded else chunk_length(manifest, entry, c)
+            out.append(Piece(len(out), entry, c, size))
     return out
+
+
+def chunk_length(manifest: Manifest, entry: FileEntry, chunk: int) -> int:
+    """Bytes of chunk ``chunk`` of ``entry`` (the last one of a file may be short)."""
+    return min(manifest.chunk_size, entry.size - chunk * manifest.chunk_size)
+
+
+def read_staged(staging: Path, manifest: Manifest, p: Piece) -> bytes | None:
+    """The bytes staging holds for piece ``p`` (not verified), or None if unreadable."""
+    try:
+        with (staging / p.entry.sha256.hex).open("rb") as f:
+            f.seek(p.chunk * manifest.chunk_size)
+            return f.read(chunk_length(manifest, p.entry, p.chunk))
+    except OSError:
+        return None
 
 
 def chunk_map(manifest: Manifest, entry: FileEntry) -> ChunkMap:

@@ -47,13 +47,8 @@ def kept_count(models: Path, fleet: Fleet, ref: str = "demo:v1") -> int:
     kept = 0
     for i in Journal(staging / "verified.log", NCHUNKS).read():
         p = pcs[i]
-        path = staging / p.entry.sha256.hex
-        if not path.exists():
-            continue
-        with path.open("rb") as f:
-            f.seek(p.chunk * manifest.chunk_size)
-            data = f.read(min(manifest.chunk_size, p.entry.size - p.chunk * manifest.chunk_size))
-        kept += layout.chunk_map(manifest, p.entry).verify(p.chunk, data)
+        data = layout.read_staged(staging, manifest, p)
+        kept += data is not None and layout.chunk_map(manifest, p.entry).verify(p.chunk, data)
     return kept
 
 
