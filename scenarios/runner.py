@@ -246,6 +246,9 @@ class Run:
         if fault is not None:
             fault.join()
         run.origin_bytes = self.origin_bytes() - base
+        # the last sample, at the end: in a run of a few seconds the one before it could
+        # fall short of one copy, and the drain after that copy went unmeasured
+        run.egress.append((time.monotonic() - started, run.origin_bytes))
 
     def timed(self, run: SystemRun, launch: Any) -> None:
         """Start every host's client on the timeline; wait for all, sampling the origin."""
