@@ -152,6 +152,7 @@ class Agent:
     _pulling: dict[str, Manifest] = field(default_factory=dict)  # job id: what it fetches
     _seeded: dict[str, int] = field(default_factory=dict)  # torrent: upload counted so far
     _tasks: set[asyncio.Future[None]] = field(default_factory=set)
+    _running: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # job id: its task
     _report_now: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
@@ -374,8 +375,17 @@ class Agent:
 
         job_task = asyncio.ensure_future(run_job())
         self._tasks.add(job_task)
+        self._running[job.id] = job_task
         job_task.add_done_callback(self._tasks.discard)
+        job_task.add_done_callback(lambda _: self._running.pop(job.id, None))
         return job
+
+    async def ended(self, job: PullJob, timeout: float) -> None:
+        """Return once ``job`` has ended, or after ``timeout`` seconds (woken by the job's
+        end, not by polling: 32 agents each followed by a 20 ms poll cost a tenth of a core)."""
+        task = self._running.get(job.id)
+        if task is not None and timeout > 0:
+            await asyncio.wait({task}, timeout=timeout)
 
     def _pending(self) -> list[ModelRef]:
         try:

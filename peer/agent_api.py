@@ -12,8 +12,6 @@ names only (DNS rebinding), everything under ``/v1/`` plus ``/healthz`` and ``/m
 
 from __future__ import annotations
 
-import asyncio
-import time
 from dataclasses import asdict
 from typing import Any
 
@@ -166,9 +164,7 @@ def create_app(agent: Agent) -> Any:
         job = agent.pulls.get(job_id)
         if job is None:
             raise HTTPException(404, f"no pull {job_id}")
-        until = time.monotonic() + min(max(wait, 0.0), MAX_WAIT)
-        while job.state == "running" and time.monotonic() < until:
-            await asyncio.sleep(0.02)
+        await agent.ended(job, min(max(wait, 0.0), MAX_WAIT))
         return asdict(job)
 
     @app.get("/metrics")

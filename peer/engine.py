@@ -18,7 +18,7 @@ import secrets
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -289,6 +289,10 @@ class _Pull:
             bytes_reused=sum(e.size for e in manifest.files if e.sha256 in held),
         )
         self.have: set[int] = set()
+        self.lengths = [layout.chunk_length(manifest, p.entry, p.chunk) for p in self.pcs]
+        self.held = {e.path.value: 0 for e in manifest.files}  # bytes held, by file
+        for i in self.skip:
+            self.held[self.pcs[i].entry.path.value] += self.lengths[i]
         self.start = secrets.randbelow(max(1, len(self.pcs)))  # see scheduler.Moment.start
         self.handed: dict[int, str] = {}  # given to libtorrent with add_piece: source
         self.inflight: dict[int, asyncio.Future[bytes]] = {}
@@ -309,8 +313,14 @@ class _Pull:
         self.delivered: deque[tuple[float, int]] = deque()  # HTTP chunks lately: when, bytes
 
     def chunk_len(self, i: int) -> int:
-        p = self.pcs[i]
-        return layout.chunk_length(self.manifest, p.entry, p.chunk)
+        return self.lengths[i]
+
+    def got(self, chunks: Iterable[int]) -> None:
+        """``chunks`` are verified here now: held, and counted in progress."""
+        for i in chunks:
+            if i not in self.have:
+                self.have.add(i)
+                self.held[self.pcs[i].entry.path.value] += self.lengths[i]
 
     def recover(self, d: Download) -> None:
         """Chunks the journal names but resume data does not (saved before a kill): read
@@ -325,7 +335,7 @@ class _Pull:
     def on_piece(self, i: int) -> None:
         if i in self.have or i not in self.need:
             return
-        self.have.add(i)
+        self.got((i,))
         # libtorrent reports a piece verified while its write may still be queued: a kill
         # then can leave a record whose bytes never reached staging. recover() re-verifies
         # every record, so such a record costs a re-fetch; the chunk was still in flight.
@@ -403,12 +413,8 @@ class _Pull:
         self.inflight[i] = task
 
     def snapshot(self, bytes_peer: int) -> Snapshot:
-        held: dict[str, int] = {}
-        for i in self.have | set(self.skip):
-            path = self.pcs[i].entry.path.value
-            held[path] = held.get(path, 0) + self.chunk_len(i)
         return Snapshot(
-            tuple((e.path.value, held.get(e.path.value, 0), e.size) for e in self.manifest.files),
+            tuple((e.path.value, self.held[e.path.value], e.size) for e in self.manifest.files),
             bytes_peer,
             self.result.bytes_edge,
         )
@@ -460,7 +466,7 @@ async def _download(
             await asyncio.sleep(0.02)
         held = d.have() & set(st.need)  # from resume data: no alert says so
         st.result.chunks_resumed += len(held - st.have)
-        st.have |= held
+        st.got(held)
         st.checking = False
         st.recover(d)
         with ses.woken(st.wake):
@@ -697,7 +703,8 @@ async def _coordinate(
         log.warning("coordinator unavailable (%s); going on with peers and edges", exc.message)
         return frozenset(), None
     mine = [r - (i in have) for i, r in enumerate(replicas)] if len(replicas) == n else None
-    return frozenset(assigned), mine
+    # an assignment outside the model would index some other chunk: dropped
+    return frozenset(c for c in assigned if 0 <= c < n), mine
 
 
 async def _linger(st: _Pull, d: Download, ses: TorrentSession, coord: CoordinatorClient) -> None:

@@ -141,9 +141,8 @@ def _http(m: Moment, missing: list[int], endgame: bool) -> list[int]:
         c for c in m.assigned - m.http_inflight if c not in m.have and c not in m.skip
     )
     take(assigned[: max(0, m.assigned_slots - fetching)])
-    rarest = sorted(missing, key=lambda c: (m.swarm_has[c], (c - m.start) % m.num_chunks))
     if m.agent_replicas is None:  # with a coordinator, its assignments cover these
-        take([c for c in rarest if m.swarm_has[c] == 0])
+        take(_rarest(m, [c for c in missing if m.swarm_has[c] == 0]))
     take(
         sorted(
             (
@@ -155,29 +154,47 @@ def _http(m: Moment, missing: list[int], endgame: bool) -> list[int]:
         )
     )
     if m.swarm_too_slow:
-        take([c for c in rarest if c not in m.swarm_started])
+        take(_rarest(m, [c for c in missing if c not in m.swarm_started]))
     if endgame:
         take(missing)
     return chosen
 
 
+def _rarest(m: Moment, chunks: list[int]) -> list[int]:
+    """``chunks`` rarest first among connected peers, ties from the pull's ``start`` on.
+    Sorted only when HTTP has a free slot to give: each round sorting every missing chunk
+    was a fifth of a planning round's Python."""
+    return sorted(chunks, key=lambda c: (m.swarm_has[c], (c - m.start) % m.num_chunks))
+
+
 def _priorities(m: Moment, endgame: bool) -> list[int]:
-    out = []
-    for c in range(m.num_chunks):
-        if c in m.have:
-            out.append(NORMAL)
-        elif not m.swarm or c in m.skip:
-            out.append(SKIP)
-        elif endgame:
-            out.append(TOP)
-        elif c in m.http_inflight:
-            out.append(SKIP)
-        elif not m.edges:
-            out.append(TOP if c in m.assigned else NORMAL)
-        elif m.agent_replicas is None or m.agent_replicas[c] > 0 or m.swarm_has[c] > m.swarm_seeds:
-            # some other agent holds it: by the coordinator, or at once by its HAVE (a peer
-            # that is not a seed is not an origin); the coordinator's counts are seconds old
-            out.append(NORMAL)
-        else:
-            out.append(SKIP)
+    """Whole lists first, then the exceptions, strongest last: a held chunk is NORMAL
+    whatever else holds; a skipped one SKIP; an HTTP fetch in flight SKIP but in the end
+    game (hedged). Per chunk tests in Python were a third of a planning round."""
+    n = m.num_chunks
+    if not m.swarm:
+        out = [SKIP] * n
+    elif endgame:
+        out = [TOP] * n
+    elif not m.edges:
+        out = [NORMAL] * n
+        for c in m.assigned:
+            out[c] = TOP
+    elif m.agent_replicas is None:
+        out = [NORMAL] * n
+    else:
+        # some other agent holds it: by the coordinator, or at once by its HAVE (a peer
+        # that is not a seed is not an origin); the coordinator's counts are seconds old
+        seeds = m.swarm_seeds
+        out = [
+            NORMAL if r > 0 or s > seeds else SKIP
+            for r, s in zip(m.agent_replicas, m.swarm_has, strict=True)
+        ]
+    if m.swarm and not endgame:
+        for c in m.http_inflight:
+            out[c] = SKIP
+    for c in m.skip:
+        out[c] = SKIP
+    for c in m.have:
+        out[c] = NORMAL
     return out

@@ -329,7 +329,9 @@ class Download:
         self.handle.force_reannounce(0, -1, lt.reannounce_flags_t.ignore_min_interval)
 
     def status(self) -> Any:
-        return self.handle.status()
+        """Counters and peers only: libtorrent's default also builds the piece bitfields
+        and file names, in its network thread, while this thread waits for them."""
+        return self.handle.status(0)
 
     def request_resume_data(self) -> None:
         """Ask for resume data; it arrives as a ``ResumeData`` event once every write

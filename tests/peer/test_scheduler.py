@@ -95,6 +95,13 @@ def test_http_choices(moment: Moment, http: list[int]) -> None:
         (m(agent_replicas=[1] * N, http_inflight=frozenset({0})), [SKIP] + [NORMAL] * 7),
         # no coordinator data: stock libtorrent
         (m(agent_replicas=None), [NORMAL] * N),
+        # edges only: nothing from the swarm, what is held shared as ever
+        (m(swarm=False, have=frozenset({3})), [SKIP] * 3 + [NORMAL] + [SKIP] * 4),
+        # held while its HTTP fetch is still in flight (the swarm won): held wins
+        (
+            m(have=frozenset({2}), http_inflight=frozenset({2, 4})),
+            [SKIP] * 2 + [NORMAL] + [SKIP] * 5,
+        ),
         # end game: everything missing at top priority, held ones normal
         (
             m(endgame=3, have=frozenset(range(5)), http_inflight=frozenset({6})),
