@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
+import re
 import ssl
 import time
 from collections.abc import Mapping
@@ -58,7 +60,13 @@ class _Target:
     head: bytes  # the request line's target and the Host (and Authorization) lines
 
 
+_UNSAFE = re.compile(r"[^\x21-\x7e]")  # spaces, controls and anything not ASCII
+
+
+@functools.lru_cache(maxsize=256)
 def _target(url: str) -> _Target:
+    """What a request to ``url`` sends and where; parsed once per URL (a chunk's URL
+    repeats for every range of its blob)."""
     try:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -69,7 +77,7 @@ def _target(url: str) -> _Target:
         raise HttpFailure(f"invalid URL {url!r}")
     netloc = parts.netloc.rpartition("@")[2]
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    if any(c.isspace() or ord(c) < 0x21 or ord(c) > 0x7E for c in path + netloc):
+    if _UNSAFE.search(path + netloc):
         raise HttpFailure(f"invalid URL {url!r}")
     lines = f"{path} HTTP/1.1\r\nHost: {netloc}\r\n"
     if parts.username is not None:
