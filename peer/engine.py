@@ -18,7 +18,7 @@ import secrets
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from peer.events import (
     PieceFailed,
     ResumeData,
     SessionSettings,
+    Swarm,
 )
 from peer.journal import Journal
 from peer.metrics import PullMetrics
@@ -289,6 +290,8 @@ class _Pull:
             bytes_reused=sum(e.size for e in manifest.files if e.sha256 in held),
         )
         self.have: set[int] = set()
+        self.avail: Sequence[int] = (0,) * len(self.pcs)  # connected peers holding each
+        self.seeds = 0  # of those peers, the seeds
         self.lengths = [layout.chunk_length(manifest, p.entry, p.chunk) for p in self.pcs]
         self.held = {e.path.value: 0 for e in manifest.files}  # bytes held, by file
         for i in self.skip:
@@ -542,6 +545,11 @@ def _events(ses: TorrentSession, st: _Pull, resume_path: Path) -> bool:
             st.on_flushed()
         elif isinstance(ev, ResumeData):
             atomic_write(resume_path, ev.data)
+        elif isinstance(ev, Swarm):
+            if ev.availability is not None and len(ev.availability) == len(st.pcs):
+                st.avail = ev.availability
+            if ev.seeds is not None:
+                st.seeds = ev.seeds
     return progressed
 
 
@@ -561,7 +569,7 @@ async def _loop(
     wanting = False  # some missing chunk has a swarm priority
     sync: asyncio.Future[None] | None = None
     last_progress = last_resume = last_report = last_dial = last_sync = time.monotonic()
-    last_avail, avail, seeds, partial = 0.0, [0] * n, 0, frozenset[int]()
+    last_avail, partial = 0.0, frozenset[int]()
     while not st.need <= st.have:
         now = time.monotonic()
         if _events(ses, st, resume_path):
@@ -587,12 +595,14 @@ async def _loop(
                 # its answer is acted on at once, not at the next poll: new assignments
                 # waited up to ``poll`` seconds (0.15 s of a flash crowd's start)
                 co.task.add_done_callback(lambda _: st.wake.set())
-        if now - last_avail >= 0.1:  # blocking calls into libtorrent: at most 10 a second
-            last_avail, avail = now, list(d.handle.piece_availability())
-            seeds = int(d.status().num_seeds)
-            partial = (
-                frozenset(d.downloading()) if st.ups is not None and st.ups.caches() else partial
-            )
+        free = opts.http_slots - len(st.inflight) - len(st.handed)
+        if now - last_avail >= 0.1:  # at most 10 a second
+            last_avail = now
+            d.ask_swarm()  # answered by a Swarm event, a round or so later
+            if free > 0 and st.ups is not None and st.ups.caches():
+                # what peers are sending already is not asked of edges: only needed when a
+                # slot is free (this call waits for libtorrent's network thread)
+                partial = frozenset(d.downloading())
         dialing = co.dial is not None and not co.dial.done()
         if co.replicas is not None and now - last_dial > opts.coordinate_every and not dialing:
             # chunks other hosts hold but no connected peer has: dial their holders (again
@@ -601,7 +611,7 @@ async def _loop(
             last_dial = now
             unseen = [
                 i
-                for i, (r, a) in enumerate(zip(co.replicas, avail, strict=False))
+                for i, (r, a) in enumerate(zip(co.replicas, st.avail, strict=False))
                 if r > 0 and a == 0
             ]
             if unseen and coord:
@@ -618,8 +628,8 @@ async def _loop(
                 num_chunks=n,
                 have=frozenset(st.have),
                 now=now,
-                swarm_has=avail if len(avail) == n else [0] * n,
-                swarm_seeds=seeds,
+                swarm_has=st.avail,
+                swarm_seeds=st.seeds,
                 agent_replicas=co.replicas,
                 assigned=co.assigned,
                 skip=st.skip,
@@ -627,9 +637,7 @@ async def _loop(
                 # with a coordinator, HTTP waits for its first answer (or failure)
                 # chunks handed to libtorrent and not yet written count too: memory stays
                 # bounded at about 2 x http_slots chunks whatever the disk does
-                http_slots=opts.http_slots - len(st.inflight) - len(st.handed)
-                if co.answered
-                else 0,
+                http_slots=free if co.answered else 0,
                 edges=st.ups is not None and st.ups.available(),
                 endgame=opts.endgame,
                 assigned_slots=window(

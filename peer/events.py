@@ -65,4 +65,14 @@ class Flushed:
     name: str
 
 
-Event = PieceDone | PieceFailed | Finished | FileFailed | ResumeData | Flushed
+@dataclass(frozen=True, slots=True)
+class Swarm:
+    """What the connected peers hold: per chunk, how many have it; and how many of them
+    are seeds. Asked for with ``Download.ask_swarm()``; it comes back as this event."""
+
+    name: str
+    availability: tuple[int, ...] | None = None
+    seeds: int | None = None
+
+
+Event = PieceDone | PieceFailed | Finished | FileFailed | ResumeData | Flushed | Swarm

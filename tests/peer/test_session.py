@@ -15,6 +15,7 @@ from peer.session import (
     PieceDone,
     ResumeData,
     SessionSettings,
+    Swarm,
     TorrentSession,
 )
 from peer.store import Store
@@ -65,6 +66,30 @@ def test_swarm_download_lands_in_the_store(tmp_path: Path, origin: Origin) -> No
     store.put(m)
     for f in m.files:
         assert store.blob_path(f.sha256).read_bytes() == (origin.src / f.path.value).read_bytes()
+
+
+def test_ask_swarm_answers_with_what_connected_peers_hold(tmp_path: Path, origin: Origin) -> None:
+    """The pull loop asks and goes on; what peers hold comes back as events, for this
+    torrent only, one per chunk, the origin seed counted as a seed."""
+    m = origin.pub.manifest
+    ses = session()
+    try:
+        d = ses.add("m", m, origin.pub.torrent_path.read_bytes(), tmp_path / "staging")
+        wait_ready(ses, d)
+        d.prioritize([0] * m.num_chunks)  # connected, wanting nothing yet
+        d.connect([("127.0.0.1", origin.bt_port)])
+        deadline = time.monotonic() + 30
+        while True:
+            assert time.monotonic() < deadline, "no answer naming the origin's chunks"
+            d.ask_swarm()
+            got = [e for e in ses.events("m", timeout=0.2) if isinstance(e, Swarm)]
+            held = [e.availability for e in got if e.availability is not None]
+            seeds = [e.seeds for e in got if e.seeds is not None]
+            if held and seeds and held[-1] == (1,) * m.num_chunks and seeds[-1] == 1:
+                break
+        assert all(e.name == "m" for e in got)
+    finally:
+        ses.close()
 
 
 def wait_ready(ses: TorrentSession, d: object) -> None:
