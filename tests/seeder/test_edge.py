@@ -134,7 +134,9 @@ def test_upstream_fetches_are_bounded_and_in_order(tmp_path: Path, pub: Publishe
     assert slow.handler.most_active == 2 and slow.handler.blob_requests == 14
     first = answers[0][0] - started
     assert first < 0.6, f"the first chunk came after {first:.2f} s, behind the others"
-    assert answers[-1][0] - started >= 1.2  # 7 rounds of 2 fetches of 0.2 s
+    # 7 rounds of 2 fetches of 0.2 s: the last answer, whichever request it was (threads
+    # asked 10 ms apart can reach the edge out of order on a busy machine)
+    assert max(t for t, _ in answers) - started >= 1.2
 
 
 @pytest.mark.parametrize(
