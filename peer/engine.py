@@ -292,6 +292,7 @@ class _Pull:
         self.have: set[int] = set()
         self.avail: Sequence[int] = (0,) * len(self.pcs)  # connected peers holding each
         self.seeds = 0  # of those peers, the seeds
+        self.swarm_asked = 0  # answers to ask_swarm() not yet back
         self.lengths = [layout.chunk_length(manifest, p.entry, p.chunk) for p in self.pcs]
         self.held = {e.path.value: 0 for e in manifest.files}  # bytes held, by file
         for i in self.skip:
@@ -546,6 +547,7 @@ def _events(ses: TorrentSession, st: _Pull, resume_path: Path) -> bool:
         elif isinstance(ev, ResumeData):
             atomic_write(resume_path, ev.data)
         elif isinstance(ev, Swarm):
+            st.swarm_asked = max(0, st.swarm_asked - 1)
             if ev.availability is not None and len(ev.availability) == len(st.pcs):
                 st.avail = ev.availability
             if ev.seeds is not None:
@@ -596,9 +598,11 @@ async def _loop(
                 # waited up to ``poll`` seconds (0.15 s of a flash crowd's start)
                 co.task.add_done_callback(lambda _: st.wake.set())
         free = opts.http_slots - len(st.inflight) - len(st.handed)
-        if now - last_avail >= 0.1:  # at most 10 a second
-            last_avail = now
-            d.ask_swarm()  # answered by a Swarm event, a round or so later
+        # at most 10 a second, and not again before the last answers are back (a busy
+        # network thread would otherwise queue asks), unless they are a second late
+        if now - last_avail >= (0.1 if not st.swarm_asked else 1.0):
+            last_avail, st.swarm_asked = now, 2
+            d.ask_swarm()  # answered by two Swarm events, a round or so later
             if free > 0 and st.ups is not None and st.ups.caches():
                 # what peers are sending already is not asked of edges: only needed when a
                 # slot is free (this call waits for libtorrent's network thread)
