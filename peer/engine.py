@@ -416,6 +416,11 @@ class _Pull:
         task.add_done_callback(lambda _: self.wake.set())
         self.inflight[i] = task
 
+    def drop(self, i: int) -> None:
+        """Give up the HTTP fetch of chunk ``i``, whether it runs or has ended."""
+        _let_go(self.inflight.pop(i))
+        self.cached_only.discard(i)
+
     def snapshot(self, bytes_peer: int) -> Snapshot:
         return Snapshot(
             tuple((e.path.value, self.held[e.path.value], e.size) for e in self.manifest.files),
@@ -503,8 +508,8 @@ async def _download(
                 await _flushed(ses, st, resume_path, timeout=5.0)
         raise
     finally:
-        for task in st.inflight.values():
-            task.cancel()
+        for i in list(st.inflight):
+            st.drop(i)
         st.journal.close()
         if shared:
             ses.remove(st.name)
@@ -579,7 +584,7 @@ async def _loop(
         st.harvest(d)
         http_rate = st.http_rate(now)  # this round's deliveries included
         for i in [i for i in st.inflight if i in st.have]:
-            st.inflight.pop(i).cancel()  # a hedge the swarm won
+            st.drop(i)  # a hedge the swarm won
         if coord is not None:
             if co.task is not None and co.task.done():
                 if co.task.exception() is None:
@@ -690,9 +695,23 @@ async def _loop(
         await sync
     for task in (co.task, co.dial):
         if task is not None:
-            task.cancel()
+            _let_go(task)
     if progress is not None:
         progress(st.snapshot(int(d.status().total_payload_download)))
+
+
+def _let_go(task: asyncio.Future[Any]) -> None:
+    """A task no longer wanted: cancelled, and its outcome read whenever it ends. A task can
+    still fail after ``cancel()`` (a cancellation lost in a race, as in 3.11's ``wait_for``),
+    and asyncio logs a failure nobody read as an error with its traceback: flash-32's agent
+    logs held 14 "Task exception was never retrieved" for edge probes given up."""
+    task.cancel()
+    task.add_done_callback(_read_outcome)
+
+
+def _read_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 async def _coordinate(

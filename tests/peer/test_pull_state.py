@@ -1,7 +1,9 @@
-"""A pull's bookkeeping between rounds: held bytes by file as chunks come in, and what a
-coordinator's answer is allowed to assign."""
+"""A pull's bookkeeping between rounds: held bytes by file as chunks come in, what a
+coordinator's answer is allowed to assign, and HTTP fetches given up."""
 
 import asyncio
+import contextlib
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,7 @@ from peer.metrics import PullMetrics
 from peer.store import Store
 from seeder.publish import PublishOptions, publish
 from seeder.sources import directory_source
+from shoal.chunk_client import UpstreamError
 from shoal.ref import ModelRef
 from shoal.testing import write_model_dir
 from tests.peer.conftest import CHUNK
@@ -79,4 +82,40 @@ def test_assignments_outside_the_model_are_dropped(tmp_path: Path) -> None:
         frozenset({1}),
         None,
     )
+    st.journal.close()
+
+
+def test_fetches_given_up_end_quietly_even_when_they_fail_after_cancel(tmp_path: Path) -> None:
+    """A fetch given up (a hedge the swarm won, or the pull's end) is cancelled; one that
+    misses the cancellation and fails anyway must not leave asyncio a failure nobody read:
+    it logs "Task exception was never retrieved" with a traceback (seen in flash-32's agent
+    logs, for edge probes)."""
+    st = _pull(tmp_path, {"w.bin": 4 * CHUNK})
+
+    async def main() -> tuple[list[str], bool]:
+        reported: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, ctx: reported.append(ctx["message"])
+        )
+
+        async def stubborn() -> bytes:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(30)
+            raise UpstreamError("no upstream delivered chunk 0")
+
+        st.inflight[0] = asyncio.ensure_future(stubborn())
+        st.cached_only.add(0)
+        st.inflight[1] = asyncio.ensure_future(asyncio.sleep(30, b""))
+        running = st.inflight[1]
+        await asyncio.sleep(0)  # both wait
+        st.drop(0)
+        st.drop(1)
+        for _ in range(3):  # the failure, then its done-callbacks
+            await asyncio.sleep(0)
+        gc.collect()  # the ended task is gone: asyncio would report it now
+        return reported, running.cancelled()
+
+    reported, cancelled = asyncio.run(main())
+    assert reported == [] and cancelled
+    assert st.inflight == {} and st.cached_only == set()
     st.journal.close()
