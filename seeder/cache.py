@@ -98,11 +98,23 @@ class ChunkCache:
         """Store a verified chunk; False if it could not be written (it is then not cached)."""
         if (digest, index) in self._lru or len(data) > self.max_size:
             return False
-        if not self._write(self.root / digest.hex, f"{index}.chunk", data):
+        if not self.write(digest, index, data):
             return False
-        self._add(digest, index, len(data))
-        self._evict(keep=(digest, index))
+        self.add(digest, index, len(data))
         return True
+
+    def write(self, digest: Digest, index: int, data: bytes) -> bool:
+        """The file of a verified chunk, not yet served from the cache: blocking disk work
+        that touches no index, so a worker thread can do it. ``add`` then indexes it."""
+        return len(data) <= self.max_size and self._write(
+            self.root / digest.hex, f"{index}.chunk", data
+        )
+
+    def add(self, digest: Digest, index: int, size: int) -> None:
+        """Index a chunk ``write`` put on disk (from the thread that owns the cache)."""
+        if (digest, index) not in self._lru:
+            self._add(digest, index, size)
+            self._evict(keep=(digest, index))
 
     def complete(self, digest: Digest) -> bool:
         cmap = self._maps.get(digest)
