@@ -365,6 +365,15 @@ class Agent:
                 # refused for want of room: not resumed at the next start either
                 self._save_pending()
                 return
+            except Exception as exc:  # a defect: the job fails, its follower is told
+                job.state = "failed"
+                job.error = (
+                    f"internal error in the agent ({type(exc).__name__}: {exc}); "
+                    "the traceback is in the agent's log: please report it, then pull "
+                    "again: verified chunks are kept"
+                )
+                log.exception("pull of %s failed on an internal error", ref)
+                return
             finally:
                 self._pulling.pop(job.id, None)
             job.result = summary(str(ref), result, str(self.store.root))

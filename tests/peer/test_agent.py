@@ -3,6 +3,7 @@ leecher, and its local API checks the token and the Host header."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,9 +17,10 @@ import httpx
 import libtorrent as lt
 import pytest
 
-from peer.agent import host_allowed
+from peer.agent import PullJob, host_allowed
 from peer.journal import Journal
 from peer.store import Store
+from shoal.ref import ModelRef
 from shoal.testing import free_port, wait_listening
 from tests.conftest import SHOAL, quiet_lt_session
 from tests.peer.conftest import MODEL, Fleet, finish
@@ -295,3 +297,32 @@ def test_restarted_agent_resumes_its_pull(tmp_path: Path, sig: signal.Signals) -
                 p.send_signal(signal.SIGTERM)
                 p.communicate(timeout=30)
         fleet.kill("seed")
+
+
+def test_a_defect_in_a_pull_fails_its_job_and_never_leaves_it_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception that is not a ``ShoalError`` (a defect) fails the job with a message
+    for its follower and the traceback in the agent's log. It had left the job "running",
+    and `shoal pull` following it waited for ever (seen when a sim ran half-updated code)."""
+    import peer.engine
+    from peer.agent import Agent, AgentSettings
+
+    async def broken(*_args: object) -> None:
+        raise AttributeError("'Swarm' object has no attribute 'received'")
+
+    monkeypatch.setattr(peer.engine, "pull", broken)
+    agent = Agent(Store(tmp_path / "models").open(), AgentSettings(), "token")
+
+    async def follow() -> PullJob:
+        job = agent.start_pull(ModelRef.parse("demo:v1"))
+        await agent.ended(job, 10.0)
+        return job
+
+    job = asyncio.run(follow())
+    assert job.state == "failed"
+    assert job.error is not None and job.error.startswith(
+        "internal error in the agent (AttributeError: 'Swarm' object has no attribute"
+    )
+    assert "pull again" in job.error
+    assert "Traceback" in caplog.text and "pull of library/demo:v1 failed" in caplog.text
