@@ -67,12 +67,14 @@ class Flushed:
 
 @dataclass(frozen=True, slots=True)
 class Swarm:
-    """What the connected peers hold: per chunk, how many have it; and how many of them
-    are seeds. Asked for with ``Download.ask_swarm()``; it comes back as this event."""
+    """What the connected peers hold: per chunk, how many have it; how many of them are
+    seeds; and the payload received from them so far. Asked for with
+    ``Download.ask_swarm()``; it comes back as this event."""
 
     name: str
     availability: tuple[int, ...] | None = None
     seeds: int | None = None
+    received: int | None = None
 
 
 Event = PieceDone | PieceFailed | Finished | FileFailed | ResumeData | Flushed | Swarm

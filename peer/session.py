@@ -228,7 +228,13 @@ class TorrentSession:
             if isinstance(a, lt.state_update_alert):  # one status per torrent asked about
                 for st in a.status:
                     if (name := by_handle.get(st.handle)) is not None:
-                        out.append(Swarm(name, seeds=int(st.num_seeds)))
+                        out.append(
+                            Swarm(
+                                name,
+                                seeds=int(st.num_seeds),
+                                received=int(st.total_payload_download),
+                            )
+                        )
                 continue
             name = by_handle.get(getattr(a, "handle", None))
             if name is None:

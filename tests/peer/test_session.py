@@ -10,6 +10,7 @@ from pathlib import Path
 
 import libtorrent as lt
 
+from peer.scheduler import NORMAL, SKIP
 from peer.session import (
     Finished,
     PieceDone,
@@ -70,7 +71,9 @@ def test_swarm_download_lands_in_the_store(tmp_path: Path, origin: Origin) -> No
 
 def test_ask_swarm_answers_with_what_connected_peers_hold(tmp_path: Path, origin: Origin) -> None:
     """The pull loop asks and goes on; what peers hold comes back as events, for this
-    torrent only, one per chunk, the origin seed counted as a seed."""
+    torrent only, one per chunk, the origin seed counted as a seed; and with them what was
+    received from peers, which the loop's progress reports use (asking libtorrent for it
+    waited for its network thread)."""
     m = origin.pub.manifest
     ses = session()
     try:
@@ -88,6 +91,18 @@ def test_ask_swarm_answers_with_what_connected_peers_hold(tmp_path: Path, origin
             if held and seeds and held[-1] == (1,) * m.num_chunks and seeds[-1] == 1:
                 break
         assert all(e.name == "m" for e in got)
+        assert [e.received for e in got if e.seeds is not None][-1] == 0  # nothing wanted
+        first = min(m.chunk_size, m.files[0].size)
+        d.prioritize([NORMAL] + [SKIP] * (m.num_chunks - 1))  # one chunk, from the origin
+        while True:
+            assert time.monotonic() < deadline, "the chunk received never showed"
+            d.ask_swarm()
+            got = [e for e in ses.events("m", timeout=0.2) if isinstance(e, Swarm)]
+            received = [e.received for e in got if e.received is not None]
+            if received and received[-1] >= first:
+                break
+        # the chunk's bytes, and at most its pad's too (a block holding both is sent whole)
+        assert first <= received[-1] <= lt.torrent_info(str(origin.pub.torrent_path)).piece_size(0)
     finally:
         ses.close()
 
