@@ -707,9 +707,10 @@ async def _loop(
 
 def _let_go(task: asyncio.Future[Any]) -> None:
     """A task no longer wanted: cancelled, and its outcome read whenever it ends. A task can
-    still fail after ``cancel()`` (a cancellation lost in a race, as in 3.11's ``wait_for``),
-    and asyncio logs a failure nobody read as an error with its traceback: flash-32's agent
-    logs held 14 "Task exception was never retrieved" for edge probes given up."""
+    still fail after ``cancel()`` when the cancellation is lost on its way (3.11's
+    ``wait_for`` can lose one), and asyncio logs a failure nobody read as an error, with
+    its traceback: flash-32's agent logs held 14 "Task exception was never retrieved",
+    each for an edge probe given up."""
     task.cancel()
     task.add_done_callback(_read_outcome)
 

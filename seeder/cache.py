@@ -94,18 +94,10 @@ class ChunkCache:
     def has(self, digest: Digest, index: int) -> bool:
         return (digest, index) in self._lru
 
-    def put(self, digest: Digest, index: int, data: bytes) -> bool:
-        """Store a verified chunk; False if it could not be written (it is then not cached)."""
-        if (digest, index) in self._lru or len(data) > self.max_size:
-            return False
-        if not self.write(digest, index, data):
-            return False
-        self.add(digest, index, len(data))
-        return True
-
     def write(self, digest: Digest, index: int, data: bytes) -> bool:
-        """The file of a verified chunk, not yet served from the cache: blocking disk work
-        that touches no index, so a worker thread can do it. ``add`` then indexes it."""
+        """The file of a verified chunk, not yet served from the cache; False if it could
+        not be written (it is then not cached). Blocking disk work that touches no index,
+        so a worker thread can do it; ``add`` then indexes it."""
         return len(data) <= self.max_size and self._write(
             self.root / digest.hex, f"{index}.chunk", data
         )
