@@ -94,19 +94,15 @@ class ChunkCache:
     def has(self, digest: Digest, index: int) -> bool:
         return (digest, index) in self._lru
 
-    def write(self, digest: Digest, index: int, data: bytes) -> bool:
-        """The file of a verified chunk, not yet served from the cache; False if it could
-        not be written (it is then not cached). Blocking disk work that touches no index,
-        so a worker thread can do it; ``add`` then indexes it."""
-        return len(data) <= self.max_size and self._write(
-            self.root / digest.hex, f"{index}.chunk", data
-        )
-
-    def add(self, digest: Digest, index: int, size: int) -> None:
-        """Index a chunk ``write`` put on disk (from the thread that owns the cache)."""
-        if (digest, index) not in self._lru:
-            self._add(digest, index, size)
-            self._evict(keep=(digest, index))
+    def put(self, digest: Digest, index: int, data: bytes) -> bool:
+        """Store a verified chunk; False if it could not be written (it is then not cached)."""
+        if (digest, index) in self._lru or len(data) > self.max_size:
+            return False
+        if not self._write(self.root / digest.hex, f"{index}.chunk", data):
+            return False
+        self._add(digest, index, len(data))
+        self._evict(keep=(digest, index))
+        return True
 
     def complete(self, digest: Digest) -> bool:
         cmap = self._maps.get(digest)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -228,39 +228,22 @@ class Edge:
         fut = self._inflight.get(key)
         if fut is None:
             fut = asyncio.ensure_future(self._fetch(cmap, index))
-            self._inflight[key] = fut  # until its file is in the cache (or it failed)
+            self._inflight[key] = fut
+            fut.add_done_callback(lambda _: self._inflight.pop(key, None))
             fut.add_done_callback(_retrieve)
         return await asyncio.shield(fut)
 
     async def _fetch(self, cmap: ChunkMap, index: int) -> bytes:
-        """A chunk from upstream, answered from memory at once and cached off the event
-        loop: writing it there, an open() waited for ext4's journal while 32 agents wrote
-        (flash-32: 13 % of the edge's samples), and every answer of the edge waited too."""
-        key = (cmap.digest, index)
         self.metrics.misses.labels(cmap.digest.hex[:16]).inc()
-        try:
-            async with self._fetching:
-                data = await self.up.chunk(cmap, index)
-        except BaseException:
-            self._inflight.pop(key, None)
-            raise
-        self._spawn(self._store(cmap, index, data))
-        return data
-
-    async def _store(self, cmap: ChunkMap, index: int, data: bytes) -> None:
-        try:
-            if await asyncio.to_thread(self.cache.write, cmap.digest, index, data):
-                self.cache.add(cmap.digest, index, len(data))
-        finally:
-            self._inflight.pop((cmap.digest, index), None)
+        async with self._fetching:
+            data = await self.up.chunk(cmap, index)
+        self.cache.put(cmap.digest, index, data)
         if self.cache.complete(cmap.digest) and cmap.digest not in self._verifying:
             self._verifying.add(cmap.digest)
-            self._spawn(self._verify_blob(cmap))
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+            task = asyncio.ensure_future(self._verify_blob(cmap))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return data
 
     async def _verify_blob(self, cmap: ChunkMap) -> None:
         try:

@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,6 @@ from seeder.edge import Edge
 from seeder.publish import Published, PublishOptions, publish
 from seeder.sources import directory_source
 from shoal.chunk_client import Upstreams
-from shoal.digest import Digest
 from shoal.ref import ModelRef
 from shoal.testing import write_model_dir
 from tests.conftest import aria2_webseed_download
@@ -106,46 +104,6 @@ def test_concurrent_requests_share_one_fetch(
         results = list(pool.map(lambda _: httpx.get(f"{e.url}/blobs/{digest}").content, range(8)))
     assert all(r == data for r in results)
     assert origin.handler.blob_requests == 14
-
-
-class _SlowDisk(ChunkCache):
-    """A cache whose chunk files wait for ``release`` to be written: a disk whose journal
-    is busy (in flash-32 an open() there waited while 32 agents wrote)."""
-
-    def __init__(self, root: Path) -> None:
-        super().__init__(root, 1 << 30)
-        self.release = threading.Event()
-
-    def write(self, digest: Digest, index: int, data: bytes) -> bool:
-        self.release.wait(20)
-        return super().write(digest, index, data)
-
-
-def test_a_slow_cache_write_delays_no_answer_and_no_fetch_is_repeated(
-    tmp_path: Path, pub: Published, origin: AsyncServerThread
-) -> None:
-    digest, data = blob(pub)
-    cache = _SlowDisk(tmp_path / "cache")
-    cache.load()
-    ups = Upstreams([origin.url], connect_timeout=1, read_timeout=1)
-    first = {"Range": f"bytes=0-{CS - 1}"}
-    with AsyncServerThread(Edge(cache, ups)) as e:
-        try:
-            r = httpx.get(f"{e.url}/blobs/{digest}", headers=first, timeout=5)
-            assert r.status_code == 206 and r.content == data[:CS]  # its file still waits
-            r = httpx.get(f"{e.url}/blobs/{digest}", headers=first, timeout=5)
-            assert r.content == data[:CS] and origin.handler.blob_requests == 1  # not again
-            assert httpx.get(f"{e.url}/metrics", timeout=5).status_code == 200
-            assert not list((tmp_path / "cache").rglob("*.chunk"))
-        finally:
-            cache.release.set()
-        deadline = time.monotonic() + 10
-        while not cache.has(Digest.parse(digest), 0):
-            assert time.monotonic() < deadline, "the chunk was never cached"
-            time.sleep(0.02)
-        r = httpx.get(f"{e.url}/blobs/{digest}", headers=first, timeout=5)
-        assert r.content == data[:CS] and origin.handler.blob_requests == 1  # a hit
-    assert cached_chunks_are_right(tmp_path / "cache", data) == 1
 
 
 def test_upstream_fetches_are_bounded_and_in_order(tmp_path: Path, pub: Published) -> None:
