@@ -47,6 +47,7 @@ from shoal.errors import BadInput, NotFound, RemoteError, ShoalError
 from shoal.fsutil import atomic_write
 from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
 from shoal.ref import ModelRef
+from shoal.tasks import let_go
 from shoal.torrent import MAX_TORRENT_BYTES, Torrent
 
 if TYPE_CHECKING:
@@ -419,7 +420,7 @@ class _Pull:
 
     def drop(self, i: int) -> None:
         """Give up the HTTP fetch of chunk ``i``, whether it runs or has ended."""
-        _let_go(self.inflight.pop(i))
+        let_go(self.inflight.pop(i))
         self.cached_only.discard(i)
 
     def snapshot(self, bytes_peer: int) -> Snapshot:
@@ -700,24 +701,9 @@ async def _loop(
         await sync
     for task in (co.task, co.dial):
         if task is not None:
-            _let_go(task)
+            let_go(task)
     if progress is not None:
         progress(st.snapshot(int(d.status().total_payload_download)))
-
-
-def _let_go(task: asyncio.Future[Any]) -> None:
-    """A task no longer wanted: cancelled, and its outcome read whenever it ends. A task can
-    still fail after ``cancel()`` when the cancellation is lost on its way (3.11's
-    ``wait_for`` can lose one), and asyncio logs a failure nobody read as an error, with
-    its traceback: flash-32's agent logs held 14 "Task exception was never retrieved",
-    each for an edge probe given up."""
-    task.cancel()
-    task.add_done_callback(_read_outcome)
-
-
-def _read_outcome(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
 
 
 async def _coordinate(

@@ -41,6 +41,7 @@ from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
 from shoal.ranges import Span
 from shoal.ref import ModelRef
 from shoal.relpath import PAD_DIR
+from shoal.tasks import read_outcome
 from shoal.torrent import MAX_TORRENT_BYTES, Torrent
 
 log = logging.getLogger("shoal.edge")
@@ -230,7 +231,7 @@ class Edge:
             fut = asyncio.ensure_future(self._fetch(cmap, index))
             self._inflight[key] = fut
             fut.add_done_callback(lambda _: self._inflight.pop(key, None))
-            fut.add_done_callback(_retrieve)
+            fut.add_done_callback(read_outcome)  # its waiters may all have gone away
         return await asyncio.shield(fut)
 
     async def _fetch(self, cmap: ChunkMap, index: int) -> bytes:
@@ -368,12 +369,6 @@ class Edge:
             self._small.clear()
         self._small[path] = data
         return data
-
-
-def _retrieve(f: asyncio.Future[Any]) -> None:
-    """Mark a shared fetch's failure as seen: its waiters may all have gone away."""
-    if not f.cancelled():
-        f.exception()
 
 
 def _has_info_hash(t: Torrent, want: bytes) -> bool:
