@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import shutil
 import time
 from collections import deque
@@ -37,7 +36,7 @@ from peer.events import (
 from peer.journal import Journal
 from peer.metrics import PullMetrics
 from peer.progress import Progress, Snapshot
-from peer.scheduler import Moment, assignments_wanted, plan, window
+from peer.scheduler import Moment, assignments_wanted, plan, random_rank, window
 from peer.store import Store, StoreError
 from peer.throttle import Throttle
 from shoal import bitfield, wire
@@ -299,7 +298,7 @@ class _Pull:
         self.held = {e.path.value: 0 for e in manifest.files}  # bytes held, by file
         for i in self.skip:
             self.held[self.pcs[i].entry.path.value] += self.lengths[i]
-        self.start = secrets.randbelow(max(1, len(self.pcs)))  # see scheduler.Moment.start
+        self.rank = random_rank(len(self.pcs))  # see scheduler.Moment.rank
         self.handed: dict[int, str] = {}  # given to libtorrent with add_piece: source
         self.inflight: dict[int, asyncio.Future[bytes]] = {}
         self.cached_only: set[int] = set()  # in flight, asked of edges' caches only
@@ -659,7 +658,7 @@ async def _loop(
                 edge_cache=st.ups is not None and st.ups.caches(),
                 uncached=frozenset(i for i, t in st.uncached.items() if now - t < 3.0),
                 swarm_partial=partial,
-                start=st.start,
+                rank=st.rank,
             )
         )
         if p.priorities != applied:

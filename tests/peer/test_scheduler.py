@@ -1,5 +1,7 @@
 """The swarm-or-edge policy as tables."""
 
+import random
+
 import pytest
 
 from peer.scheduler import (
@@ -10,6 +12,7 @@ from peer.scheduler import (
     Moment,
     assignments_wanted,
     plan,
+    random_rank,
     window,
 )
 
@@ -38,10 +41,17 @@ def m(**kw):  # type: ignore[no-untyped-def]
         (m(assigned=frozenset({5, 2})), [2, 5]),  # assignments first, in order
         # no coordinator: what nobody connected has comes over HTTP
         (m(swarm_has=[1, 0, 1, 0, 1, 1, 1, 1], agent_replicas=None), [1, 3]),
-        # ... from the pull's own start on, wrapping round: hosts that start together
-        # without a coordinator fetch different chunks
-        (m(swarm_has=[0] * N, agent_replicas=None, start=6), [6, 7, 0]),
-        (m(swarm_has=[0, 0, 0, 1, 0, 0, 0, 0], agent_replicas=None, start=2), [2, 4, 5]),
+        # ... in the pull's own order: hosts without a coordinator fetch different chunks
+        (m(swarm_has=[0] * N, agent_replicas=None, rank=[7, 6, 5, 4, 3, 2, 1, 0]), [7, 6, 5]),
+        (
+            m(
+                swarm_has=[0, 0, 0, 1, 0, 0, 0, 0],
+                agent_replicas=None,
+                rank=[3, 1, 7, 0, 2, 6, 5, 4],
+            ),
+            [1, 4, 0],
+        ),
+        (m(swarm_has=[0, 1, 0, 1, 0, 0, 0, 0], agent_replicas=None), [0, 2, 4]),  # no order
         (m(assigned=frozenset({6}), swarm_has=[1, 0, 1, 1, 1, 1, 1, 1]), [6]),
         (
             m(assigned=frozenset({6}), swarm_has=[1, 0, 1, 1, 1, 1, 1, 1], agent_replicas=None),
@@ -207,3 +217,56 @@ def test_assignments_wanted_cover_half_a_second(
     rate: float, chunk: int, slots: int, expected: int
 ) -> None:
     assert assignments_wanted(rate, chunk, slots) == expected
+
+
+def test_random_rank_is_a_permutation_of_its_own() -> None:
+    rank = random_rank(1000, random.Random(1))
+    assert sorted(rank) == list(range(1000))
+    assert rank != list(range(1000))
+    assert random_rank(1000, random.Random(2)) != rank
+    assert random_rank(0) == []
+
+
+def _http_fetches(ranks: list[list[int]], n: int = 256, slots: int = 4, rounds: int = 8) -> int:
+    """Hosts without a coordinator, each planning every round: a fetch lands ``rounds``
+    rounds after it starts, and only then do the others see the chunk (as held by a
+    connected peer). How many HTTP fetches until every chunk is in the fleet."""
+    held: list[set[int]] = [set() for _ in ranks]
+    landing: list[dict[int, int]] = [{} for _ in ranks]
+    fetches = 0
+    for now in range(10_000):
+        for mine, due in zip(held, landing, strict=True):
+            for c in [c for c, t in due.items() if t <= now]:
+                mine.add(c)
+                del due[c]
+        if len(set().union(*held)) == n:
+            return fetches
+        for rank, mine, due in zip(ranks, held, landing, strict=True):
+            others = [sum(c in h for h in held if h is not mine) for c in range(n)]
+            moment = Moment(
+                num_chunks=n,
+                have=frozenset(mine),
+                now=float(now),
+                swarm_has=others,
+                agent_replicas=None,
+                http_inflight=frozenset(due),
+                http_slots=slots - len(due),
+                endgame=0,
+                rank=rank,
+            )
+            for c in plan(moment).http:
+                due[c] = now + rounds
+                fetches += 1
+    raise AssertionError("the fleet never got every chunk")
+
+
+def test_hosts_without_a_coordinator_keep_apart() -> None:
+    """A shared order from random starts lines the hosts up behind one another (each that
+    catches up fetches what the one ahead fetches); orders of their own keep them apart."""
+    n = 256
+    rng = random.Random(7)
+    starts = [rng.randrange(n) for _ in range(8)]
+    convoy = _http_fetches([[(c - s) % n for c in range(n)] for s in starts], n)
+    apart = _http_fetches([random_rank(n, random.Random(s)) for s in range(8)], n)
+    assert convoy > 2.5 * n
+    assert apart < 1.7 * n
