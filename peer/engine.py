@@ -652,7 +652,7 @@ async def _loop(
                 http_slots=free if co.answered else 0,
                 edges=st.ups is not None and st.ups.available(),
                 endgame=opts.endgame,
-                assigned_slots=window(
+                new_slots=window(
                     http_rate, st.manifest.chunk_size, opts.assigned_ahead, opts.http_slots
                 ),
                 edge_cache=st.ups is not None and st.ups.caches(),

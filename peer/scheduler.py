@@ -5,10 +5,10 @@ coordinator say, what is in flight); the output is a plan: a libtorrent piece
 priority per chunk, and which HTTP fetches to start now, in order.
 
 HTTP takes, in this order: the coordinator's assignments for this host, a few at a time
-(``window()``); without a coordinator, chunks no connected peer has (in the pull's own
-random order, so that hosts fetch different ones); chunks overdue
-in the swarm; when the swarm is too slow, the rarest chunks it has not started; and in the
-end game every missing chunk (hedged: swarm and edge at once, first verified copy wins).
+(``window()``); without a coordinator, chunks no connected peer has, as few at a time and
+in the pull's own random order, so that hosts fetch different ones; chunks overdue in the
+swarm; when the swarm is too slow, the rarest chunks it has not started; and in the end
+game every missing chunk (hedged: swarm and edge at once, first verified copy wins).
 Slots still free then go to chunks some other host holds, rarest first, asked of edges
 for what they already cache (``only-if-cached``: an edge never fetches for them, so the
 origin sends nothing more): a warm or filling edge is one more uploader beside the swarm.
@@ -49,7 +49,9 @@ class Moment:
     http_inflight: frozenset[int] = frozenset()
     swarm_started: Mapping[int, float] = field(default_factory=dict)  # chunk -> first request
     http_slots: int = 0  # HTTP fetches that may start now
-    assigned_slots: int = 1 << 30  # assigned chunks to fetch at once (see window())
+    # chunks new to the fleet to fetch at once (see window()): the coordinator's
+    # assignments, or without a coordinator the chunks no connected peer has
+    new_slots: int = 1 << 30
     edges: bool = True  # some edge or origin can serve HTTP
     swarm: bool = True  # BitTorrent is usable at all
     swarm_too_slow: bool = False
@@ -75,10 +77,12 @@ class Plan:
 
 
 def window(rate: float, chunk_size: int, ahead: float, slots: int) -> int:
-    """How many assigned chunks to fetch at once: what HTTP delivers in ``ahead`` seconds
-    at ``rate`` bytes/s, at least 2, at most ``slots``. Assigned chunks come from the origin
-    through an edge whose upload all hosts share: more of them in flight only makes each
-    arrive later (Little's law), and a chunk helps the swarm only once it has arrived."""
+    """How many chunks new to the fleet to fetch at once: what HTTP delivers in ``ahead``
+    seconds at ``rate`` bytes/s, at least 2, at most ``slots``. They come from the origin,
+    often through an edge, whose upload all hosts share: more of them in flight only makes
+    each arrive later (Little's law), and a chunk helps the swarm only once it has arrived.
+    Without a coordinator there is a second reason: no host sees another's fetches until
+    they land, so the more each has in flight, the more often two fetch the same chunk."""
     return max(2, min(slots, _chunks_in(rate, ahead, chunk_size)))
 
 
@@ -155,9 +159,10 @@ def _http(m: Moment, missing: list[int], endgame: bool) -> list[int]:
     assigned = sorted(
         c for c in m.assigned - m.http_inflight if c not in m.have and c not in m.skip
     )
-    take(assigned[: max(0, m.assigned_slots - fetching)])
+    take(assigned[: max(0, m.new_slots - fetching)])
     if m.agent_replicas is None:  # with a coordinator, its assignments cover these
-        take(_rarest(m, [c for c in missing if m.swarm_has[c] == 0]))
+        room = m.new_slots - len(m.http_inflight) - len(chosen)
+        take(_rarest(m, [c for c in missing if m.swarm_has[c] == 0])[: max(0, room)])
     take(
         sorted(
             (

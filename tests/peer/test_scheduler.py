@@ -52,6 +52,10 @@ def m(**kw):  # type: ignore[no-untyped-def]
             [1, 4, 0],
         ),
         (m(swarm_has=[0, 1, 0, 1, 0, 0, 0, 0], agent_replicas=None), [0, 2, 4]),  # no order
+        # ... a few at a time, as assigned chunks are
+        (m(swarm_has=[0] * N, agent_replicas=None, new_slots=2), [0, 1]),
+        (m(swarm_has=[0] * N, agent_replicas=None, new_slots=2, http_inflight={5}), [0]),
+        (m(swarm_has=[0] * N, agent_replicas=None, new_slots=1, http_inflight={5}), []),
         (m(assigned=frozenset({6}), swarm_has=[1, 0, 1, 1, 1, 1, 1, 1]), [6]),
         (
             m(assigned=frozenset({6}), swarm_has=[1, 0, 1, 1, 1, 1, 1, 1], agent_replicas=None),
@@ -72,10 +76,10 @@ def m(**kw):  # type: ignore[no-untyped-def]
         (m(assigned=frozenset({0, 1}), skip=frozenset({0})), [1]),
         (m(http_slots=0, assigned=frozenset({1})), []),
         # assigned chunks a few at a time; free slots then go to what else is due
-        (m(assigned=frozenset({0, 1, 2, 3}), assigned_slots=2), [0, 1]),
-        (m(assigned=frozenset({0, 1, 2}), assigned_slots=2, http_inflight=frozenset({1})), [0]),
-        (m(assigned=frozenset({0, 1}), assigned_slots=1, http_inflight=frozenset({1})), []),
-        (m(assigned=frozenset({0, 1}), assigned_slots=1, swarm_started={4: 70.0}), [0, 4]),
+        (m(assigned=frozenset({0, 1, 2, 3}), new_slots=2), [0, 1]),
+        (m(assigned=frozenset({0, 1, 2}), new_slots=2, http_inflight=frozenset({1})), [0]),
+        (m(assigned=frozenset({0, 1}), new_slots=1, http_inflight=frozenset({1})), []),
+        (m(assigned=frozenset({0, 1}), new_slots=1, swarm_started={4: 70.0}), [0, 4]),
     ],
 )
 def test_http_choices(moment: Moment, http: list[int]) -> None:
@@ -227,7 +231,9 @@ def test_random_rank_is_a_permutation_of_its_own() -> None:
     assert random_rank(0) == []
 
 
-def _http_fetches(ranks: list[list[int]], n: int = 256, slots: int = 4, rounds: int = 8) -> int:
+def _http_fetches(
+    ranks: list[list[int]], n: int = 256, slots: int = 4, rounds: int = 8, new_slots: int = 1 << 30
+) -> int:
     """Hosts without a coordinator, each planning every round: a fetch lands ``rounds``
     rounds after it starts, and only then do the others see the chunk (as held by a
     connected peer). How many HTTP fetches until every chunk is in the fleet."""
@@ -251,6 +257,7 @@ def _http_fetches(ranks: list[list[int]], n: int = 256, slots: int = 4, rounds: 
                 agent_replicas=None,
                 http_inflight=frozenset(due),
                 http_slots=slots - len(due),
+                new_slots=new_slots,
                 endgame=0,
                 rank=rank,
             )
@@ -270,3 +277,6 @@ def test_hosts_without_a_coordinator_keep_apart() -> None:
     apart = _http_fetches([random_rank(n, random.Random(s)) for s in range(8)], n)
     assert convoy > 2.5 * n
     assert apart < 1.7 * n
+    # fewer in flight at once, fewer fetched twice
+    fewer = _http_fetches([random_rank(n, random.Random(s)) for s in range(8)], n, new_slots=2)
+    assert fewer < apart - 0.1 * n
