@@ -155,14 +155,18 @@ def _http(m: Moment, missing: list[int], endgame: bool) -> list[int]:
     if not m.swarm:
         take(missing)
         return chosen
-    fetching = len(m.http_inflight & m.assigned)
+    # one budget for the chunks new to the fleet: without a coordinator every fetch in
+    # flight is one of them
+    coordinated = m.agent_replicas is not None
+    fresh = m.http_inflight & m.assigned if coordinated else m.http_inflight
+    room = m.new_slots - len(fresh)
     assigned = sorted(
         c for c in m.assigned - m.http_inflight if c not in m.have and c not in m.skip
     )
-    take(assigned[: max(0, m.new_slots - fetching)])
-    if m.agent_replicas is None:  # with a coordinator, its assignments cover these
-        room = m.new_slots - len(m.http_inflight) - len(chosen)
-        take(_rarest(m, [c for c in missing if m.swarm_has[c] == 0])[: max(0, room)])
+    take(assigned[: max(0, room)])
+    if not coordinated:  # with a coordinator, its assignments cover these
+        nobody = _rarest(m, [c for c in missing if m.swarm_has[c] == 0])
+        take(nobody[: max(0, room - len(chosen))])
     take(
         sorted(
             (
