@@ -27,7 +27,7 @@ from pydantic_settings import SettingsConfigDict
 from peer.budget import Budget, BudgetError, Held, evictions
 from peer.caps import Caps, LiveCaps, parse_rate, parse_schedule
 from peer.delegate import AGENT_FILE
-from peer.events import REQUEST_QUEUE, SessionSettings
+from peer.events import PEERS, REQUEST_QUEUE, SessionSettings
 from peer.store import Store
 from peer.view import snapshot_dict, summary
 from shoal import bitfield
@@ -66,6 +66,7 @@ class AgentSettings(ComponentSettings):
     max_store_size: str = "0"  # the store's budget (blobs and pulls in progress); "0": none
     min_free: str = "1G"  # free disk space to leave
     request_queue: int = Field(default=REQUEST_QUEUE, ge=2, le=2000)
+    peers: int = Field(default=PEERS, ge=1, le=1000)
 
     @field_validator("max_rate", "upload_rate", "http_rate")
     @classmethod
@@ -170,6 +171,7 @@ class Agent:
                 enable_lsd=self.settings.lsd,
                 upload_rate_limit=self.live.now().upload,
                 request_queue=self.settings.request_queue,
+                peers=self.settings.peers,
             )
         )
         from peer.metrics import PullMetrics

@@ -292,6 +292,7 @@ class _Pull:
         self.have: set[int] = set()
         self.avail: Sequence[int] = (0,) * len(self.pcs)  # connected peers holding each
         self.seeds = 0  # of those peers, the seeds
+        self.peers = 0  # connected peers, as of the swarm's last answer
         self.swarm_asked = 0  # answers to ask_swarm() not yet back
         self.received = 0  # payload bytes from peers, as of the last answer
         self.lengths = [layout.chunk_length(manifest, p.entry, p.chunk) for p in self.pcs]
@@ -558,6 +559,8 @@ def _events(ses: TorrentSession, st: _Pull, resume_path: Path) -> bool:
                 st.avail = ev.availability
             if ev.seeds is not None:
                 st.seeds = ev.seeds
+            if ev.peers is not None:
+                st.peers = ev.peers
             if ev.received is not None:
                 st.received = ev.received
     return progressed
@@ -616,10 +619,14 @@ async def _loop(
                 # slot is free (this call waits for libtorrent's network thread)
                 partial = frozenset(d.downloading())
         dialing = co.dial is not None and not co.dial.done()
-        if co.replicas is not None and now - last_dial > opts.coordinate_every and not dialing:
-            # chunks other hosts hold but no connected peer has: dial their holders (again
-            # while it lasts: a watchdog against half-made connections). Looked for once a
-            # period, not every round: the scan was 7 % of the loop's Python
+        due = now - last_dial > opts.coordinate_every and not dialing
+        if due and co.replicas is not None and st.peers < ses.settings.peers:
+            # fewer peers than asked of the tracker (early, or they left): dial holders of
+            # chunks no connected peer has (again while it lasts: a watchdog against
+            # half-made connections). With enough peers, such chunks come through them:
+            # dialing every holder made each host a peer of the whole fleet (a share of
+            # its downlink per flow). Looked for once a period, not every round: the scan
+            # was 7 % of the loop's Python
             last_dial = now
             unseen = [
                 i

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 REQUEST_QUEUE = 8  # see SessionSettings.request_queue
+PEERS = 4  # see SessionSettings.peers
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +25,11 @@ class SessionSettings:
     # among shoal peers it bounds both directions. Each queued block delays a fresh chunk
     # on its way through the fleet (scenarios/README.md: 8 measured best)
     request_queue: int = REQUEST_QUEUE
+    # peers asked of a tracker per announce (libtorrent's num_want), and no peer exchange:
+    # a host then trades with those it picked and those that picked it, about twice this
+    # many, not the whole fleet. Every flow into a host shares its downlink, and a chunk new
+    # to the fleet crosses each hop at its flow's share (flash-32: 30 peers a host, 13-25)
+    peers: int = PEERS
 
 
 # events
@@ -74,6 +80,7 @@ class Swarm:
     name: str
     availability: tuple[int, ...] | None = None
     seeds: int | None = None
+    peers: int | None = None  # connected peers, seeds included
     received: int | None = None
 
 

@@ -79,8 +79,13 @@ class TorrentSession:
                     | lt.alert_category.piece_progress
                 ),
                 "user_agent": "shoal",
-            }
+                "num_want": s.peers,
+            },
+            0,  # no default extensions: they are added below, all but peer exchange
         )
+        # peer exchange would hand every host the whole fleet (SessionSettings.peers)
+        for extension in ("ut_metadata", "smart_ban"):
+            self.lt.add_extension(extension)
         # libtorrent exempts peers on local networks from rate limits; in a LAN fleet those
         # are exactly the peers a cap is for (set now or by a schedule later): every
         # address is "global"
@@ -232,6 +237,7 @@ class TorrentSession:
                             Swarm(
                                 name,
                                 seeds=int(st.num_seeds),
+                                peers=int(st.num_peers),
                                 received=int(st.total_payload_download),
                             )
                         )

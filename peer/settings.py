@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from peer.caps import parse_rate, valid_rate
 from peer.engine import PullOptions
-from peer.events import REQUEST_QUEUE, SessionSettings
+from peer.events import PEERS, REQUEST_QUEUE, SessionSettings
 from shoal.ref import ModelRef
 from shoal.settings import ComponentSettings
 
@@ -34,6 +34,7 @@ class PullSettings(ComponentSettings):
     read_timeout: float = Field(default=15.0, gt=0)
     stall_timeout: float = Field(default=60.0, gt=0)
     request_queue: int = Field(default=REQUEST_QUEUE, ge=2, le=2000)
+    peers: int = Field(default=PEERS, ge=1, le=1000)
 
     @field_validator("max_rate", "http_rate")
     @classmethod
@@ -53,6 +54,7 @@ class PullSettings(ComponentSettings):
                 enable_lsd=self.lsd,
                 enable_utp=self.utp,
                 request_queue=self.request_queue,
+                peers=self.peers,
             ),
             http_slots=self.http_connections,
             max_rate=parse_rate(self.max_rate),

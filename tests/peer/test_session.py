@@ -4,9 +4,12 @@ chunks handed in with add_piece, and resume data."""
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import libtorrent as lt
 
@@ -22,6 +25,7 @@ from peer.session import (
 from peer.store import Store
 from seeder.publish import PublishOptions, publish
 from seeder.sources import directory_source
+from shoal import bencode
 from shoal.ref import ModelRef
 from shoal.testing import write_model_dir
 from tests.conftest import quiet_lt_session
@@ -91,6 +95,7 @@ def test_ask_swarm_answers_with_what_connected_peers_hold(tmp_path: Path, origin
             if held and seeds and held[-1] == (1,) * m.num_chunks and seeds[-1] == 1:
                 break
         assert all(e.name == "m" for e in got)
+        assert [e.peers for e in got if e.seeds is not None][-1] == 1  # the origin
         assert [e.received for e in got if e.seeds is not None][-1] == 0  # nothing wanted
         first = min(m.chunk_size, m.files[0].size)
         d.prioritize([NORMAL] + [SKIP] * (m.num_chunks - 1))  # one chunk, from the origin
@@ -233,3 +238,41 @@ def test_peers_keep_to_our_request_queue(tmp_path: Path) -> None:
         ses.close()
     limit = SessionSettings().request_queue
     assert 2 < deepest <= limit, f"a peer had {deepest} requests queued (limit {limit})"
+
+
+def test_a_host_asks_the_tracker_for_few_peers(tmp_path: Path, origin: Origin) -> None:
+    """Each announce asks for ``peers`` peers (libtorrent's num_want, 200 by default): a
+    host trades with a few, not with the whole fleet. A hand-written tracker on loopback
+    records what was asked."""
+    asked: list[dict[str, list[str]]] = []
+
+    class Tracker(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(parse_qs(urlsplit(self.path).query))
+            body = bencode.encode({b"interval": 1800, b"peers": b""})
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Tracker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/announce"
+    ses = TorrentSession(SessionSettings(host="127.0.0.1", enable_lsd=False, peers=3))
+    try:
+        m = origin.pub.manifest
+        d = ses.add("m", m, origin.pub.torrent_path.read_bytes(), tmp_path / "s", trackers=(url,))
+        wait_ready(ses, d)
+        d.prioritize([NORMAL] * m.num_chunks)  # a pull that wants chunks announces
+        deadline = time.monotonic() + 20
+        while not asked:
+            assert time.monotonic() < deadline, "libtorrent never announced"
+            ses.events(timeout=0.1)
+    finally:
+        ses.close()
+        server.shutdown()
+        server.server_close()
+    assert asked[0].get("numwant") == ["3"], asked[0]

@@ -28,6 +28,11 @@ def test_layers_and_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert (
         PullSettings.load(cfg).options(ModelRef.parse("a:b"), tmp_path).session.request_queue == 32
     )
+    assert opts.session.peers == 4  # asked of the tracker
+    assert (
+        PullSettings.load(cfg, peers=12).options(ModelRef.parse("a:b"), tmp_path).session.peers
+        == 12
+    )
 
 
 def test_bad_values_are_named(tmp_path: Path) -> None:
@@ -37,6 +42,9 @@ def test_bad_values_are_named(tmp_path: Path) -> None:
         PullSettings.load(cfg)
     cfg.write_text("[pull]\nrequest_queue = 1\n")  # libtorrent's own floor is 2
     with pytest.raises(BadInput, match="request_queue"):
+        PullSettings.load(cfg)
+    cfg.write_text("[pull]\npeers = 0\n")  # a host that asks for no peers gets none
+    with pytest.raises(BadInput, match="peers"):
         PullSettings.load(cfg)
     with pytest.raises(BadInput, match="unknown"):
         cfg.write_text("[pull]\nunknown = 1\n")
@@ -95,6 +103,7 @@ def test_agent_caps_budget_and_schedule(tmp_path: Path) -> None:
         ({"http_rate": "fast"}, "http_rate"),
         ({"max_store_size": "-1G"}, "max_store_size"),
         ({"request_queue": 5000}, "request_queue"),
+        ({"peers": -1}, "peers"),
     ):
         with pytest.raises(BadInput, match=named):
             AgentSettings.load(None, **bad)
