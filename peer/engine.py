@@ -36,7 +36,14 @@ from peer.events import (
 from peer.journal import Journal
 from peer.metrics import PullMetrics
 from peer.progress import Progress, Snapshot
-from peer.scheduler import Moment, assignments_wanted, plan, random_rank, window
+from peer.scheduler import (
+    Moment,
+    assignments_wanted,
+    holders_to_dial,
+    plan,
+    random_rank,
+    window,
+)
 from peer.store import Store, StoreError
 from peer.throttle import Throttle
 from shoal import bitfield, wire
@@ -619,24 +626,12 @@ async def _loop(
                 # slot is free (this call waits for libtorrent's network thread)
                 partial = frozenset(d.downloading())
         dialing = co.dial is not None and not co.dial.done()
-        due = now - last_dial > opts.coordinate_every and not dialing
-        if due and co.replicas is not None and st.peers < ses.settings.peers:
-            # fewer peers than asked of the tracker (early, or they left): dial holders of
-            # chunks no connected peer has (again while it lasts: a watchdog against
-            # half-made connections). With enough peers, such chunks come through them:
-            # dialing every holder made each host a peer of the whole fleet (a share of
-            # its downlink per flow). Looked for once a period, not every round: the scan
-            # was 7 % of the loop's Python
+        if co.replicas is not None and now - last_dial > opts.coordinate_every and not dialing:
+            # looked for once a period, not every round: the scan was 7 % of the loop's Python
             last_dial = now
-            unseen = [
-                i
-                for i, (r, a) in enumerate(zip(co.replicas, st.avail, strict=False))
-                if r > 0 and a == 0
-            ]
-            if unseen and coord:
-                co.dial = asyncio.ensure_future(
-                    _holders(coord, st.manifest, unseen[:: max(1, len(unseen) // 4)][:4])
-                )
+            chunks = holders_to_dial(co.replicas, st.avail, st.peers, ses.settings.peers)
+            if chunks and coord:
+                co.dial = asyncio.ensure_future(_holders(coord, st.manifest, chunks))
                 co.dial.add_done_callback(lambda _: st.wake.set())
         if co.dial is not None and co.dial.done() and not co.dial.cancelled():
             if co.dial.exception() is None:

@@ -104,6 +104,24 @@ def random_rank(n: int, rng: random.Random | None = None) -> list[int]:
     return rank
 
 
+def holders_to_dial(
+    replicas: Sequence[int], swarm_has: Sequence[int], peers: int, wanted: int
+) -> list[int]:
+    """Chunks whose holders (by the coordinator) a host should connect to: a few, spread
+    over those other agents hold and no connected peer has, and only while the host has
+    fewer than ``wanted`` peers (it asked the tracker for that many: early on, or when
+    they left; also a watchdog against half-made connections). With enough peers such
+    chunks come through them: dialing every holder made each host a peer of the whole
+    fleet, and every flow into a host takes a share of its downlink (flash-32: 30 peers
+    a host; a chunk new to the fleet then crossed each hop at 1/30 of a link)."""
+    if peers >= wanted:
+        return []
+    unseen = [
+        i for i, (r, a) in enumerate(zip(replicas, swarm_has, strict=False)) if r > 0 and a == 0
+    ]
+    return unseen[:: max(1, len(unseen) // 4)][:4]
+
+
 def _chunks_in(rate: float, seconds: float, chunk_size: int) -> int:
     """Whole chunks that ``seconds`` of HTTP at ``rate`` bytes/s deliver."""
     return int(rate * seconds / max(1, chunk_size))

@@ -11,6 +11,7 @@ from peer.scheduler import (
     TOP,
     Moment,
     assignments_wanted,
+    holders_to_dial,
     plan,
     random_rank,
     window,
@@ -280,3 +281,25 @@ def test_hosts_without_a_coordinator_keep_apart() -> None:
     # fewer in flight at once, fewer fetched twice
     fewer = _http_fetches([random_rank(n, random.Random(s)) for s in range(8)], n, new_slots=2)
     assert fewer < apart - 0.1 * n
+
+
+@pytest.mark.parametrize(
+    ("replicas", "swarm_has", "peers", "wanted", "dial"),
+    [
+        # fewer peers than asked for: the holders of what no connected peer has
+        ([1, 2, 0, 1], [0, 1, 0, 0], 1, 4, [0, 3]),
+        ([1, 2, 0, 1], [0, 1, 0, 0], 0, 4, [0, 3]),
+        # enough peers: what they lack comes through them, no new connections
+        ([1, 2, 0, 1], [0, 1, 0, 0], 4, 4, []),
+        ([1, 2, 0, 1], [0, 1, 0, 0], 9, 4, []),
+        # nothing unseen: nobody to dial
+        ([1, 1], [1, 1], 0, 4, []),
+        ([0, 0], [0, 0], 0, 4, []),
+        # many unseen: four, spread over them
+        ([1] * 100, [0] * 100, 0, 4, [0, 25, 50, 75]),
+    ],
+)
+def test_holders_to_dial(
+    replicas: list[int], swarm_has: list[int], peers: int, wanted: int, dial: list[int]
+) -> None:
+    assert holders_to_dial(replicas, swarm_has, peers, wanted) == dial
