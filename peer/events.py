@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 REQUEST_QUEUE = 8  # see SessionSettings.request_queue
 PEERS = 4  # see SessionSettings.peers
+DISK_THREADS = 4  # see SessionSettings.disk_threads
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +31,11 @@ class SessionSettings:
     # many, not the whole fleet. Every flow into a host shares its downlink, and a chunk new
     # to the fleet crosses each hop at its flow's share (flash-32: 29-31 peers a host, now 13-25)
     peers: int = PEERS
+    # libtorrent's disk threads (aio_threads, 10 by default). A pull writes at most at its
+    # link's rate, into the page cache, and 4 keep far ahead of a 1 Gbit/s link. Idle
+    # threads are not free where agents share cores: flash-32 (32 agents on 2 cores) ran
+    # 0.027 x T_min faster with 2 or 4 than with 10, in 5 pairs (scenarios/README.md)
+    disk_threads: int = DISK_THREADS
 
 
 # events

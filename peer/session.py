@@ -79,6 +79,7 @@ class TorrentSession:
                     | lt.alert_category.piece_progress
                 ),
                 "user_agent": "shoal",
+                "aio_threads": s.disk_threads,
                 "num_want": s.peers,
             },
             0,  # no default extensions: they are added below, all but peer exchange

@@ -276,3 +276,13 @@ def test_a_host_asks_the_tracker_for_few_peers(tmp_path: Path, origin: Origin) -
         server.shutdown()
         server.server_close()
     assert asked[0].get("numwant") == ["3"], asked[0]
+
+
+def test_libtorrent_gets_few_disk_threads() -> None:
+    """libtorrent's default is 10 disk threads per session; a pull gets ``disk_threads``."""
+    ses = TorrentSession(SessionSettings(host="127.0.0.1", enable_lsd=False))
+    try:
+        assert ses.lt.get_settings()["aio_threads"] == SessionSettings().disk_threads == 4
+        assert lt.default_settings()["aio_threads"] == 10  # so the setting does something
+    finally:
+        ses.close()
