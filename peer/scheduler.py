@@ -17,7 +17,11 @@ The swarm gets a chunk (priority > 0) only when another agent holds it (the coor
 says so, or a connected peer that is not a seed announced it), or no edge
 can serve HTTP now, or in the end game. A chunk whose only holder is the origin stays
 at priority 0 for this host while an edge can serve it: that is what keeps the origin
-near one copy (../shared/reference/swarm-measurements.md). Without coordinator data,
+near one copy (../shared/reference/swarm-measurements.md). While no seed is connected
+there is no origin among the peers, and every chunk is open: libtorrent asks a peer only
+for what it holds, and chunks left at 0 would shrink what it counts as wanted, so that
+it entered its end game (each idle peer asked for a block another peer already had been
+asked for) whenever the few wanted chunks were all requested. Without coordinator data,
 libtorrent's stock behaviour applies (everything priority 1). Chunks in ``skip`` (files
 the store already holds) are neither wanted from the swarm nor fetched.
 """
@@ -226,7 +230,7 @@ def _priorities(m: Moment, endgame: bool) -> list[int]:
         out = [NORMAL] * n
         for c in m.assigned:
             out[c] = TOP
-    elif m.agent_replicas is None:
+    elif m.agent_replicas is None or not m.swarm_seeds:  # no coordinator, or no origin
         out = [NORMAL] * n
     else:
         # some other agent holds it: by the coordinator, or at once by its HAVE (a peer
