@@ -19,9 +19,9 @@ can serve HTTP now, or in the end game. A chunk whose only holder is the origin 
 at priority 0 for this host while an edge can serve it: that is what keeps the origin
 near one copy (../shared/reference/swarm-measurements.md). While no seed is connected
 there is no origin among the peers, and every chunk is open: libtorrent asks a peer only
-for what it holds, and chunks left at 0 would shrink what it counts as wanted, so that
-it entered its end game (each idle peer asked for a block another peer already had been
-asked for) whenever the few wanted chunks were all requested. Without coordinator data,
+for what it holds. Chunks left at 0 would shrink what it counts as wanted, and it would
+enter its end game (ask each idle peer for a block already asked of another) whenever
+the few wanted chunks were all requested. Without coordinator data,
 libtorrent's stock behaviour applies (everything priority 1). Chunks in ``skip`` (files
 the store already holds) are neither wanted from the swarm nor fetched.
 """
