@@ -91,8 +91,8 @@ class HttpServer:
         self.handler = handler
         self._slots = asyncio.Semaphore(max_connections)
         self._server: asyncio.Server | None = None
-        self._open: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()  # one per connection
+        self._closing = False
 
     async def start(self, host: str, port: int) -> asyncio.Server:
         self._server = await asyncio.start_server(
@@ -107,15 +107,21 @@ class HttpServer:
         return port
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            for writer in list(self._open):  # idle keep-alive connections too
-                writer.close()
-            # let every connection end by itself: a task asyncio cancels at exit makes
-            # Python 3.11's stream callback log a CancelledError traceback
-            if self._tasks:
-                await asyncio.wait(set(self._tasks), timeout=5)
-            await self._server.wait_closed()
+        """Stop listening and end every connection: idle keep-alive ones, and those in the
+        middle of an answer (the client gets a short body and asks elsewhere). Each
+        connection's task is cancelled rather than its transport closed: Python 3.11,
+        closing a transport under ``loop.sendfile``, raised InvalidStateError in a callback
+        and left the task waiting for ever (an origin stopped mid-download took 5 s and
+        logged two tracebacks)."""
+        if self._server is None:
+            return
+        self._server.close()
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+        await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -123,6 +129,11 @@ class HttpServer:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # ended by close(): end quietly, as a task cancelled on its way out makes
+            # Python 3.11's stream callback log a CancelledError traceback
+            if not self._closing:
+                raise
         finally:
             self._tasks.discard(task)
 
@@ -133,7 +144,6 @@ class HttpServer:
             writer.close()
             return
         async with self._slots:
-            self._open.add(writer)
             try:
                 first = True
                 while True:
@@ -152,7 +162,6 @@ class HttpServer:
             except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
                 pass
             finally:
-                self._open.discard(writer)
                 writer.close()
                 with contextlib.suppress(ConnectionError, OSError):
                     await writer.wait_closed()
