@@ -24,7 +24,13 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 64
 HEADER_TIMEOUT = 15.0
 IDLE_TIMEOUT = 60.0
-WRITE_CHUNK = 1 << 20
+_VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1"})
+# RFC 9110 5.1 and 5.5: a field name is a token; a value is visible characters, spaces
+# and tabs (obs-text, 0x80-0xff, allowed), never NUL, CR, LF or another control.
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_FIELD_VALUE = frozenset(
+    "\t" + "".join(map(chr, range(0x20, 0x7F))) + "".join(map(chr, range(0x80, 0x100)))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,13 @@ class Request:
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
+
+    @property
+    def closes(self) -> bool:
+        """Whether the client asked to close after this answer (``Connection`` is a
+        case-insensitive token list)."""
+        tokens = self.headers.get("connection", "").lower().split(",")
+        return "close" in (t.strip() for t in tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +185,7 @@ class HttpServer:
         except Exception:
             log.exception("handler failed for %s %s", request.method, request.path)
             response = simple(500, "internal error")
-        close = request.header("connection") == "close"
+        close = request.closes
         length = response.content_length()
         await _write_head(writer, response, length, close=close)
         if request.method == "HEAD":
@@ -239,13 +252,18 @@ async def _read_request(reader: asyncio.StreamReader, client: str) -> Request | 
         return None
     except asyncio.LimitOverrunError:
         raise BadRequest(431, "request header too large") from None
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError:  # pragma: no cover - latin-1 decodes everything
-        raise BadRequest(400, "bad request encoding") from None
+    return parse_head(head, client)
+
+
+def parse_head(head: bytes, client: str) -> Request:
+    """A request's head (through its blank line) as a ``Request``; ``BadRequest`` for
+    anything else. One pass of splits and set checks: linear in the head's length."""
+    if len(head) > MAX_HEADER_BYTES + 4 or not head.endswith(b"\r\n\r\n"):
+        raise BadRequest(431, "request header too large")
+    text = head.decode("latin-1")
     lines = text[:-4].split("\r\n")
     parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+    if len(parts) != 3 or parts[2] not in _VERSIONS:
         raise BadRequest(400, "malformed request line")
     method, target, version = parts
     if len(lines) - 1 > MAX_HEADERS:
@@ -253,8 +271,10 @@ async def _read_request(reader: asyncio.StreamReader, client: str) -> Request | 
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip() or any(c in name for c in " \t"):
+        if not sep or not _TOKEN.issuperset(name) or not name:
             raise BadRequest(400, "malformed header field")
+        if not _FIELD_VALUE.issuperset(value):
+            raise BadRequest(400, f"control character in header field {name!r}")
         key = name.lower()
         value = value.strip()
         headers[key] = f"{headers[key]}, {value}" if key in headers else value
@@ -262,7 +282,7 @@ async def _read_request(reader: asyncio.StreamReader, client: str) -> Request | 
         raise BadRequest(405, "only GET and HEAD are served here")
     if "transfer-encoding" in headers or headers.get("content-length", "0") != "0":
         raise BadRequest(400, "requests with a body are not served here")
-    if version == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
+    if version == "HTTP/1.0" and "keep-alive" not in headers.get("connection", "").lower():
         headers["connection"] = "close"
     if not target.startswith("/"):
         raise BadRequest(400, "request target must be a path")

@@ -8,12 +8,13 @@ a range that starts past the end is 416 with ``Content-Range: bytes */size``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-_RANGE = re.compile(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*")
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+# Longer headers are ignored (answered in full): one range of two 19-digit numbers
+# fits in far less. Parsing is a few partitions and strips: linear in the length.
+MAX_RANGE_HEADER = 256
 _MAX_DIGITS = 19
+_DIGITS = frozenset("0123456789")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,12 +45,10 @@ def select(size: int, range_header: str | None, if_range: str | None, etag: str)
         return full
     if if_range is not None and if_range.strip() != etag:
         return full  # the client's copy is stale (or dated): send it all
-    m = _RANGE.fullmatch(range_header)
-    if m is None or "," in range_header:
+    parsed = _one_range(range_header)
+    if parsed is None:
         return full
-    first, last = m.group(1), m.group(2)
-    if (not first and not last) or len(first) > _MAX_DIGITS or len(last) > _MAX_DIGITS:
-        return full
+    first, last = parsed
     if not first:  # suffix: the last N bytes
         n = int(last)
         if n == 0 or size == 0:
@@ -64,15 +63,42 @@ def select(size: int, range_header: str | None, if_range: str | None, etag: str)
     return Span(206, start, end, size)
 
 
+def _number(text: str) -> bool:
+    """``text`` is 1 to 19 ASCII digits (``str.isdigit`` also takes other scripts' digits)."""
+    return 0 < len(text) <= _MAX_DIGITS and _DIGITS.issuperset(text)
+
+
+def _one_range(header: str) -> tuple[str, str] | None:
+    """``bytes=first-last`` (either side may be empty, not both) as its two digit strings;
+    None for anything else, several ranges included. Whitespace around the parts is
+    tolerated, as it was by clients seen in the wild."""
+    if len(header) > MAX_RANGE_HEADER or "," in header:
+        return None
+    unit, eq, spec = header.partition("=")
+    if not eq or unit.strip().lower() != "bytes":
+        return None
+    first, dash, last = spec.partition("-")
+    first, last = first.strip(), last.strip()
+    if not dash or (not first and not last):
+        return None
+    if (first and not _number(first)) or (last and not _number(last)):
+        return None
+    return first, last
+
+
 def parse_content_range(value: str | None) -> tuple[int, int, int | None] | None:
     """``bytes a-b/size`` as (a, b + 1, size or None); None if malformed."""
-    if value is None:
+    if value is None or len(value) > MAX_RANGE_HEADER:
         return None
-    m = _CONTENT_RANGE.fullmatch(value.strip())
-    if m is None:
+    unit, space, rest = value.strip().partition(" ")
+    span, slash, size = rest.partition("/")
+    first, dash, final = span.partition("-")
+    if unit != "bytes" or not (space and slash and dash):
         return None
-    start, last = int(m.group(1)), int(m.group(2))
-    total = None if m.group(3) == "*" else int(m.group(3))
+    if not (_number(first) and _number(final) and (size == "*" or _number(size))):
+        return None
+    start, last = int(first), int(final)
+    total = None if size == "*" else int(size)
     if last < start or (total is not None and last >= total):
         return None
     return start, last + 1, total

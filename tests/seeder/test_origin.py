@@ -263,3 +263,37 @@ def test_seed_refuses_what_is_not_published(tmp_path: Path) -> None:
         [str(SHOAL), "seed", str(tmp_path / "d")], capture_output=True, text=True, timeout=30
     )
     assert r.returncode == 2 and "manifest" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_adversarial_range_header_does_not_stall_the_server(origin: Origin) -> None:
+    """Audit defect 1: a Range header of spaces and dashes backtracked with cubic cost on
+    the event loop (3.6 KB froze the seed for about 20 s). Near the 16 KiB header limit it
+    is now answered in full at once, and /healthz on another connection stays live."""
+    url, data = blob_url(origin, "weights/model.gguf")
+    evil = "bytes=" + " " * 5000 + "-" + " " * 5000 + "x"
+    started = time.monotonic()
+    with httpx.Client(timeout=10) as client:
+        answer = client.get(url, headers={"Range": evil})
+        health = client.get(origin.url + "/healthz")
+    assert time.monotonic() - started < 2
+    assert answer.status_code == 200 and answer.content == data
+    assert health.status_code == 200
+
+
+def test_strict_request_heads(origin: Origin) -> None:
+    """Audit defect 8: only HTTP/1.0 and 1.1, no control characters in field values, and
+    ``Connection: close`` honoured whatever its case."""
+    port = int(origin.url.rsplit(":", 1)[1])
+
+    def raw(data: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(data)
+            got = b""
+            while chunk := s.recv(4096):  # read to EOF: the server must close
+                got += chunk
+            return got
+
+    assert raw(b"GET /healthz HTTP/1.9\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert raw(b"GET /healthz HTTP/1.1\r\nX: a\x00b\r\n\r\n").startswith(b"HTTP/1.1 400")
+    closed = raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n")
+    assert closed.startswith(b"HTTP/1.1 200") and b"Connection: close" in closed

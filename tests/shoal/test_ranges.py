@@ -1,4 +1,8 @@
+import time
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shoal.ranges import Span, parse_content_range, select
 
@@ -58,3 +62,45 @@ def test_content_range_headers() -> None:
         "bytes a-b/c",
     ):
         assert parse_content_range(bad) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.sampled_from(list(" \t-=,bytesBYTES0123456789x*/")), max_size=400))
+def test_any_range_header_gives_a_span(header: str) -> None:
+    s = select(1000, header, None, E)
+    assert s.status in (200, 206, 416)
+    assert 0 <= s.start <= s.end <= 1000
+    parse_content_range(header)  # never raises
+
+
+@pytest.mark.parametrize("unit", [" ", " -", "- ", "0", "\t-"])
+def test_range_parsing_is_linear(unit: str) -> None:
+    """The regex this replaced took about 20 s on 3.6 KB of spaces and dashes."""
+
+    def per_byte(size: int) -> float:
+        header = "bytes=" + unit * (size // len(unit)) + "-" + unit * (size // len(unit)) + "x"
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            select(1000, header, None, E)
+            parse_content_range(header)
+            best = min(best, time.perf_counter() - started)
+        return best / len(header)
+
+    assert per_byte(16384) < per_byte(64) * 10 + 1e-7
+
+
+def test_content_range_client_side() -> None:
+    assert parse_content_range("bytes 0-0/1") == (0, 1, 1)
+    assert parse_content_range("bytes 0-9/*") == (0, 10, None)
+    for bad in (
+        "bytes 5-4/10",
+        "bytes 0-10/10",
+        "bytes 0-1/x",
+        "bytes  0-1/2",
+        "bits 0-1/2",
+        "bytes \u0660-1/2",
+        "bytes 0-1",
+        "",
+    ):
+        assert parse_content_range(bad) is None, bad
