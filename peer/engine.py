@@ -51,7 +51,7 @@ from shoal.chunk_client import UpstreamError, Upstreams
 from shoal.coordinator_client import CoordinatorClient
 from shoal.errors import BadInput, NotFound, RemoteError, ShoalError
 from shoal.fsutil import atomic_write
-from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
+from shoal.manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
 from shoal.ref import ModelRef
 from shoal.tasks import let_go
 from shoal.torrent import MAX_TORRENT_BYTES, Torrent
@@ -498,11 +498,8 @@ async def _download(
         st.result.bytes_redundant = int(status.total_redundant_bytes)
         metrics.upload.inc(int(status.total_payload_upload))
         ses.remove(st.name)
-        for entry in store.missing(manifest):
-            staged = st.staging / entry.sha256.hex
-            if entry.size == 0:
-                staged.write_bytes(b"")
-            store.commit(entry, staged)
+        d = None  # gone from the session: nothing is left to flush if a commit fails
+        await _commit(store, st.staging, store.missing(manifest))
         if ups is not None:
             st.result.edges = ups.stats()
             st.result.chunks_rejected += sum(int(str(e["corrupt"])) for e in st.result.edges)
@@ -528,6 +525,24 @@ async def _download(
             if not (shared and done):  # done in an agent: it reports the model as seeded
                 await _leave(fleet, manifest, len(st.pcs), ses.port)
             fleet.close()
+
+
+async def _commit(store: Store, staging: Path, entries: Sequence[FileEntry]) -> None:
+    """Hash and move every finished file into ``blobs/``, as many at once as there are
+    cores (``Store.commit``: a blob's name is only given to bytes hashed to it)."""
+    slots = asyncio.Semaphore(os.cpu_count() or 2)
+
+    async def one(entry: FileEntry) -> None:
+        staged = staging / entry.sha256.hex
+        if entry.size == 0:
+            staged.write_bytes(b"")
+        async with slots:
+            await asyncio.to_thread(store.commit, entry, staged)
+
+    results = await asyncio.gather(*(one(e) for e in entries), return_exceptions=True)
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
 
 
 def _apply_caps(st: _Pull, d: Download, ses: TorrentSession) -> None:

@@ -9,18 +9,24 @@
 A tag file's mtime is when the model was last used (pulled, found by a pull, exported):
 the disk budget evicts the least recently used first.
 
-Only verified bytes reach ``blobs/``: a file moves from staging into place by
-rename, after every chunk was verified and the bytes were flushed. A file that
-another model already holds is reused, not fetched again.
+Only bytes this host hashed to their name reach ``blobs/``: a file moves from
+staging into place by rename after every chunk was verified, the bytes were flushed,
+and the whole file was hashed to the digest it is named by. Chunk digests prove the
+chunks, not the file's name: a manifest can list a file digest that its chunks do not
+add up to, and would then plant its bytes under another model's digest. So a blob in
+``blobs/`` is "present" for any model, and a file that another model already holds is
+reused, not fetched again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
 from collections.abc import Iterator
+from io import BufferedReader
 from pathlib import Path
 
 from shoal.digest import Digest
@@ -32,6 +38,18 @@ from shoal.torrent import Torrent
 from shoal.units import format_size
 
 PINS_FILE = "pins.json"
+_READ = 1 << 20
+
+
+def file_digest(f: BufferedReader) -> Digest:
+    """SHA-256 of an open file from its current position, read 1 MiB at a time
+    (hashlib lets go of the GIL for each, so files hash in parallel threads)."""
+    h = hashlib.sha256()
+    buf = bytearray(_READ)
+    view = memoryview(buf)
+    while n := f.readinto(buf):
+        h.update(view[:n])
+    return Digest(h.hexdigest())
 
 
 class StoreError(BadInput):
@@ -124,8 +142,10 @@ class Store:
     def commit(self, entry: FileEntry, staged: Path) -> Path:
         """Move a fully verified, flushed file from staging into ``blobs/``.
 
-        The caller has verified every chunk; this checks the size, fsyncs and renames.
-        If the blob is already there (another model), the staged copy is dropped.
+        The caller has verified every chunk; this checks the size, hashes the whole file
+        against the digest it will be named by (``IntegrityError`` if it differs: the
+        staged file is deleted, as its chunks match a manifest that lies), fsyncs and
+        renames. If the blob is already there (another model), the staged copy is dropped.
         """
         final = self.blob_path(entry.sha256)
         if self.has_blob(entry):
@@ -137,11 +157,17 @@ class Store:
             raise IntegrityError(
                 f"{entry.path}: staged file is {size} bytes, expected {entry.size}"
             )
-        fd = os.open(staged, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        with staged.open("rb") as f:
+            got = file_digest(f)
+            os.fsync(f.fileno())
+        if got != entry.sha256:
+            staged.unlink()
+            raise IntegrityError(
+                f"{entry.path}: its chunks match the manifest but the whole file hashes to "
+                f"{got}, not {entry.sha256} as the manifest says; nothing was stored under "
+                "that name",
+                "the manifest is inconsistent: ask its publisher to publish it again",
+            )
         staged.chmod(0o644)
         staged.replace(final)
         fsync_dir(self.blobs)

@@ -1,0 +1,108 @@
+"""Audit defect 3: one publisher must not plant bytes under another model's blob digest.
+
+An attacker with a publisher token registers ``evil:v1``: its own bytes, chunk digests
+and torrent, but with the file digest of ``legit:v1``'s weights. Every chunk verifies
+against that manifest, so before the fix the pull moved the evil bytes into
+``blobs/sha256-<legit>``, and a later pull of ``legit:v1`` found them "already present".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from seeder.publish import MANIFEST_MSGPACK
+from shoal.coordinator_client import CoordinatorClient
+from shoal.manifest import Manifest
+from shoal.testing import free_port, start_local_seed, stop_processes
+from tests.conftest import SHOAL
+from tests.peer.conftest import MODEL, Fleet, finish, only_verified_blobs
+
+WEIGHTS = "weights/model.gguf"
+
+
+def doctored(fleet: Fleet, tmp: Path) -> Path:
+    """A published directory of ``evil:v1`` whose weights claim legit's digest."""
+    legit = fleet.pubs["legit:v1"].manifest
+    evil_pub = fleet.add_model("evil:v1", MODEL, seed=99)
+    evil = evil_pub.manifest
+    claimed = next(f.sha256 for f in legit.files if f.path.value == WEIGHTS)
+    files = tuple(
+        dataclasses.replace(f, sha256=claimed) if f.path.value == WEIGHTS else f for f in evil.files
+    )
+    lie = dataclasses.replace(evil, files=files)
+    out = tmp / "attacker"
+    shutil.copytree(evil_pub.out, out)
+    (out / MANIFEST_MSGPACK).write_bytes(lie.canonical_bytes)
+    real = next(f.sha256 for f in evil.files if f.path.value == WEIGHTS)
+    (out / "blobs" / real.filename).rename(out / "blobs" / claimed.filename)
+    with CoordinatorClient(fleet.coord_url, "pub") as cc:
+        cc.publish(Manifest.load(lie.canonical_bytes), evil_pub.torrent_path.read_bytes())
+    return out
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet(tmp_path)
+    f.add_model("legit:v1", MODEL)
+    try:
+        f.start_coordinator()
+        f.start_seed()
+        yield f
+    finally:
+        stop_processes([p for p in (f.seed, f.coordinator) if p is not None])
+
+
+def test_a_lying_file_digest_plants_nothing(fleet: Fleet, tmp_path: Path) -> None:
+    attacker_dir = doctored(fleet, tmp_path)
+    port = free_port()
+    attacker = start_local_seed(SHOAL, [attacker_dir], port, free_port(), "--no-bittorrent")
+    models = tmp_path / "victim"
+    try:
+        proc = fleet.coordinated_pull(
+            "evil:v1", models, "--edge", f"http://127.0.0.1:{port}", "--no-lsd"
+        )
+        out, err = proc.communicate(timeout=120)
+    finally:
+        stop_processes([attacker])
+    assert proc.returncode != 0, out
+    assert "whole file hashes to" in err and "Traceback" not in err, err
+    only_verified_blobs(models)
+    assert not (models / "tags" / "registry.ollama.ai" / "library" / "evil").exists()
+
+    legit = fleet.coordinated_pull("legit:v1", models, "--no-lsd")
+    result = finish(legit)
+    assert result["already_present"] is False
+    fleet.check_held(models, "legit:v1")
+    only_verified_blobs(models)
+
+
+def test_export_of_a_model_pulled_after_the_attempt_is_the_real_one(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """The same, read through ``shoal export --hf``: the files exported are legit's."""
+    attacker_dir = doctored(fleet, tmp_path)
+    port = free_port()
+    attacker = start_local_seed(SHOAL, [attacker_dir], port, free_port(), "--no-bittorrent")
+    models = tmp_path / "victim"
+    try:
+        evil = fleet.coordinated_pull("evil:v1", models, "--edge", f"http://127.0.0.1:{port}")
+        evil.communicate(timeout=120)
+    finally:
+        stop_processes([attacker])
+    finish(fleet.coordinated_pull("legit:v1", models, "--no-lsd"))
+    hf = tmp_path / "hf"
+    done = subprocess.run(
+        [str(SHOAL), "export", "legit:v1", "--models-dir", str(models), "--hf", str(hf)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    exported = next(hf.rglob("snapshots/*/" + WEIGHTS))
+    assert exported.read_bytes() == (fleet.srcs["legit:v1"] / WEIGHTS).read_bytes()
