@@ -167,7 +167,7 @@ async def _pull(
             else None
         )
         try:
-            manifest = await _resolve(opts.ref, coord, ups, store)
+            manifest = await _resolve(opts.ref, coord, ups, opts.edges, store)
             held = store.resolve(opts.ref)
             if held is not None and held.digest == manifest.digest and not store.missing(held):
                 store.touch(opts.ref)
@@ -203,8 +203,16 @@ async def _coordinator_edges(coord: CoordinatorClient) -> list[dict[str, Any]]:
 
 
 async def _resolve(
-    ref: ModelRef, coord: CoordinatorClient | None, ups: Upstreams | None, store: Store
+    ref: ModelRef,
+    coord: CoordinatorClient | None,
+    ups: Upstreams | None,
+    configured: Sequence[str],
+    store: Store,
 ) -> Manifest:
+    """The manifest ``ref`` names, from where that binding is authoritative: the
+    coordinator's registry, else an edge the operator configured (``--edge``, never one
+    the coordinator lists: any server that answers is not an authority on names), else
+    what this store last recorded."""
     problems = []
     if coord is not None:
         try:
@@ -213,9 +221,11 @@ async def _resolve(
             raise
         except ShoalError as exc:
             problems.append(f"coordinator: {exc.message}")
-    if ups is not None:
+    if ups is not None and configured:
         try:
-            raw = await ups.get(f"/v1/resolve/{ref}", MAX_MANIFEST_BYTES + 4096)
+            raw = await ups.get(
+                f"/v1/resolve/{ref}", MAX_MANIFEST_BYTES + 4096, among=frozenset(configured)
+            )
             answer = wire.unpack(
                 raw, wire.Limits(max_body=MAX_MANIFEST_BYTES + 4096, max_bin=MAX_MANIFEST_BYTES)
             )

@@ -28,7 +28,7 @@ from shoal.testing import free_port, write_model_dir
 from shoal.units import format_size
 
 REF = "demo:latest"
-PUBLISHER, FLEET = "demo-publisher", "demo-fleet"
+PUBLISHER, FLEET, EDGE = "demo-publisher", "demo-fleet", "demo-edge"
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ class Demo:
             [
                 *(sh, "tracker", "serve", "--host", "127.0.0.1", "--port", str(cport)),
                 *("--db", str(work / "coordinator.sqlite"), "--publish-token", PUBLISHER),
-                *("--fleet-token", FLEET, "--rate-limit", "0"),
+                *("--fleet-token", FLEET, "--edge-token", EDGE, "--rate-limit", "0"),
             ],
             port=cport,
         )
@@ -156,12 +156,13 @@ class Demo:
             capture_output=True,
         )
         fleet = ("--coordinator", self.coord, "--token", FLEET)
+        server = ("--coordinator", self.coord, "--token", EDGE)
         self.procs.start(
             "origin",
             [
                 *(sh, "seed", str(published), "--host", "127.0.0.1", "--port", str(oport)),
                 *("--no-bittorrent", "--public-url", self.origin),
-                *fleet,
+                *server,
             ],
             port=oport,
         )
@@ -170,7 +171,7 @@ class Demo:
             [
                 *(sh, "edge", "serve", "--upstream", self.origin, "--host", "127.0.0.1"),
                 *("--port", str(eport), "--cache-dir", str(work / "edge-cache")),
-                *("--max-size", "2GiB", "--public-url", self.edge, *fleet),
+                *("--max-size", "2GiB", "--public-url", self.edge, *server),
             ],
             port=eport,
         )

@@ -34,7 +34,7 @@ from shoal.testing import stop_processes, write_model_dir
 
 log = logging.getLogger("shoal.sim")
 REF = "sim:latest"
-PUBLISHER, FLEET_TOKEN = "sim-publisher", "sim-fleet"
+PUBLISHER, FLEET_TOKEN, EDGE_TOKEN = "sim-publisher", "sim-fleet", "sim-edge"
 COORD_PORT, ORIGIN_PORT, EDGE_PORT, BT_PORT, API_PORT = 8470, 8471, 8472, 6881, 8473
 # In a fleet the coordinator, origin and edges are machines of their own; here they share
 # 2 cores with every host. Scheduled ahead of the hosts' processes they keep their links
@@ -138,6 +138,7 @@ class Run:
                 *(self.shoal, "tracker", "serve", "--host", coord.addr, "--port", str(COORD_PORT)),
                 *("--db", str(self.work / f"coord-{time.monotonic_ns()}.sqlite")),
                 *("--publish-token", PUBLISHER, "--fleet-token", FLEET_TOKEN),
+                *("--edge-token", EDGE_TOKEN),
                 *("--rate-limit", "0"),
             ],
             COORD_PORT,
@@ -152,11 +153,12 @@ class Run:
 
             call_in(coord.ns, register)
 
-    def registration(self) -> tuple[str, ...]:
-        """Flags that register a server with the coordinator, when the run has one."""
+    def registration(self, token: str = EDGE_TOKEN) -> tuple[str, ...]:
+        """Flags that point a server (an edge token) or an agent (the fleet token) at
+        the coordinator, when the run has one."""
         if "coordinator" not in self.procs.running:
             return ()
-        return ("--coordinator", self.url("coord", COORD_PORT), "--token", FLEET_TOKEN)
+        return ("--coordinator", self.url("coord", COORD_PORT), "--token", token)
 
     def origin(self, published: Path, bittorrent: bool) -> None:
         o = self.nodes["origin"]
@@ -308,7 +310,7 @@ class Run:
         self.origin(published, bittorrent=False)
         self.start_edges(published)
         if self.sc.coordinator:
-            fleet: tuple[str, ...] = (*self.registration(), "--no-lsd")
+            fleet: tuple[str, ...] = (*self.registration(FLEET_TOKEN), "--no-lsd")
         else:  # a LAN: peers by LSD, the model and HTTP chunks from the edges and origin
             servers = [self.url(e.name, EDGE_PORT) for e in self.edges]
             servers.append(self.url("origin", ORIGIN_PORT))

@@ -11,7 +11,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from shoal.coordinator_client import CoordinatorClient
-from shoal.errors import ShoalError
+from shoal.errors import AuthError, ShoalError
 
 log = logging.getLogger("shoal.daemon")
 
@@ -24,11 +24,20 @@ async def register_forever(
     labels: dict[str, str],
     capacity: int,
 ) -> None:
-    """Register ``url`` and renew well within the coordinator's TTL, until cancelled."""
+    """Register ``url`` and renew well within the coordinator's TTL, until cancelled.
+
+    A refused token is a configuration error, not an outage: it ends the daemon with
+    the coordinator's reason (``AuthError``) instead of being retried for ever."""
     with CoordinatorClient(coordinator, token) as client:
         while True:
             try:
                 ttl = await asyncio.to_thread(client.register_edge, url, kind, labels, capacity)
+            except AuthError as exc:
+                raise AuthError(
+                    f"refused to list {url}: {exc.message}",
+                    exc.hint,
+                    status=exc.status,
+                ) from None
             except ShoalError as exc:
                 log.warning("cannot register with the coordinator: %s", exc)
                 ttl = 15.0

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -285,9 +285,19 @@ class Upstreams:
             up.failed(self.clock(), _retry_after(headers.get("retry-after")))
             raise _Refused(f"answered {status}")
 
-    async def get(self, path: str, limit: int, accept: str = "application/msgpack") -> bytes:
-        """A small answer (registry reads) from the first upstream that gives a 200."""
+    async def get(
+        self,
+        path: str,
+        limit: int,
+        accept: str = "application/msgpack",
+        among: Collection[str] | None = None,
+    ) -> bytes:
+        """A small answer (registry reads) from the first upstream that gives a 200;
+        only upstreams whose URL is in ``among``, when given."""
+        wanted = None if among is None else {u.rstrip("/") for u in among}
         for up in self.order():
+            if wanted is not None and up.url not in wanted:
+                continue
             try:
                 async with self.http.stream(
                     "GET", f"{up.url}{path}", headers={"Accept": accept}

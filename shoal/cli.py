@@ -113,6 +113,10 @@ def tracker_serve(
         list[str] | None, typer.Option(help="Token allowed to publish (repeatable).")
     ] = None,
     fleet_token: Annotated[str | None, typer.Option(help="Token every host may use.")] = None,
+    edge_token: Annotated[
+        list[str] | None,
+        typer.Option(help="Token allowed to register an edge or origin (repeatable)."),
+    ] = None,
     tokens_file: Annotated[Path | None, typer.Option(help="TOML file of tokens.")] = None,
     announce_interval: Annotated[
         int | None, typer.Option(help="Seconds between announces.")
@@ -141,6 +145,7 @@ def tracker_serve(
             redis=redis,
             publish_tokens=tuple(publish_token) if publish_token else None,
             fleet_token=fleet_token,
+            edge_tokens=tuple(edge_token) if edge_token else None,
             tokens_file=tokens_file,
             announce_interval=announce_interval,
             rate_limit=rate_limit,

@@ -90,7 +90,11 @@ def _api(coordinator: Coordinator, stores: StoreFactory, clock: Callable[[], flo
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry, swarms, fleet = stores(settings)
         auth, notes = load_auth(
-            settings.state_dir, settings.publish_tokens, settings.fleet_token, settings.tokens_file
+            settings.state_dir,
+            settings.publish_tokens,
+            settings.fleet_token,
+            settings.tokens_file,
+            settings.edge_tokens,
         )
         for note in notes:
             log.warning("generated %s", note)

@@ -1,10 +1,11 @@
-"""Who may write: publisher tokens, host tokens and the fleet token.
+"""Who may write: publisher tokens, edge tokens, host tokens and the fleet token.
 
-Tokens are compared in constant time. Publishing and deleting need a
-publisher token; availability reports, assignments and edge registration
-need a host token (a per-host one names the host; the fleet token names the
-host by its address). A missing token is 401, a token that does not allow the
-request is 403.
+Tokens are compared in constant time. Publishing and deleting need a publisher
+token. Registering an edge or origin needs an edge token or a publisher token:
+pulls fetch from what is listed, so a fleet host may not add servers to the
+list. Availability reports and assignments need a host token (a per-host one
+names the host; the fleet token names the host by its address). A missing token
+is 401, a token that does not allow the request is 403.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ class Auth:
         publish_tokens: Iterable[str] = (),
         host_tokens: Mapping[str, str] | None = None,
         fleet_token: str | None = None,
+        edge_tokens: Iterable[str] = (),
     ) -> None:
         self._publishers = [t.encode() for t in publish_tokens]
+        self._edges = [t.encode() for t in edge_tokens]
         self._hosts = {name: t.encode() for name, t in (host_tokens or {}).items()}
         self._fleet = fleet_token.encode() if fleet_token else None
 
@@ -43,6 +46,21 @@ class Auth:
                 "use a publisher token (--publish-token)",
                 status=403,
             )
+
+    def server(self, authorization: str | None) -> str:
+        """The owner an edge or origin registration is recorded under (``edge:<n>`` or
+        ``publisher:<n>``, the token's place in its list); raises ``AuthError``."""
+        token = _bearer(authorization)
+        for role, tokens in (("edge", self._edges), ("publisher", self._publishers)):
+            for n, t in enumerate(tokens):
+                if hmac.compare_digest(token, t):
+                    return f"{role}:{n}"
+        raise AuthError(
+            "this token may not register edges or origins",
+            "give the edge or origin an edge token (the coordinator's --edge-token or "
+            "'edges' in its tokens file) or a publisher token",
+            status=403,
+        )
 
     def host(self, authorization: str | None, client_ip: str, instance: str | None = None) -> str:
         """The identity of the host a request may speak for; raises ``AuthError``.
@@ -81,6 +99,7 @@ def load_auth(
     publish_tokens: Iterable[str],
     fleet_token: str | None,
     tokens_file: Path | None,
+    edge_tokens: Iterable[str] = (),
 ) -> tuple[Auth, list[str]]:
     """Build ``Auth`` from flags, a tokens file, or tokens generated into ``state_dir``.
 
@@ -88,11 +107,13 @@ def load_auth(
     once and kept in ``state_dir`` (mode 0600). Returns the auth and lines to log.
     """
     publishers = list(publish_tokens)
+    edges = list(edge_tokens)
     hosts: dict[str, str] = {}
     notes = []
     if tokens_file is not None:
-        file_publishers, hosts, file_fleet = _read_tokens_file(tokens_file)
+        file_publishers, hosts, file_fleet, file_edges = _read_tokens_file(tokens_file)
         publishers += file_publishers
+        edges += file_edges
         fleet_token = fleet_token or file_fleet
     if not publishers:
         publishers.append(_generated(state_dir / PUBLISH_TOKEN_FILE))
@@ -100,7 +121,7 @@ def load_auth(
     if fleet_token is None and not hosts:
         fleet_token = _generated(state_dir / FLEET_TOKEN_FILE)
         notes.append(f"fleet token: {state_dir / FLEET_TOKEN_FILE}")
-    return Auth(publishers, hosts, fleet_token), notes
+    return Auth(publishers, hosts, fleet_token, edges), notes
 
 
 def _bearer(authorization: str | None) -> bytes:
@@ -127,7 +148,7 @@ def _generated(path: Path) -> str:
     return token
 
 
-def _read_tokens_file(path: Path) -> tuple[list[str], dict[str, str], str | None]:
+def _read_tokens_file(path: Path) -> tuple[list[str], dict[str, str], str | None, list[str]]:
     try:
         doc = tomllib.loads(path.read_text())
     except OSError as exc:
@@ -135,17 +156,21 @@ def _read_tokens_file(path: Path) -> tuple[list[str], dict[str, str], str | None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"tokens file {path} is not valid TOML: {exc}") from None
     publishers = doc.get("publishers", [])
+    edges = doc.get("edges", [])
     hosts = doc.get("hosts", {})
     fleet = doc.get("fleet")
     if (
         not isinstance(publishers, list)
         or not all(isinstance(t, str) and t for t in publishers)
+        or not isinstance(edges, list)
+        or not all(isinstance(t, str) and t for t in edges)
         or not isinstance(hosts, dict)
         or not all(isinstance(t, str) and t for t in hosts.values())
         or not (fleet is None or (isinstance(fleet, str) and fleet))
     ):
         raise BadInput(
             f"tokens file {path} is malformed",
-            'expected publishers = ["..."], fleet = "...", and a [hosts] table of name = "token"',
+            'expected publishers = ["..."], edges = ["..."], fleet = "...", and a [hosts] '
+            'table of name = "token"',
         )
-    return publishers, hosts, fleet
+    return publishers, hosts, fleet, edges

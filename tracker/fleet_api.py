@@ -1,7 +1,8 @@
 """``/v1`` fleet routes: chunk availability, HTTP-fetch assignments, the edge directory.
 
-Every write needs a host token, and speaks only for the host that token names
-(with the fleet token: the sending address).
+Reports and assignments need a host token, and speak only for the host that token
+names (with the fleet token: the sending address). Registering an edge or origin needs
+an edge or publisher token, and the directory is bounded per token and in all.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from fastapi.responses import Response
 
 from shoal import bitfield, wire
 from shoal.digest import Digest
-from shoal.errors import BadInput, NotFound
+from shoal.errors import BadInput, Conflict, NotFound
 from shoal.manifest import MAX_CHUNKS, Manifest
 from shoal.urls import check_url
 from tracker.announce import normalize_ip
@@ -244,9 +245,7 @@ async def sync(request: Request, digest: str, authorization: Auth = None) -> Res
 async def register_edge(request: Request, authorization: Auth = None) -> Response:
     """An edge or origin announces itself (renew before ``ttl`` runs out)."""
     state = state_of(request)
-    owner = state.auth.host(
-        authorization, _client_ip(request), request.headers.get("x-shoal-instance")
-    )
+    owner = state.auth.server(authorization)
     body = await _body(request, EDGE_LIMITS)
     url = body.get("url")
     if not isinstance(url, str):
@@ -269,10 +268,30 @@ async def register_edge(request: Request, authorization: Auth = None) -> Respons
     if type(capacity) is not int or capacity < 0:
         raise BadInput("'capacity' must be a non-negative integer (bytes/s)")
     now = state.clock()
+    await _check_room(state, url, owner, now)
     await state.fleet.register_edge(
         EdgeRecord(url, kind, labels, capacity, owner, now + state.settings.edge_ttl), now
     )
     return respond(request, {"url": url, "ttl": state.settings.edge_ttl})
+
+
+async def _check_room(state: CoordinatorState, url: str, owner: str, now: float) -> None:
+    """Bounds on the directory: a renewal always fits; a new URL only while its owner
+    and the whole list are under their limits."""
+    listed = await state.fleet.edges(now)
+    if any(e.url == url and e.owner == owner for e in listed):
+        return
+    settings = state.settings
+    if sum(e.owner == owner for e in listed) >= settings.max_edges_per_token:
+        raise Conflict(
+            f"this token already registers {settings.max_edges_per_token} edges or origins",
+            "let unused registrations expire, or give each server a token of its own",
+        )
+    if len(listed) >= settings.max_edges:
+        raise Conflict(
+            f"the coordinator lists {settings.max_edges} edges and origins already",
+            "raise max_edges in the coordinator's [tracker] settings",
+        )
 
 
 @router.get("/edges")

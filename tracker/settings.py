@@ -23,6 +23,7 @@ class TrackerSettings(ComponentSettings):
     redis: str | None = None
     publish_tokens: tuple[str, ...] = ()
     fleet_token: str | None = None
+    edge_tokens: tuple[str, ...] = ()
     tokens_file: Path | None = None
     announce_interval: int = Field(default=1800, ge=1, le=86_400)
     min_interval: int = Field(default=60, ge=1, le=86_400)
@@ -33,6 +34,8 @@ class TrackerSettings(ComponentSettings):
     availability_ttl: float = Field(default=90.0, gt=0)  # a host's chunk report lives this long
     assignment_ttl: float = Field(default=60.0, gt=0)
     edge_ttl: float = Field(default=90.0, gt=0)
+    max_edges: int = Field(default=1024, ge=1)  # edges and origins listed at once
+    max_edges_per_token: int = Field(default=16, ge=1)
     max_want: int = Field(default=256, ge=1)
 
     @property

@@ -91,6 +91,8 @@ class Fleet:
                 "pub",
                 "--fleet-token",
                 "fleet",
+                "--edge-token",
+                "edge",
                 "--rate-limit",
                 "0",
             ],
@@ -103,7 +105,7 @@ class Fleet:
                 cc.publish(pub.manifest, pub.torrent_path.read_bytes())
 
     def start_seed(self, bittorrent: bool = True) -> None:
-        register = ["--coordinator", self.coord_url, "--token", "fleet"] if self.coordinated else []
+        register = ["--coordinator", self.coord_url, "--token", "edge"] if self.coordinated else []
         if not bittorrent:
             register.append("--no-bittorrent")
         self.seed = subprocess.Popen(

@@ -20,7 +20,11 @@ from tracker.settings import TrackerSettings
 
 def test_edge_process_with_coordinator(tmp_path: Path) -> None:
     settings = TrackerSettings(
-        db=tmp_path / "t" / "r.sqlite", publish_tokens=("pub",), fleet_token="fleet", rate_limit=0
+        db=tmp_path / "t" / "r.sqlite",
+        publish_tokens=("pub",),
+        fleet_token="fleet",
+        rate_limit=0,
+        edge_tokens=("edge",),
     )
     with ServerThread(create_app(settings)) as coord:
         for origin in start_seed(tmp_path):
@@ -45,7 +49,7 @@ def test_edge_process_with_coordinator(tmp_path: Path) -> None:
                     "--coordinator",
                     coord.url,
                     "--token",
-                    "fleet",
+                    "edge",
                     "--label",
                     "rack=r7",
                 ],

@@ -234,11 +234,15 @@ def test_registers_with_the_coordinator(tmp_path: Path) -> None:
     from tracker.settings import TrackerSettings
 
     settings = TrackerSettings(
-        db=tmp_path / "t" / "r.sqlite", publish_tokens=("p",), fleet_token="fleet", rate_limit=0
+        db=tmp_path / "t" / "r.sqlite",
+        publish_tokens=("p",),
+        fleet_token="fleet",
+        rate_limit=0,
+        edge_tokens=("edge",),
     )
     with ServerThread(create_app(settings)) as coord:
         for o in start_seed(
-            tmp_path, "--coordinator", coord.url, "--token", "fleet", "--label", "region=eu"
+            tmp_path, "--coordinator", coord.url, "--token", "edge", "--label", "region=eu"
         ):
             deadline = time.monotonic() + 20
             while True:
@@ -297,3 +301,21 @@ def test_strict_request_heads(origin: Origin) -> None:
     assert raw(b"GET /healthz HTTP/1.1\r\nX: a\x00b\r\n\r\n").startswith(b"HTTP/1.1 400")
     closed = raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n")
     assert closed.startswith(b"HTTP/1.1 200") and b"Connection: close" in closed
+
+
+def test_a_fleet_token_cannot_list_an_origin(tmp_path: Path) -> None:
+    """Audit defect 2: registering a server takes an edge or publisher token; a refused
+    token stops the seed with the coordinator's reason, once."""
+    from tracker.app import create_app
+    from tracker.settings import TrackerSettings
+
+    settings = TrackerSettings(
+        db=tmp_path / "t" / "r.sqlite", publish_tokens=("p",), fleet_token="fleet", rate_limit=0
+    )
+    with ServerThread(create_app(settings)) as coord:
+        for o in start_seed(tmp_path, "--coordinator", coord.url, "--token", "fleet"):
+            _, err = o.proc.communicate(timeout=30)
+            assert o.proc.returncode == 1, err
+            assert "refused to list" in err and "edge token" in err, err
+            assert "Traceback" not in err
+            assert msgpack.unpackb(httpx.get(f"{coord.url}/v1/edges").content)["edges"] == []

@@ -17,6 +17,7 @@ from tests.tracker.conftest import FLEET_TOKEN, PUBLISH_TOKEN, Running, make_pub
 
 HOSTS_TOML = """
 publishers = ["publisher-secret"]
+edges = ["edge-a", "edge-b"]
 [hosts]
 alpha = "alpha-token"
 beta = "beta-token"
@@ -257,7 +258,7 @@ def test_edge_directory_nearest_first(fleet: tuple[Running, str, int]) -> None:
     c, _, _ = fleet
     edges = [
         (
-            "alpha-token",
+            "edge-a",
             {
                 "url": "http://198.18.0.10:8472/",
                 "labels": {"region": "eu", "rack": "r1"},
@@ -265,7 +266,7 @@ def test_edge_directory_nearest_first(fleet: tuple[Running, str, int]) -> None:
             },
         ),
         (
-            "beta-token",
+            "edge-b",
             {
                 "url": "http://198.18.0.11:8472/",
                 "labels": {"region": "eu", "rack": "r2"},
@@ -273,7 +274,7 @@ def test_edge_directory_nearest_first(fleet: tuple[Running, str, int]) -> None:
             },
         ),
         (
-            "beta-token",
+            "edge-b",
             {"url": "http://198.18.0.12:8471/", "kind": "origin", "labels": {}, "capacity": 1000},
         ),
     ]
@@ -285,8 +286,8 @@ def test_edge_directory_nearest_first(fleet: tuple[Running, str, int]) -> None:
         "http://198.18.0.11:8472/",
         "http://198.18.0.12:8471/",
     ]
-    # another host cannot take over a live registration
-    r = call(c, "POST", "/v1/edges", "beta-token", {"url": "http://198.18.0.10:8472/"})
+    # another server cannot take over a live registration
+    r = call(c, "POST", "/v1/edges", "edge-b", {"url": "http://198.18.0.10:8472/"})
     assert r.status_code == 403
     for bad in (
         {"url": "ftp://x/"},
@@ -294,7 +295,7 @@ def test_edge_directory_nearest_first(fleet: tuple[Running, str, int]) -> None:
         {"url": "http://x/", "labels": {"k": 1}},
         {"url": "http://x/", "capacity": -1},
     ):
-        assert call(c, "POST", "/v1/edges", "alpha-token", bad).status_code == 400
+        assert call(c, "POST", "/v1/edges", "edge-a", bad).status_code == 400
     c.clock.now += 91
     assert answer(call(c, "GET", "/v1/edges"))["edges"] == []
 
@@ -323,3 +324,29 @@ def test_two_coordinators_on_one_redis(tmp_path: Path, redis_url: str) -> None:
     finally:
         first.close()
         second.close()
+
+
+def test_only_edge_and_publisher_tokens_list_servers(fleet: tuple[Running, str, int]) -> None:
+    """Audit defect 2: any fleet token could list a server of its own, which pulls then
+    asked for chunks (and before, for manifests)."""
+    c, _, _ = fleet
+    body = {"url": "http://198.18.0.66:8472/", "kind": "origin"}
+    for token in (FLEET_TOKEN, "alpha-token"):
+        r = call(c, "POST", "/v1/edges", token, body)
+        assert r.status_code == 403 and b"edge token" in r.content, r.content
+    assert answer(call(c, "GET", "/v1/edges"))["edges"] == []
+    answer(call(c, "POST", "/v1/edges", PUBLISH_TOKEN, body))
+    assert [e["url"] for e in answer(call(c, "GET", "/v1/edges"))["edges"]] == [body["url"]]
+
+
+def test_edge_registrations_are_bounded(fleet: tuple[Running, str, int]) -> None:
+    c, _, _ = fleet
+    limit = c.settings.max_edges_per_token
+    for i in range(limit):
+        answer(call(c, "POST", "/v1/edges", "edge-a", {"url": f"http://198.18.1.{i}:8472/"}))
+    r = call(c, "POST", "/v1/edges", "edge-a", {"url": "http://198.18.2.1:8472/"})
+    assert r.status_code == 409 and b"already registers" in r.content
+    # renewing one it holds still works, and another token has room of its own
+    answer(call(c, "POST", "/v1/edges", "edge-a", {"url": "http://198.18.1.0:8472/"}))
+    answer(call(c, "POST", "/v1/edges", "edge-b", {"url": "http://198.18.2.1:8472/"}))
+    assert len(answer(call(c, "GET", "/v1/edges"))["edges"]) == limit + 1
