@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shoal import __version__, bencode
+from shoal import __version__, bencode, merkle
 from shoal.chunking import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_count
 from shoal.errors import BadInput, InvalidTorrent
 from shoal.manifest import MAX_CHUNKS, MAX_FILES, Manifest
@@ -154,7 +154,10 @@ def _from_meta(meta: Any) -> Torrent:
         parts = raw.get(b"path")
         if not isinstance(parts, list):
             raise InvalidTorrent("torrent file entry has no path")
-        if b"p" in raw.get(b"attr", b""):
+        attr = raw.get(b"attr", b"")
+        if attr not in (b"", b"p"):  # "l" (symlink), "x", "h": nothing a model holds
+            raise InvalidTorrent(f"file attribute {attr!r} is not allowed (only BEP 47 pads)")
+        if attr == b"p":
             if offset % plen == 0 or (offset + length) % plen:
                 raise InvalidTorrent("pad file does not end a piece")
         else:
@@ -172,6 +175,9 @@ def _from_meta(meta: Any) -> Torrent:
     v2 = None
     if info.get(b"meta version") == 2:
         v2 = hashlib.sha256(encoded).digest()
+        _check_v2(info, meta.get(b"piece layers", {}), files, plen)
+    elif b"piece layers" in meta or b"file tree" in info:
+        raise InvalidTorrent("v2 fields in a torrent without 'meta version' 2")
     trackers = [_text(t, "announce") for t in [meta.get(b"announce", b"")] if t]
     for tier in meta.get(b"announce-list", []):
         trackers.extend(_text(t, "announce") for t in tier if _text(t, "announce") not in trackers)
@@ -187,6 +193,57 @@ def _from_meta(meta: Any) -> Torrent:
         trackers=tuple(trackers),
         web_seeds=tuple(_text(s, "url-list") for s in seeds),
     )
+
+
+def _check_v2(
+    info: dict[bytes, Any], layers: Any, files: list[tuple[RelPath, int]], plen: int
+) -> None:
+    """The v2 half of a hybrid torrent describes the same files as its v1 half, and every
+    piece layer (outside the info dict, so outside both info-hashes) hashes up to its
+    file's ``pieces root``: swapped layers would make libtorrent fail good pieces."""
+    leaves: list[tuple[RelPath, int, bytes | None]] = []
+    _walk_tree(info.get(b"file tree"), [], leaves)
+    if [(p, n) for p, n, _ in leaves] != files:
+        raise InvalidTorrent("torrent's v2 file tree differs from its v1 file list")
+    if not isinstance(layers, dict):
+        raise InvalidTorrent("torrent's 'piece layers' is not a dictionary")
+    wanted: set[bytes] = set()
+    for path, size, root in leaves:
+        if size <= plen:
+            continue
+        assert root is not None
+        layer = layers.get(root)
+        count = chunk_count(size, plen)
+        if not isinstance(layer, bytes) or len(layer) != 32 * count:
+            raise InvalidTorrent(f"torrent's piece layer of {path} is missing or malformed")
+        hashes = [layer[i : i + 32] for i in range(0, len(layer), 32)]
+        if merkle.file_root(hashes, plen) != root:
+            raise InvalidTorrent(f"torrent's piece layer of {path} does not match its root")
+        wanted.add(root)
+    if set(layers) - wanted:
+        raise InvalidTorrent("torrent's 'piece layers' holds layers of no file")
+
+
+def _walk_tree(node: Any, parts: list[str], out: list[tuple[RelPath, int, bytes | None]]) -> None:
+    """The files of a BEP 52 file tree, in its (sorted) order; depth is bounded by the
+    bencode decoder."""
+    if not isinstance(node, dict) or not node:
+        raise InvalidTorrent("torrent's file tree is malformed")
+    for key, child in node.items():
+        if key == b"":
+            if len(node) != 1 or not isinstance(child, dict) or not parts:
+                raise InvalidTorrent("torrent's file tree is malformed")
+            size = child.get(b"length")
+            root = child.get(b"pieces root")
+            if type(size) is not int or size < 0:
+                raise InvalidTorrent(f"invalid file length {size!r} in the file tree")
+            if size and (not isinstance(root, bytes) or len(root) != 32):
+                raise InvalidTorrent("a file in the file tree has no 32-byte pieces root")
+            out.append((RelPath.from_parts(parts), size, root if size else None))
+            if len(out) > MAX_FILES:
+                raise InvalidTorrent(f"torrent has more than {MAX_FILES} files")
+        else:
+            _walk_tree(child, [*parts, _text(key, "file tree")], out)
 
 
 def _text(value: Any, what: str) -> str:

@@ -11,11 +11,12 @@ from fastapi.responses import Response
 from shoal import wire
 from shoal.chunkmap import ChunkMap
 from shoal.digest import Digest
-from shoal.errors import BadInput, NotFound
+from shoal.errors import BadInput, Conflict, NotFound
 from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
 from shoal.ref import ModelRef
 from shoal.torrent import MAX_TORRENT_BYTES, Torrent
 from tracker.respond import read_body, respond, state_of, wants_json
+from tracker.stores.base import Registry
 
 router = APIRouter(prefix="/v1")
 
@@ -70,6 +71,7 @@ async def publish(request: Request, authorization: Auth = None) -> Response:
     if raw_ref is not None and not isinstance(raw_ref, str):
         raise BadInput("'ref' must be text")
     ref = ModelRef.parse(raw_ref) if raw_ref else manifest.ref
+    await _check_consistent(state.registry, manifest, torrent_bytes)
     moved = await state.registry.put(ref, manifest, torrent_bytes, state.clock())
     state.metrics.registry_ops.labels("publish").inc()
     return respond(
@@ -83,6 +85,43 @@ async def publish(request: Request, authorization: Auth = None) -> Response:
         },
         201,
     )
+
+
+async def _check_consistent(registry: Registry, manifest: Manifest, torrent: bytes) -> None:
+    """What is registered is immutable: a torrent stays the bytes first registered under
+    its info-hash, and a blob digest keeps the size and chunk digests (at a chunk size)
+    it was first listed with. A publish that disagrees is refused (``Conflict``), since
+    one of the two publishers describes bytes that are not what the name says.
+    The stores insert without replacing, so a race cannot swap either."""
+    held = await registry.torrent(manifest.info_hash_v1)
+    if held is not None and held != torrent:
+        raise Conflict(
+            f"a different torrent is registered for info-hash {manifest.info_hash_v1.hex()}",
+            "registered torrents never change: publish the torrent the registry holds "
+            f"(GET /v1/torrents/{manifest.info_hash_v1.hex()}), or publish changed content",
+        )
+    others: dict[Digest, Manifest | None] = {}
+    for entry in manifest.files:
+        first = await registry.manifest_with_blob(entry.sha256)
+        if first is None or first == manifest.digest:
+            continue
+        if first not in others:
+            data = await registry.manifest(first)
+            others[first] = Manifest.load(data) if data is not None else None
+        other = others[first]
+        if other is None:
+            continue
+        theirs = next(f for f in other.files if f.sha256 == entry.sha256)
+        same_chunks = other.chunk_size != manifest.chunk_size or (
+            theirs.chunk_hashes == entry.chunk_hashes
+        )
+        if theirs.size != entry.size or not same_chunks:
+            raise Conflict(
+                f"blob {entry.sha256} ({entry.path}) is registered by {other.ref} with "
+                "another size or other chunk digests",
+                "a blob digest names one content: one of the two manifests is wrong; "
+                "publish the file's real bytes",
+            )
 
 
 @router.get("/resolve/{ref:path}")

@@ -3,12 +3,13 @@
 import hashlib
 import warnings
 from pathlib import Path
+from typing import Any
 
 import libtorrent as lt
 import pytest
 
 from seeder.hashing import Hasher
-from shoal import torrent
+from shoal import bencode, torrent
 from shoal.errors import InvalidTorrent
 from shoal.relpath import RelPath
 from shoal.testing import manifest_fixture, write_blob
@@ -166,3 +167,72 @@ def test_file_indices_skip_pads(tmp_path: Path) -> None:
         fs = info.files()
         names = [fs.file_path(i).split("/", 1)[1] for i in loaded.file_indices]
     assert names == [p.value for p, _ in loaded.files]
+
+
+def _hybrid(tmp_path: Path) -> bytes:
+    files = CASES["tricky"]
+    root = tmp_path / "m"
+    for i, (rel, size) in enumerate(files.items()):
+        write_blob(root / rel, size, seed=i)
+    return _ours(root, files, 16 * KiB)
+
+
+def _changed(data: bytes, change: Any) -> bytes:
+    meta = bencode.decode(data)
+    change(meta)
+    return bencode.encode(meta)
+
+
+def test_libtorrents_own_hybrid_loads(tmp_path: Path) -> None:
+    root = tmp_path / "model-v1"
+    for i, (rel, size) in enumerate(CASES["tricky"].items()):
+        write_blob(root / rel, size, seed=i)
+    fs = lt.file_storage()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        lt.add_files(fs, str(root))
+        ct = lt.create_torrent(fs, 16 * KiB)
+    lt.set_piece_hashes(ct, str(root.parent))
+    assert torrent.Torrent.load(lt.bencode(ct.generate())).info_hash_v2 is not None
+
+
+def _flip_layer(meta: Any) -> None:
+    layers = meta[b"piece layers"]
+    root = sorted(layers)[0]
+    layers[root] = layers[root][:-1] + bytes([layers[root][-1] ^ 1])
+
+
+def _drop_layer(meta: Any) -> None:
+    del meta[b"piece layers"][sorted(meta[b"piece layers"])[0]]
+
+
+def _extra_layer(meta: Any) -> None:
+    meta[b"piece layers"][b"\x01" * 32] = b"\x02" * 32
+
+
+def _resize_in_tree(meta: Any) -> None:
+    meta[b"info"][b"file tree"][b"b"][b""][b"length"] = 2
+
+
+def _symlink_attr(meta: Any) -> None:
+    meta[b"info"][b"files"][0][b"attr"] = b"l"
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        (_flip_layer, "does not match its root"),
+        (_drop_layer, "missing or malformed"),
+        (_extra_layer, "layers of no file"),
+        (_resize_in_tree, "differs from its v1 file list"),
+        (_symlink_attr, "attribute"),
+    ],
+)
+def test_load_rejects_inconsistent_v2_and_attributes(tmp_path: Path, change: Any, why: str) -> None:
+    """Audit defects 4 and 8: piece layers are outside both info-hashes, so they are checked
+    against each file's pieces root; the v2 tree must list the v1 files; only pad files
+    may carry an attribute."""
+    good = _hybrid(tmp_path)
+    torrent.Torrent.load(good)
+    with pytest.raises(InvalidTorrent, match=why):
+        torrent.Torrent.load(_changed(good, change))

@@ -1,10 +1,13 @@
+import dataclasses
 import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgpack
 import pytest
 
+from shoal import bencode
 from shoal.coordinator_client import CoordinatorClient
 from shoal.errors import AuthError, BadInput, NotFound
 from shoal.manifest import Manifest
@@ -192,3 +195,58 @@ def test_chunk_map_of_a_blob(coordinator: Running, tmp_path: Path) -> None:
         entry.chunk_hashes,
     )
     assert httpx.get(f"{coordinator.url}/v1/blobs/sha256:{'0' * 64}/chunks").status_code == 404
+
+
+def _retorrent(data: bytes, change: Any) -> bytes:
+    meta = bencode.decode(data)
+    change(meta)
+    return bencode.encode(meta)
+
+
+def test_a_registered_torrent_is_never_replaced(coordinator: Running, tmp_path: Path) -> None:
+    """Audit defect 4: the same manifest published again (under another name) with other
+    piece layers replaced what /v1/torrents served, and pulls of the original failed."""
+    pub = make_published(tmp_path)
+    torrent = pub.torrent_path.read_bytes()
+    with client(coordinator) as cc:
+        cc.publish(pub.manifest, torrent)
+
+    def flip_layer(meta: Any) -> None:
+        layers = meta[b"piece layers"]
+        root = next(iter(layers))
+        layers[root] = bytes([layers[root][0] ^ 1]) + layers[root][1:]
+
+    forged = _retorrent(torrent, flip_layer)
+    body = {"manifest": pub.manifest.canonical_bytes, "torrent": forged, "ref": "other:v1"}
+    r = _post(coordinator, msgpack.packb(body))
+    assert r.status_code == 400 and b"piece layer" in r.content, r.content
+    # a torrent that is valid but differs outside the info dict (another tracker)
+    other = _retorrent(torrent, lambda meta: meta.__setitem__(b"announce", b"http://x/a"))
+    body["torrent"] = other
+    r = _post(coordinator, msgpack.packb(body))
+    assert r.status_code == 409 and b"different torrent" in r.content, r.content
+    with client(coordinator) as cc:
+        assert cc.torrent(pub.manifest.info_hash_v1) == torrent
+        assert pub.manifest.info_hash_v2 is not None
+        assert cc.torrent(pub.manifest.info_hash_v2) == torrent
+        with pytest.raises(NotFound):
+            cc.resolve(ModelRef.parse("other:v1"))
+
+
+def test_a_blob_digest_keeps_its_first_chunk_map(coordinator: Running, tmp_path: Path) -> None:
+    """Audit defect 4: a second manifest listing a registered blob digest with other
+    chunk digests (and so, to an edge, another content) is refused."""
+    legit = make_published(tmp_path / "legit", seed=1)
+    evil = make_published(tmp_path / "evil", "evil:v1", seed=1)
+    with client(coordinator) as cc:
+        cc.publish(legit.manifest, legit.torrent_path.read_bytes())
+    entry = next(f for f in evil.manifest.files if f.path.value == "w.bin")
+    lie = dataclasses.replace(entry, chunk_hashes=bytes(32) + entry.chunk_hashes[32:])
+    manifest = dataclasses.replace(
+        evil.manifest, files=tuple(lie if f is entry else f for f in evil.manifest.files)
+    )
+    body = {"manifest": manifest.canonical_bytes, "torrent": evil.torrent_path.read_bytes()}
+    r = _post(coordinator, msgpack.packb(body))
+    assert r.status_code == 409 and b"other chunk digests" in r.content, r.content
+    chunks = msgpack.unpackb(httpx.get(f"{coordinator.url}/v1/blobs/{entry.sha256}/chunks").content)
+    assert chunks["chunks"] == entry.chunk_hashes

@@ -123,13 +123,13 @@ class RedisRegistry:
         r, v1, v2 = self.s.r, manifest.info_hash_v1, manifest.info_hash_v2
         async with r.pipeline(transaction=True) as p:
             p.set(f"{P}manifest:{manifest.digest}", manifest.canonical_bytes, nx=True)
-            p.set(f"{P}torrent:{v1.hex()}", torrent)
+            p.set(f"{P}torrent:{v1.hex()}", torrent, nx=True)
             p.sadd(f"{P}swarms", v1)
             for f in manifest.files:
                 p.set(f"{P}blob:{f.sha256}", str(manifest.digest), nx=True)
             if v2:
-                p.set(f"{P}torrent-v2:{v2.hex()}", v1.hex())
-                p.set(f"{P}torrent-v2s:{short_v2(v2).hex()}", v1.hex())
+                p.set(f"{P}torrent-v2:{v2.hex()}", v1.hex(), nx=True)
+                p.set(f"{P}torrent-v2s:{short_v2(v2).hex()}", v1.hex(), nx=True)
                 p.sadd(f"{P}swarms", short_v2(v2))
             await p.execute()
         entry = _pack([str(manifest.digest), now])

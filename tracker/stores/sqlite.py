@@ -56,7 +56,7 @@ class SqliteRegistry:
                 (str(manifest.digest), manifest.canonical_bytes, now),
             )
             self._db.execute(
-                "INSERT OR REPLACE INTO torrents VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO torrents VALUES (?, ?, ?, ?, ?)",
                 (
                     manifest.info_hash_v1,
                     v2,
