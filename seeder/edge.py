@@ -4,7 +4,9 @@ Same URL layouts as the origin. A request for any range of a blob needs whole
 chunks: cached ones are sent from disk with sendfile; missing ones are fetched
 from upstream (one shared fetch per chunk, a few chunks ahead), verified against
 the blob's chunk map, cached, then sent. The chunk map comes from the
-coordinator when one is configured, else from upstream. When a blob's last
+coordinator when one is configured; without one, the edge fetches the whole
+blob, hashes it to its digest and makes the map itself, since a map from the
+upstream that sends the bytes proves nothing about them. When a blob's last
 chunk lands, the whole blob is checked against its own SHA-256 too.
 """
 
@@ -13,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import tempfile
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import unquote
 
 import msgpack
@@ -36,7 +39,7 @@ from shoal.chunk_client import UpstreamError, Upstreams
 from shoal.chunkmap import ChunkMap
 from shoal.coordinator_client import CoordinatorClient
 from shoal.digest import Digest
-from shoal.errors import BadInput, ShoalError
+from shoal.errors import BadInput, NotFound, ShoalError
 from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
 from shoal.ranges import Span
 from shoal.ref import ModelRef
@@ -47,6 +50,7 @@ from shoal.torrent import MAX_TORRENT_BYTES, Torrent
 log = logging.getLogger("shoal.edge")
 
 PREFETCH = 4
+_HEX_DIGITS = frozenset("0123456789abcdef")
 _MAP_LIMIT = 32 * (1 << 20) + 4096
 
 
@@ -104,6 +108,7 @@ class Edge:
         self._verifying: set[Digest] = set()
         self._tasks: set[asyncio.Future[None]] = set()
         self._fetching = asyncio.Semaphore(upstream_fetches)
+        self._fetching_limit = upstream_fetches
 
     async def aclose(self) -> None:
         for task in list(self._tasks):
@@ -148,6 +153,10 @@ class Edge:
     # blobs
 
     async def blob(self, request: Request, digest: Digest) -> Response:
+        opportunistic = "only-if-cached" in (request.header("cache-control") or "").lower()
+        if opportunistic and self.cache.chunk_map(digest) is None:
+            # nothing of it is here, and finding its map may mean fetching it all
+            return Response(504, [("Content-Type", "text/plain")], b"not cached here\n")
         cmap = await self.chunk_map(digest)
         span, headers = entity_span(request, cmap.size, f'"{digest}"', immutable=True)
         if span.status == 416 or span.length == 0:
@@ -157,7 +166,6 @@ class Edge:
         label = digest.hex[:16]
         if request.method == "HEAD":
             return Response(span.status, headers, b"", span.length)
-        opportunistic = "only-if-cached" in (request.header("cache-control") or "").lower()
         if opportunistic and self._inflight:
             # still relaying from upstream (a cold edge in a flash crowd): its uplink is
             # worth more carrying what only the origin has than what peers can share
@@ -279,18 +287,66 @@ class Edge:
         return await asyncio.shield(fut)
 
     async def _load_map(self, digest: Digest) -> ChunkMap:
-        raw: Any = None
-        if self.coordinator is not None:
-            try:
-                raw = await asyncio.to_thread(self.coordinator.chunk_map, digest)
-            except ShoalError as exc:
-                log.warning("coordinator has no chunk map for %s: %s", digest, exc)
-        if raw is None:
-            raw = msgpack.unpackb(
-                await self.up.get(f"/v1/blobs/{digest}/chunks", _MAP_LIMIT), raw=False
-            )
+        """The chunk map to verify ``digest``'s chunks with. It never comes from the
+        upstream that sends the bytes (a liar would send a map to match its lies): from
+        the coordinator, or without one, computed here from the whole blob once it has
+        hashed to ``digest``."""
+        if self.coordinator is None:
+            return await self._map_of_whole(digest)
+        try:
+            raw = await asyncio.to_thread(self.coordinator.chunk_map, digest)
+        except NotFound:
+            raise UpstreamError(f"the coordinator lists no blob {digest}", 404) from None
+        except ShoalError as exc:
+            raise UpstreamError(
+                f"no chunk map for {digest}: the coordinator answered: {exc.message}", 503
+            ) from None
         cmap = ChunkMap.from_wire(raw, digest)
         self.cache.put_map(cmap)
+        return cmap
+
+    async def _map_of_whole(self, digest: Digest) -> ChunkMap:
+        """Fetch all of ``digest`` from upstream (``upstream_fetches`` chunks at once, laid
+        out as upstream's map says), hash it whole in order, and only if it is ``digest``
+        chunk-hash those bytes into a map of this edge's own and cache them. Nothing is
+        served before: the first request for a large blob waits for all of it."""
+        claimed = ChunkMap.from_wire(
+            msgpack.unpackb(await self.up.get(f"/v1/blobs/{digest}/chunks", _MAP_LIMIT)),
+            digest,
+        )
+        whole = hashlib.sha256()
+        own: list[bytes] = []
+        with tempfile.TemporaryFile(dir=self.cache.root) as spool:  # unnamed: a kill leaves none
+
+            async def fetch(i: int) -> bytes:
+                async with self._fetching:
+                    return await self.up.chunk(claimed, i)
+
+            window = max(1, self._fetching_limit)
+            ahead: dict[int, asyncio.Future[bytes]] = {}
+            try:
+                for i in range(claimed.count):
+                    for j in range(i, min(claimed.count, i + window)):
+                        if j not in ahead:
+                            ahead[j] = asyncio.ensure_future(fetch(j))
+                    data = await ahead.pop(i)
+                    own.append(await asyncio.to_thread(_absorb, whole, spool, data))
+            finally:
+                for t in ahead.values():
+                    t.cancel()
+            if whole.hexdigest() != digest.hex:
+                self.metrics.verify_failures.labels(digest.hex[:16]).inc()
+                raise UpstreamError(
+                    f"upstream's blob {digest} hashes to sha256:{whole.hexdigest()}; "
+                    "nothing of it is served",
+                    502,
+                )
+            cmap = ChunkMap(digest, claimed.size, claimed.chunk_size, b"".join(own))
+            self.cache.put_map(cmap)
+            spool.seek(0)
+            for i in range(cmap.count):
+                start, end = cmap.bounds(i)
+                self.cache.put(digest, i, spool.read(end - start))
         return cmap
 
     # web seed
@@ -330,7 +386,8 @@ class Edge:
             return Response(200, [("Content-Type", MANIFEST_MEDIA_TYPE)], data)
         if rest.startswith("torrents/"):
             key = rest.removeprefix("torrents/")
-            want = bytes.fromhex(key) if len(key) in (40, 64) and key == key.lower() else b""
+            hexed = len(key) in (40, 64) and _HEX_DIGITS.issuperset(key)
+            want = bytes.fromhex(key) if hexed else b""
             if not want:
                 raise BadInput("info-hash must be 40 or 64 lowercase hex digits")
             data = await self._verified(
@@ -369,6 +426,13 @@ class Edge:
             self._small.clear()
         self._small[path] = data
         return data
+
+
+def _absorb(whole: Any, spool: BinaryIO, data: bytes) -> bytes:
+    """Add one chunk to the whole-blob hash and the spool file; its own SHA-256."""
+    whole.update(data)
+    spool.write(data)
+    return hashlib.sha256(data).digest()
 
 
 def _has_info_hash(t: Torrent, want: bytes) -> bool:
