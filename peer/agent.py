@@ -444,6 +444,7 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
         port=agent.settings.api_port,
         log_level="warning",
         lifespan="off",
+        proxy_headers=False,  # no proxy stands before a loopback API
     )
     server = uvicorn.Server(config)
     marker = agent.store.root / AGENT_FILE

@@ -65,16 +65,36 @@ def apply(bitfield: bytes, have: Iterable[int], lost: Iterable[int], num_chunks:
 
 
 def count_replicas(bitfields: Iterable[bytes], num_chunks: int) -> list[int]:
-    """Per chunk, how many of ``bitfields`` hold it (up to 65,535 holders).
+    """Per chunk, how many of ``bitfields`` hold it, at any fleet size.
 
     Each bitfield is spread into 16-bit lanes of one big integer, so the sum over
-    hosts is a handful of big-integer additions rather than a loop over bits.
+    hosts is a handful of big-integer additions rather than a loop over bits. A lane
+    holds at most 65,535, so hosts are summed in batches of that many and the batches'
+    counts added.
     """
-    total = 0
+    counts: list[int] | None = None
+    total, batch = 0, 0
     for bf in bitfields:
         total += int.from_bytes(b"".join(_LANES[b] for b in bf), "little")
+        batch += 1
+        if batch == _LANE_MAX:
+            counts = _add(counts, _lanes(total, num_chunks))
+            total, batch = 0, 0
+    if batch or counts is None:
+        counts = _add(counts, _lanes(total, num_chunks))
+    return counts
+
+
+_LANE_MAX = 0xFFFF
+
+
+def _lanes(total: int, num_chunks: int) -> list[int]:
     lanes = array("H")
     lanes.frombytes(total.to_bytes(size_for(num_chunks) * 16, "little"))
     if sys.byteorder == "big":
         lanes.byteswap()
     return lanes.tolist()[:num_chunks]
+
+
+def _add(counts: list[int] | None, more: list[int]) -> list[int]:
+    return more if counts is None else [a + b for a, b in zip(counts, more, strict=True)]

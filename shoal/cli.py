@@ -163,6 +163,11 @@ def tracker_serve(
                 lifespan="on",
                 log_level="warning",
                 access_log=False,
+                # X-Forwarded-For names the host only when a configured proxy sends it;
+                # uvicorn's default believes it from 127.0.0.1, so any local process
+                # could speak for any host
+                proxy_headers=bool(settings.trusted_proxies),
+                forwarded_allow_ips=list(settings.trusted_proxies),
             )
         )
         typer.echo(

@@ -130,7 +130,13 @@ class ServerThread:
         import uvicorn
 
         self._config = uvicorn.Config(
-            app, host=host, port=0, lifespan="on", log_level="warning", access_log=False
+            app,
+            host=host,
+            port=0,
+            lifespan="on",
+            log_level="warning",
+            access_log=False,
+            proxy_headers=False,  # as shoal tracker serve without trusted proxies
         )
         self.server = uvicorn.Server(self._config)
         self._thread = threading.Thread(target=self.server.run, daemon=True)

@@ -59,6 +59,13 @@ def _client_ip(request: Request) -> str:
     return normalize_ip(request.client.host if request.client else "0.0.0.0")  # noqa: S104
 
 
+def _host(state: CoordinatorState, request: Request, authorization: str | None, ip: str) -> str:
+    """The host a write speaks for, within the token's bound on instances."""
+    host = state.auth.host(authorization, ip, request.headers.get("x-shoal-instance"))
+    state.instances.admit(host, state.clock())
+    return host
+
+
 async def _num_chunks(state: CoordinatorState, digest: str) -> tuple[str, int]:
     d = Digest.parse(digest)
     key = str(d)
@@ -89,7 +96,7 @@ async def report_full(request: Request, digest: str, authorization: Auth = None)
     """Report every chunk this host holds in a swarm (renews its TTL)."""
     state = state_of(request)
     ip = _client_ip(request)
-    host = state.auth.host(authorization, ip, request.headers.get("x-shoal-instance"))
+    host = _host(state, request, authorization, ip)
     swarm, n = await _num_chunks(state, digest)
     await _report(state, swarm, host, ip, n, await _body(request, REPORT_LIMITS))
     return respond(request, {"host": host, "ttl": state.settings.availability_ttl})
@@ -123,7 +130,7 @@ async def report_delta(request: Request, digest: str, authorization: Auth = None
     """Chunks gained and lost since the last report (409 without a full report first)."""
     state = state_of(request)
     ip = _client_ip(request)
-    host = state.auth.host(authorization, ip, request.headers.get("x-shoal-instance"))
+    host = _host(state, request, authorization, ip)
     swarm, n = await _num_chunks(state, digest)
     body = await _body(request, REPORT_LIMITS)
     await state.fleet.report(
@@ -172,9 +179,7 @@ async def holders(request: Request, digest: str, index: int) -> Response:
 async def assignments(request: Request, digest: str, authorization: Auth = None) -> Response:
     """Which missing chunks this host should fetch over HTTP now."""
     state = state_of(request)
-    host = state.auth.host(
-        authorization, _client_ip(request), request.headers.get("x-shoal-instance")
-    )
+    host = _host(state, request, authorization, _client_ip(request))
     swarm, n = await _num_chunks(state, digest)
     body = await _body(request, wire.SMALL)
     want = body.get("want", 16)
@@ -213,7 +218,7 @@ async def sync(request: Request, digest: str, authorization: Auth = None) -> Res
     counts and (``want`` > 0) its next assignments."""
     state = state_of(request)
     ip = _client_ip(request)
-    host = state.auth.host(authorization, ip, request.headers.get("x-shoal-instance"))
+    host = _host(state, request, authorization, ip)
     swarm, n = await _num_chunks(state, digest)
     body = await _body(request, REPORT_LIMITS)
     want = body.get("want", 0)

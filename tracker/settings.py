@@ -37,6 +37,7 @@ class TrackerSettings(ComponentSettings):
     max_edges: int = Field(default=1024, ge=1)  # edges and origins listed at once
     max_edges_per_token: int = Field(default=16, ge=1)
     max_want: int = Field(default=256, ge=1)
+    max_instances: int = Field(default=16, ge=1)  # X-Shoal-Instance names per token and address
 
     @property
     def peer_ttl(self) -> float:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tracker.auth import Auth
+from tracker.instances import Instances
 from tracker.metrics import Metrics
 from tracker.ratelimit import RateLimiter
 from tracker.settings import TrackerSettings
@@ -25,3 +26,4 @@ class CoordinatorState:
     clock: Callable[[], float] = time.time
     trusted_proxies: frozenset[str] = frozenset()
     chunk_counts: dict[str, int] = field(default_factory=dict)  # manifest digest -> chunks
+    instances: Instances = field(default_factory=lambda: Instances(16, 90.0))

@@ -8,9 +8,12 @@ from pathlib import Path
 from urllib.parse import quote_from_bytes
 
 import httpx
+import msgpack
 
+from shoal import bitfield
 from shoal.bencode import decode
 from shoal.coordinator_client import CoordinatorClient
+from shoal.manifest import Manifest
 from shoal.ref import ModelRef
 from shoal.testing import free_port, wait_listening, write_model_dir
 from shoal.torrent import Torrent
@@ -112,3 +115,47 @@ def test_two_replicas_one_redis_and_cli_publish(tmp_path: Path, redis_url: str) 
         for proc in (a, b):
             assert proc.wait(timeout=20) == 128 + signal.SIGTERM  # graceful, after shutdown
             assert "stopped cleanly" in (proc.stderr.read() if proc.stderr else "")
+
+
+def test_identities_cannot_be_forged(tmp_path: Path, redis_url: str) -> None:
+    """Audit defect 7, against the real ``shoal tracker serve``: X-Forwarded-For from a
+    host that is not a configured proxy is ignored (uvicorn believed it from 127.0.0.1),
+    and one token speaks for a bounded number of instances (200 of 200 were accepted)."""
+    flush(redis_url)
+    proc, url = serve(tmp_path, redis_url)
+    try:
+        src = write_model_dir(tmp_path / "src", {"w.bin": 200_000})
+        out = tmp_path / "out"
+        published = subprocess.run(
+            [str(SHOAL), "publish", str(src), "--name", "m:1", "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert published.returncode == 0, published.stderr
+        manifest = Manifest.load((out / "manifest.msgpack").read_bytes())
+        with CoordinatorClient(url, "pub") as cc:
+            cc.publish(manifest, next(out.glob("*.torrent")).read_bytes())
+        path = f"{url}/v1/swarms/{manifest.digest}/bitfield"
+        n = manifest.num_chunks
+        body = msgpack.packb({"bitfield": bitfield.from_indices(range(n), n)})
+        headers = {"Authorization": "Bearer fleet", "Content-Type": "application/msgpack"}
+        spoofed = {**headers, "X-Forwarded-For": "198.18.0.99"}
+        who = msgpack.unpackb(httpx.put(path, content=body, headers=spoofed).content)
+        assert who["host"] == "addr:127.0.0.1", who
+        statuses = [
+            httpx.put(path, content=body, headers={**headers, "X-Shoal-Instance": str(i)})
+            for i in range(40)
+        ]
+        accepted = [r for r in statuses if r.status_code == 200]
+        assert len(accepted) == 16, [r.status_code for r in statuses]
+        assert all(r.status_code == 409 for r in statuses[16:])
+        assert b"instances" in statuses[-1].content
+        replicas = msgpack.unpackb(httpx.get(f"{url}/v1/swarms/{manifest.digest}/replicas").content)
+        assert replicas["replicas"] == [17] * n  # the 16 instances and the one without
+        # an instance already admitted keeps reporting
+        again = httpx.put(path, content=body, headers={**headers, "X-Shoal-Instance": "3"})
+        assert again.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
