@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import resource
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
@@ -22,8 +25,11 @@ log = logging.getLogger("shoal.http")
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 64
-HEADER_TIMEOUT = 15.0
-IDLE_TIMEOUT = 60.0
+HEADER_TIMEOUT = 15.0  # a request head, from its first byte
+IDLE_TIMEOUT = 60.0  # keep-alive, between requests
+SEND_TIMEOUT = 30.0  # an answer that cannot send a byte for this long is cut
+STALLED = 5.0  # an answer sending nothing this long may lose its slot to a new client
+SEND_SLICE = 4 << 20
 _VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1"})
 # RFC 9110 5.1 and 5.5: a field name is a token; a value is visible characters, spaces
 # and tabs (obs-text, 0x80-0xff, allowed), never NUL, CR, LF or another control.
@@ -99,15 +105,44 @@ def simple(status: int, text: str, headers: list[tuple[str, str]] | None = None)
     )
 
 
+@dataclass(eq=False, slots=True)
+class _Conn:
+    """One connection as the server sees it, for limits and eviction."""
+
+    client: str
+    task: asyncio.Task[None]
+    state: str = "head"  # head: reading a request; busy: answering; idle: keep-alive
+    since: float = field(default_factory=time.monotonic)  # entered this state
+    progress: float = field(default_factory=time.monotonic)  # last byte sent or read
+    evicted: bool = False
+
+    def enter(self, state: str) -> None:
+        self.state = state
+        self.since = self.progress = time.monotonic()
+
+
 class HttpServer:
-    def __init__(self, handler: Handler, *, max_connections: int = 1024) -> None:
+    """Connections are bounded in all (``max_connections``) and per client address
+    (``per_client``). When every slot is taken, a new connection takes the slot of the
+    one that has waited longest without a request in progress (keep-alive idle or
+    still sending its head: slowloris), else of an answer that has sent nothing for
+    ``STALLED`` seconds (slow-read); only if there is none is it refused with 503.
+    Heads must arrive within ``HEADER_TIMEOUT`` of their first byte, and an answer that
+    cannot send for ``SEND_TIMEOUT`` is cut."""
+
+    def __init__(
+        self, handler: Handler, *, max_connections: int = 1024, per_client: int = 64
+    ) -> None:
         self.handler = handler
-        self._slots = asyncio.Semaphore(max_connections)
+        self.max_connections = max_connections
+        self.per_client = per_client
         self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()  # one per connection
+        self._conns: dict[asyncio.Task[None], _Conn] = {}
+        self._per_client: Counter[str] = Counter()
         self._closing = False
 
     async def start(self, host: str, port: int) -> asyncio.Server:
+        _raise_fd_limit()
         self._server = await asyncio.start_server(
             self._connection, host, port, limit=MAX_HEADER_BYTES, reuse_address=True
         )
@@ -130,56 +165,95 @@ class HttpServer:
             return
         self._server.close()
         self._closing = True
-        for task in list(self._tasks):
+        tasks = set(self._conns)
+        for task in tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=5)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
         await self._server.wait_closed()
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)
-        try:
-            await self._serve(reader, writer)
-        except asyncio.CancelledError:
-            # ended by close(): end quietly, as a task cancelled on its way out makes
-            # Python 3.11's stream callback log a CancelledError traceback
-            if not self._closing:
-                raise
-        finally:
-            self._tasks.discard(task)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
-        if self._slots.locked():
-            await _write_head(writer, simple(503, "too many connections"), 0, close=True)
+        conn = _Conn(str(peer[0]), task)
+        refusal = self._admit(conn)
+        if refusal is not None:
+            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                await asyncio.wait_for(
+                    _write_head(writer, simple(503, refusal), 0, close=True), 1.0
+                )
             writer.close()
             return
-        async with self._slots:
-            try:
-                first = True
-                while True:
-                    timeout = HEADER_TIMEOUT if first else IDLE_TIMEOUT
-                    try:
-                        request = await asyncio.wait_for(_read_request(reader, peer[0]), timeout)
-                    except BadRequest as exc:
-                        await _write_head(writer, simple(exc.status, str(exc)), 0, close=True)
-                        break
-                    if request is None:
-                        break
-                    first = False
-                    keep = await self._answer(request, writer)
-                    if not keep:
-                        break
-            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.close()
-                with contextlib.suppress(ConnectionError, OSError):
-                    await writer.wait_closed()
+        self._conns[task] = conn
+        self._per_client[conn.client] += 1
+        try:
+            await self._serve(reader, writer, conn)
+        except asyncio.CancelledError:
+            # ended by close() or by eviction: end quietly, as a task cancelled on its
+            # way out makes Python 3.11's stream callback log a CancelledError traceback
+            if not (self._closing or conn.evicted):
+                raise
+        finally:
+            if not conn.evicted:
+                self._forget(conn)
+            writer.close()
 
-    async def _answer(self, request: Request, writer: asyncio.StreamWriter) -> bool:
+    def _admit(self, conn: _Conn) -> str | None:
+        """None if ``conn`` may be served (evicting another if the server is full), else
+        why not."""
+        if self._per_client[conn.client] >= self.per_client:
+            return f"too many connections from {conn.client}"
+        if len(self._conns) < self.max_connections:
+            return None
+        victim = _victim(self._conns.values(), time.monotonic())
+        if victim is None:
+            return "too many connections"
+        victim.evicted = True  # its slot is free now; its task ends on its own
+        victim.task.cancel()
+        self._forget(victim)
+        return None
+
+    def _forget(self, conn: _Conn) -> None:
+        del self._conns[conn.task]
+        self._per_client[conn.client] -= 1
+        if not self._per_client[conn.client]:
+            del self._per_client[conn.client]
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn
+    ) -> None:
+        try:
+            first = True
+            while True:
+                try:
+                    if not first:  # keep-alive: wait for a byte, then the head is timed
+                        conn.enter("idle")
+                        lead = await asyncio.wait_for(reader.readexactly(1), IDLE_TIMEOUT)
+                        conn.enter("head")
+                    else:
+                        lead = b""
+                    request = await asyncio.wait_for(
+                        _read_request(reader, conn.client, lead), HEADER_TIMEOUT
+                    )
+                except BadRequest as exc:
+                    await self._send_head(writer, conn, simple(exc.status, str(exc)), 0, True)
+                    break
+                if request is None:
+                    break
+                first = False
+                conn.enter("busy")
+                keep = await self._answer(request, writer, conn)
+                if not keep:
+                    break
+        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _answer(self, request: Request, writer: asyncio.StreamWriter, conn: _Conn) -> bool:
         try:
             response = await self.handler(request)
         except Exception:
@@ -187,18 +261,18 @@ class HttpServer:
             response = simple(500, "internal error")
         close = request.closes
         length = response.content_length()
-        await _write_head(writer, response, length, close=close)
+        await self._send_head(writer, conn, response, length, close)
         if request.method == "HEAD":
             return not close
         body = response.body
         if isinstance(body, bytes):
             writer.write(body)
-            await writer.drain()
+            await _drain(writer, conn)
         elif isinstance(body, FileBody):
-            await _send_file(writer, body)
+            await _send_file(writer, body, conn)
         elif isinstance(body, list):
             for part in body:
-                await _send_file(writer, part)
+                await _send_file(writer, part, conn)
         else:
             sent = 0
             async for chunk in body:
@@ -206,24 +280,72 @@ class HttpServer:
                 if sent > length:
                     raise ConnectionError("streamed body longer than announced")
                 writer.write(chunk)
-                await writer.drain()
+                await _drain(writer, conn)
             if sent != length:  # the client must not take a short body for a whole one
                 raise ConnectionError("streamed body shorter than announced")
         return not close
 
+    async def _send_head(
+        self,
+        writer: asyncio.StreamWriter,
+        conn: _Conn,
+        response: Response,
+        length: int,
+        close: bool,
+    ) -> None:
+        await _write_head(writer, response, length, close=close, drain=False)
+        await _drain(writer, conn)
 
-async def _send_file(writer: asyncio.StreamWriter, body: FileBody) -> None:
-    await writer.drain()
+
+def _victim(conns: Iterable[_Conn], now: float) -> _Conn | None:
+    """The connection to drop for a new one: the longest waiting without a request in
+    progress, else the answer stalled longest (nothing sent for ``STALLED`` s)."""
+    waiting = [c for c in conns if c.state != "busy" and not c.evicted]
+    if waiting:
+        return min(waiting, key=lambda c: c.since)
+    stalled = [c for c in conns if c.state == "busy" and now - c.progress >= STALLED]
+    return min(stalled, key=lambda c: c.progress) if stalled else None
+
+
+def _raise_fd_limit() -> None:
+    """Let the process hold as many sockets as the hard limit allows: the default soft
+    limit (often 1,024) is below ``max_connections`` plus files and upstream sockets."""
+    with contextlib.suppress(ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+async def _drain(writer: asyncio.StreamWriter, conn: _Conn) -> None:
+    """Wait until the socket takes what was written; cut a client that reads nothing
+    for ``SEND_TIMEOUT``."""
+    await asyncio.wait_for(writer.drain(), SEND_TIMEOUT)
+    conn.progress = time.monotonic()
+
+
+async def _send_file(writer: asyncio.StreamWriter, body: FileBody, conn: _Conn) -> None:
+    await _drain(writer, conn)
     loop = asyncio.get_running_loop()
     with body.path.open("rb") as f:
-        if body.length:
-            sent = await loop.sendfile(writer.transport, f, body.offset, body.length)
-            if sent != body.length:
+        offset, end = body.offset, body.offset + body.length
+        while offset < end:  # in slices, so a reader that stops is seen to stop
+            n = min(SEND_SLICE, end - offset)
+            sent = await asyncio.wait_for(
+                loop.sendfile(writer.transport, f, offset, n), SEND_TIMEOUT
+            )
+            if sent != n:
                 raise ConnectionError("file shorter than announced")
+            offset += n
+            conn.progress = time.monotonic()
 
 
 async def _write_head(
-    writer: asyncio.StreamWriter, response: Response, length: int, *, close: bool
+    writer: asyncio.StreamWriter,
+    response: Response,
+    length: int,
+    *,
+    close: bool,
+    drain: bool = True,
 ) -> None:
     reason = (
         HTTPStatus(response.status).phrase
@@ -240,14 +362,18 @@ async def _write_head(
     if close:
         lines.append("Connection: close")
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    await writer.drain()
+    if drain:
+        await writer.drain()
 
 
-async def _read_request(reader: asyncio.StreamReader, client: str) -> Request | None:
+async def _read_request(
+    reader: asyncio.StreamReader, client: str, lead: bytes = b""
+) -> Request | None:
+    """The next request, whose first byte (``lead``) may have been read already."""
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
+        head = lead + await reader.readuntil(b"\r\n\r\n")
     except asyncio.IncompleteReadError as exc:
-        if exc.partial.strip():
+        if (lead + exc.partial).strip():
             raise BadRequest(400, "incomplete request") from None
         return None
     except asyncio.LimitOverrunError:
