@@ -4,6 +4,10 @@ An attacker with a publisher token registers ``evil:v1``: its own bytes, chunk d
 and torrent, but with the file digest of ``legit:v1``'s weights. Every chunk verifies
 against that manifest, so before the fix the pull moved the evil bytes into
 ``blobs/sha256-<legit>``, and a later pull of ``legit:v1`` found them "already present".
+
+The fleet's coordinator now refuses such a manifest once legit's blob is registered
+(tests/tracker), so here the lie comes from a coordinator of the attacker's: the host's
+own check is what is tested, whatever coordinator it trusted.
 """
 
 from __future__ import annotations
@@ -19,15 +23,18 @@ import pytest
 from seeder.publish import MANIFEST_MSGPACK
 from shoal.coordinator_client import CoordinatorClient
 from shoal.manifest import Manifest
-from shoal.testing import free_port, start_local_seed, stop_processes
+from shoal.testing import ServerThread, free_port, start_local_seed, stop_processes
 from tests.conftest import SHOAL
 from tests.peer.conftest import MODEL, Fleet, finish, only_verified_blobs
+from tracker.app import create_app
+from tracker.settings import TrackerSettings
 
 WEIGHTS = "weights/model.gguf"
 
 
-def doctored(fleet: Fleet, tmp: Path) -> Path:
-    """A published directory of ``evil:v1`` whose weights claim legit's digest."""
+def doctored(fleet: Fleet, tmp: Path, coordinator: str) -> Path:
+    """A published directory of ``evil:v1`` whose weights claim legit's digest, registered
+    with ``coordinator``."""
     legit = fleet.pubs["legit:v1"].manifest
     evil_pub = fleet.add_model("evil:v1", MODEL, seed=99)
     evil = evil_pub.manifest
@@ -41,9 +48,36 @@ def doctored(fleet: Fleet, tmp: Path) -> Path:
     (out / MANIFEST_MSGPACK).write_bytes(lie.canonical_bytes)
     real = next(f.sha256 for f in evil.files if f.path.value == WEIGHTS)
     (out / "blobs" / real.filename).rename(out / "blobs" / claimed.filename)
-    with CoordinatorClient(fleet.coord_url, "pub") as cc:
+    with CoordinatorClient(coordinator, "pub") as cc:
         cc.publish(Manifest.load(lie.canonical_bytes), evil_pub.torrent_path.read_bytes())
     return out
+
+
+@pytest.fixture
+def rogue(tmp_path: Path) -> Iterator[str]:
+    """The attacker's coordinator."""
+    settings = TrackerSettings(
+        db=tmp_path / "rogue" / "r.sqlite", publish_tokens=("pub",), fleet_token="fleet"
+    )
+    with ServerThread(create_app(settings)) as coord:
+        yield coord.url
+
+
+def pull_evil(fleet: Fleet, tmp_path: Path, rogue: str, models: Path) -> tuple[int, str, str]:
+    attacker_dir = doctored(fleet, tmp_path, rogue)
+    port = free_port()
+    attacker = start_local_seed(SHOAL, [attacker_dir], port, free_port(), "--no-bittorrent")
+    try:
+        proc = fleet.pull(
+            "evil:v1",
+            models,
+            *("--coordinator", rogue, "--token", "fleet"),
+            *("--edge", f"http://127.0.0.1:{port}", "--no-lsd"),
+        )
+        out, err = proc.communicate(timeout=120)
+    finally:
+        stop_processes([attacker])
+    return proc.returncode, out, err
 
 
 @pytest.fixture
@@ -58,43 +92,26 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         stop_processes([p for p in (f.seed, f.coordinator) if p is not None])
 
 
-def test_a_lying_file_digest_plants_nothing(fleet: Fleet, tmp_path: Path) -> None:
-    attacker_dir = doctored(fleet, tmp_path)
-    port = free_port()
-    attacker = start_local_seed(SHOAL, [attacker_dir], port, free_port(), "--no-bittorrent")
+def test_a_lying_file_digest_plants_nothing(fleet: Fleet, tmp_path: Path, rogue: str) -> None:
     models = tmp_path / "victim"
-    try:
-        proc = fleet.coordinated_pull(
-            "evil:v1", models, "--edge", f"http://127.0.0.1:{port}", "--no-lsd"
-        )
-        out, err = proc.communicate(timeout=120)
-    finally:
-        stop_processes([attacker])
-    assert proc.returncode != 0, out
+    code, out, err = pull_evil(fleet, tmp_path, rogue, models)
+    assert code != 0, out
     assert "whole file hashes to" in err and "Traceback" not in err, err
     only_verified_blobs(models)
     assert not (models / "tags" / "registry.ollama.ai" / "library" / "evil").exists()
 
-    legit = fleet.coordinated_pull("legit:v1", models, "--no-lsd")
-    result = finish(legit)
+    result = finish(fleet.coordinated_pull("legit:v1", models, "--no-lsd"))
     assert result["already_present"] is False
     fleet.check_held(models, "legit:v1")
     only_verified_blobs(models)
 
 
 def test_export_of_a_model_pulled_after_the_attempt_is_the_real_one(
-    fleet: Fleet, tmp_path: Path
+    fleet: Fleet, tmp_path: Path, rogue: str
 ) -> None:
     """The same, read through ``shoal export --hf``: the files exported are legit's."""
-    attacker_dir = doctored(fleet, tmp_path)
-    port = free_port()
-    attacker = start_local_seed(SHOAL, [attacker_dir], port, free_port(), "--no-bittorrent")
     models = tmp_path / "victim"
-    try:
-        evil = fleet.coordinated_pull("evil:v1", models, "--edge", f"http://127.0.0.1:{port}")
-        evil.communicate(timeout=120)
-    finally:
-        stop_processes([attacker])
+    pull_evil(fleet, tmp_path, rogue, models)
     finish(fleet.coordinated_pull("legit:v1", models, "--no-lsd"))
     hf = tmp_path / "hf"
     done = subprocess.run(
