@@ -31,7 +31,7 @@ from peer.events import PEERS, REQUEST_QUEUE, SessionSettings
 from peer.store import Store
 from peer.view import snapshot_dict, summary
 from shoal import bitfield
-from shoal.coordinator_client import CoordinatorClient
+from shoal.coordinator_client import CoordinatorClient, announce_url
 from shoal.errors import BadInput, ShoalError
 from shoal.fsutil import atomic_write
 from shoal.manifest import Manifest
@@ -195,7 +195,7 @@ class Agent:
             return
         if manifest.digest.hex not in self.session.downloads:
             coord = self.settings.coordinator
-            trackers = (f"{coord.rstrip('/')}/announce",) if coord else ()
+            trackers = (announce_url(coord, self.settings.token),) if coord else ()
             self.session.seed(
                 manifest.digest.hex, manifest, torrent, self.store.blobs, trackers=trackers
             )
@@ -423,6 +423,15 @@ class Agent:
     def authorized(self, authorization: str | None) -> bool:
         given = (authorization or "").removeprefix("Bearer ").strip()
         return bool(given) and hmac.compare_digest(given.encode(), self.token.encode())
+
+    def proof(self, challenge: str) -> str:
+        """That this agent holds the token, without the token: ``shoal`` checks it before
+        it sends the token to whatever listens where ``agent.json`` says."""
+        return token_proof(self.token, challenge)
+
+
+def token_proof(token: str, challenge: str) -> str:
+    return hmac.new(token.encode(), challenge.encode(), "sha256").hexdigest()
 
 
 class Busy(ShoalError):

@@ -82,8 +82,12 @@ def create_app(agent: Agent) -> Any:
         return await call_next(request)
 
     @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz(challenge: str | None = None) -> dict[str, str]:
+        if challenge is None:
+            return {"status": "ok"}
+        if not 16 <= len(challenge) <= 128 or not challenge.isalnum() or not challenge.isascii():
+            return {"status": "ok", "error": "challenge must be 16-128 letters or digits"}
+        return {"status": "ok", "proof": agent.proof(challenge)}
 
     @app.get("/v1/status")
     async def status() -> dict[str, object]:

@@ -9,8 +9,11 @@ to import (eight pulls started at once on 2 cores waited 0.5 s on imports).
 
 from __future__ import annotations
 
+import hmac
 import http.client
 import json
+import logging
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,8 @@ from peer.progress import Progress
 from peer.view import snapshot_from
 from shoal.errors import BadInput, RemoteError
 from shoal.ref import ModelRef
+
+log = logging.getLogger("shoal.delegate")
 
 AGENT_FILE = "agent.json"
 PREFIX = "http://127.0.0.1:"
@@ -57,7 +62,8 @@ class _Agent:
 
 def find_agent(models_dir: Path, patience: float = 30.0) -> tuple[str, str] | None:
     """(API URL, token) of the agent running for ``models_dir``; None when there is none
-    (no ``agent.json``, or a stale one: nothing listens there). An agent that listens but
+    (no ``agent.json``, or a stale one: nothing listens there, or what listens cannot
+    prove it holds the store's token, so it is never sent the token). An agent that listens but
     takes longer than ``patience`` seconds to answer raises ``RemoteError``: it is there,
     and the store is its own (a busy host answered in more than a second)."""
     try:
@@ -68,9 +74,10 @@ def find_agent(models_dir: Path, patience: float = 30.0) -> tuple[str, str] | No
         return None
     if not url.startswith(PREFIX) or not url.removeprefix(PREFIX).isdigit():
         return None
+    challenge = secrets.token_hex(16)
     try:
         with _Agent(url, None, timeout=patience) as agent:
-            status, _, _ = agent.call("GET", "/healthz")
+            status, _, answer = agent.call("GET", f"/healthz?challenge={challenge}")
     except TimeoutError:
         raise RemoteError(
             f"the agent at {url} (of {models_dir}) did not answer in {patience:g} s",
@@ -78,7 +85,13 @@ def find_agent(models_dir: Path, patience: float = 30.0) -> tuple[str, str] | No
         ) from None
     except (OSError, http.client.HTTPException):
         return None  # the agent is gone
-    return (url, token) if status == 200 else None
+    proof = answer.get("proof") if isinstance(answer, dict) else None
+    expected = hmac.new(token.encode(), challenge.encode(), "sha256").hexdigest()
+    if status != 200 or not isinstance(proof, str) or not hmac.compare_digest(proof, expected):
+        # a stale agent.json, and something else listens on its port: it gets no token
+        log.warning("%s names %s, which is not this store's agent; ignoring it", AGENT_FILE, url)
+        return None
+    return url, token
 
 
 def pull_via_agent(

@@ -48,7 +48,7 @@ from peer.store import Store, StoreError
 from peer.throttle import Throttle
 from shoal import bitfield, wire
 from shoal.chunk_client import UpstreamError, Upstreams
-from shoal.coordinator_client import CoordinatorClient
+from shoal.coordinator_client import CoordinatorClient, announce_url
 from shoal.errors import BadInput, NotFound, RemoteError, ShoalError
 from shoal.fsutil import atomic_write
 from shoal.manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
@@ -462,7 +462,7 @@ async def _download(
     st.staging.mkdir(parents=True, exist_ok=True)
     resume_path = st.staging / RESUME_FILE
     resume = resume_path.read_bytes() if resume_path.exists() else None
-    trackers = (f"{opts.coordinator.rstrip('/')}/announce",) if opts.coordinator else ()
+    trackers = (announce_url(opts.coordinator, opts.token),) if opts.coordinator else ()
     from peer.session import TorrentSession  # libtorrent loads only when there is work
 
     shared = opts.host_session is not None

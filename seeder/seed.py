@@ -16,6 +16,7 @@ from seeder.daemon import register_forever, until_stopped
 from seeder.httpserve import HttpServer
 from seeder.origin import Origin
 from seeder.seeding import Seeder, SeedSettings
+from shoal.coordinator_client import announce_url
 from shoal.errors import ShoalError
 from shoal.settings import ComponentSettings
 
@@ -63,7 +64,7 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
             listen=settings.bt_listen,
             enable_lsd=settings.enable_lsd,
             # pulls find this seed through the coordinator's tracker too
-            trackers=(f"{settings.coordinator.rstrip('/')}/announce",)
+            trackers=(announce_url(settings.coordinator, settings.token),)
             if settings.coordinator
             else (),
         ),

@@ -201,7 +201,13 @@ def seed(
         str | None, typer.Option(help="URL the fleet reaches this origin at.")
     ] = None,
     coordinator: Annotated[str | None, typer.Option(help="Coordinator to register with.")] = None,
-    token: Annotated[str | None, typer.Option(help="Host or fleet token for it.")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Token for it (shows in ps: prefer --token-file or the env)."),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the token (first line).")
+    ] = None,
     label: Annotated[list[str] | None, typer.Option(help="k=v label (repeatable).")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([seed] table).")] = None,
 ) -> None:
@@ -220,7 +226,7 @@ def seed(
             bittorrent=bittorrent,
             public_url=public_url,
             coordinator=coordinator,
-            token=token,
+            token=_token(token, token_file),
             labels=_labels(label) if label else None,
         )
         _daemon_logging()
@@ -243,7 +249,13 @@ def edge_serve(
     cache_dir: Annotated[Path | None, typer.Option(help="Cache directory.")] = None,
     max_size: Annotated[str | None, typer.Option(help="Cache budget, e.g. 500GiB.")] = None,
     coordinator: Annotated[str | None, typer.Option(help="Coordinator URL.")] = None,
-    token: Annotated[str | None, typer.Option(help="Host or fleet token for it.")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Token for it (shows in ps: prefer --token-file or the env)."),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the token (first line).")
+    ] = None,
     label: Annotated[list[str] | None, typer.Option(help="k=v label (repeatable).")] = None,
     public_url: Annotated[str | None, typer.Option(help="URL the fleet reaches it at.")] = None,
     upstream_fetches: Annotated[
@@ -265,7 +277,7 @@ def edge_serve(
             cache_dir=cache_dir,
             max_size=max_size,
             coordinator=coordinator,
-            token=token,
+            token=_token(token, token_file),
             labels=_labels(label) if label else None,
             public_url=public_url,
             upstream_fetches=upstream_fetches,
@@ -279,6 +291,22 @@ def _daemon_logging() -> None:
     """Servers log with timestamps; not a line per upstream request (httpx logs each)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _token(token: str | None, token_file: Path | None) -> str | None:
+    """``--token`` or the first line of ``--token-file`` (never both): a token given as a
+    flag is readable by every local user in /proc/<pid>/cmdline."""
+    if token_file is None:
+        return token
+    if token is not None:
+        raise BadInput("give --token or --token-file, not both")
+    try:
+        lines = token_file.read_text().splitlines()
+    except OSError as exc:
+        raise BadInput(f"cannot read token file {token_file}: {exc.strerror}") from None
+    if not lines or not lines[0].strip():
+        raise BadInput(f"token file {token_file} is empty", "write the token on its first line")
+    return lines[0].strip()
 
 
 def _labels(items: list[str]) -> dict[str, str]:
@@ -302,7 +330,13 @@ def _models_dir(given: Path | None) -> Path:
 def pull(
     ref: Annotated[str, typer.Argument(help="Model reference, e.g. deepseek-r1:7b.")],
     coordinator: Annotated[str | None, typer.Option(help="Coordinator URL.")] = None,
-    token: Annotated[str | None, typer.Option(help="Host or fleet token for it.")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Token for it (shows in ps: prefer --token-file or the env)."),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the token (first line).")
+    ] = None,
     edge: Annotated[list[str] | None, typer.Option(help="Edge or origin URL (repeatable).")] = None,
     models_dir: Annotated[
         Path | None, typer.Option(help="Store directory (default $SHOAL_MODELS or ~/.shoal).")
@@ -349,7 +383,7 @@ def pull(
         model, root = ModelRef.parse(ref), _models_dir(models_dir)
         flags: dict[str, Any] = dict(
             coordinator=coordinator,
-            token=token,
+            token=_token(token, token_file),
             edges=tuple(edge) if edge else None,
             host=host,
             port=port,
@@ -581,7 +615,13 @@ def agent(
         bool | None, typer.Option("--lsd/--no-lsd", help="Find peers on the LAN [on].")
     ] = None,
     coordinator: Annotated[str | None, typer.Option(help="Coordinator URL.")] = None,
-    token: Annotated[str | None, typer.Option(help="Host or fleet token for it.")] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(help="Token for it (shows in ps: prefer --token-file or the env)."),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the token (first line).")
+    ] = None,
     edge: Annotated[list[str] | None, typer.Option(help="Edge or origin URL (repeatable).")] = None,
     max_rate: Annotated[
         str | None, typer.Option(help="Download cap of each pull, e.g. 50M (bytes/s) [0: none].")
@@ -620,7 +660,7 @@ def agent(
             port=port,
             lsd=lsd,
             coordinator=coordinator,
-            token=token,
+            token=_token(token, token_file),
             edges=tuple(edge) if edge else None,
             max_rate=max_rate,
             upload_rate=upload_rate,
@@ -742,7 +782,11 @@ def publish(
         str | None, typer.Option(help="Coordinator URL to register the model with.")
     ] = None,
     token: Annotated[
-        str | None, typer.Option(help="Publisher token (or SHOAL_PUBLISH_TOKEN).")
+        str | None,
+        typer.Option(help="Publisher token (shows in ps: prefer --token-file or the env)."),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the publisher token (first line).")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([publish] table).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
@@ -754,7 +798,9 @@ def publish(
         from seeder.settings import PublishSettings
         from shoal.coordinator_client import CoordinatorClient
 
-        settings = PublishSettings.load(config, coordinator=coordinator, token=token)
+        settings = PublishSettings.load(
+            config, coordinator=coordinator, token=_token(token, token_file)
+        )
         src = _open_source(source, ollama_models)
         if name is not None:
             ref = ModelRef.parse(name)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -54,6 +55,7 @@ class CoordinatorClient:
 
     @property
     def announce_url(self) -> str:
+        """The public announce URL, for torrents a publisher hands out."""
         return f"{self.base_url}/announce"
 
     def close(self) -> None:
@@ -232,3 +234,10 @@ def _error(status: int, body: bytes, where: str) -> Exception:
     if 400 <= status < 500:
         return BadInput(message, hint)
     return RemoteError(message, hint)
+
+
+def announce_url(coordinator: str, token: str | None) -> str:
+    """Where a fleet member announces: ``/announce/<token>`` when it has a token, which a
+    private coordinator requires (and any coordinator checks), else ``/announce``."""
+    base = f"{coordinator.rstrip('/')}/announce"
+    return f"{base}/{quote(token, safe='')}" if token else base

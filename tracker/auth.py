@@ -89,8 +89,9 @@ class Auth:
         )
 
     def passkey(self, key: bytes) -> bool:
-        """Whether ``key`` (from ``/announce/<key>``) is a host or fleet token."""
-        keys = [*self._hosts.values(), *([self._fleet] if self._fleet else [])]
+        """Whether ``key`` (from ``/announce/<key>``) is a host, fleet or edge token (an
+        origin seeding over BitTorrent announces with its edge token)."""
+        keys = [*self._hosts.values(), *([self._fleet] if self._fleet else []), *self._edges]
         return any(hmac.compare_digest(key, k) for k in keys)
 
 

@@ -12,12 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from peer.agent import token_proof
 from peer.delegate import find_agent
 from shoal.errors import RemoteError
 
 
-def slow_agent(delay: float) -> tuple[socket.socket, int]:
-    """A hand-written stand-in for the agent's API: answers /healthz after ``delay`` s."""
+def slow_agent(
+    delay: float, token: str | None = "t0ken", heard: list[bytes] | None = None
+) -> tuple[socket.socket, int]:
+    """A hand-written stand-in for the agent's API: answers /healthz after ``delay`` s,
+    with the proof that it holds ``token`` (None: a stranger on the port, no proof).
+    What it receives goes into ``heard``."""
     srv = socket.create_server(("127.0.0.1", 0))
 
     def serve() -> None:
@@ -26,10 +31,18 @@ def slow_agent(delay: float) -> tuple[socket.socket, int]:
         except OSError:
             return
         with conn:
-            conn.recv(4096)
+            request = conn.recv(4096)
+            if heard is not None:
+                heard.append(request)
+            challenge = request.split(b"challenge=", 1)[-1].split(b" ", 1)[0].decode()
+            body = (
+                b"{}"
+                if token is None
+                else json.dumps({"status": "ok", "proof": token_proof(token, challenge)}).encode()
+            )
             time.sleep(delay)
             try:
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             except OSError:
                 return
 
@@ -66,3 +79,14 @@ def test_no_agent_where_the_file_points(tmp_path: Path) -> None:
     assert find_agent(tmp_path / "empty") is None
     (tmp_path / "agent.json").write_text('{"api": "http://198.18.0.9:1"}')  # not loopback
     assert find_agent(tmp_path) is None
+
+
+@pytest.mark.parametrize("token", [None, "another-token"])
+def test_a_stranger_on_the_port_never_gets_the_token(tmp_path: Path, token: str | None) -> None:
+    """Audit defect 8: after a kill, agent.json stays; whatever listens on its port next
+    must prove it holds the store's token before the CLI sends it."""
+    heard: list[bytes] = []
+    srv, port = slow_agent(0.0, token, heard)
+    with srv:
+        assert find_agent(store_of(tmp_path, port)) is None
+    assert heard and all(b"t0ken" not in h and b"Authorization" not in h for h in heard)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote_from_bytes
 
 import httpx
 import libtorrent as lt
@@ -19,6 +20,8 @@ import pytest
 
 from seeder.publish import Published, PublishOptions, publish
 from seeder.sources import directory_source
+from shoal.bencode import decode
+from shoal.coordinator_client import CoordinatorClient
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
 from shoal.testing import ServerThread, free_port, start_local_seed, write_model_dir
@@ -319,3 +322,50 @@ def test_a_fleet_token_cannot_list_an_origin(tmp_path: Path) -> None:
             assert "refused to list" in err and "edge token" in err, err
             assert "Traceback" not in err
             assert msgpack.unpackb(httpx.get(f"{coord.url}/v1/edges").content)["edges"] == []
+
+
+def test_a_seed_announces_to_a_private_coordinator(tmp_path: Path) -> None:
+    """Audit defect 8: shoal's own components announced to the plain /announce, which a
+    ``--private`` coordinator refuses; they now announce with their token as passkey."""
+    from tracker.app import create_app
+    from tracker.settings import TrackerSettings
+
+    settings = TrackerSettings(
+        db=tmp_path / "t" / "r.sqlite",
+        publish_tokens=("p",),
+        fleet_token="fleet",
+        edge_tokens=("edge",),
+        rate_limit=0,
+        private=True,
+    )
+    src = write_model_dir(tmp_path / "src", FILES, seed=3)
+    pub = publish(
+        directory_source(src),
+        PublishOptions(ref=ModelRef.parse("demo:v1"), out=tmp_path / "pub", chunk_size=65536),
+    )
+    with ServerThread(create_app(settings)) as coord:
+        with CoordinatorClient(coord.url, "p") as cc:
+            cc.publish(pub.manifest, pub.torrent_path.read_bytes())
+        proc = start_local_seed(
+            SHOAL,
+            [pub.out],
+            free_port(),
+            free_port(),
+            "--coordinator",
+            coord.url,
+            "--token",
+            "edge",
+        )
+        try:
+            ih = quote_from_bytes(pub.manifest.info_hash_v1, safe="")
+            deadline = time.monotonic() + 30
+            while True:
+                raw = httpx.get(f"{coord.url}/scrape/fleet?info_hash={ih}").content
+                files = decode(raw).get(b"files", {})
+                if files.get(pub.manifest.info_hash_v1, {}).get(b"complete"):
+                    break
+                assert time.monotonic() < deadline, f"the seed never announced: {raw!r}"
+                time.sleep(0.2)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=20)
