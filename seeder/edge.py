@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import logging
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, BinaryIO
 from urllib.parse import unquote
 
@@ -171,11 +171,10 @@ class Edge:
             # worth more carrying what only the origin has than what peers can share
             return Response(504, [("Content-Type", "text/plain")], b"busy relaying\n")
         if all(self.cache.has(digest, i) for i in range(first, last + 1)):
+            self.metrics.hits.labels(label).inc(last - first + 1)
+            self.metrics.bytes_served.labels(label).inc(span.length)
             parts = self._cached_parts(cmap, span, first, last)
-            if parts is not None:
-                self.metrics.hits.labels(label).inc(last - first + 1)
-                self.metrics.bytes_served.labels(label).inc(span.length)
-                return Response(span.status, headers, parts)
+            return Response(span.status, headers, parts, span.length)
         if opportunistic:
             # RFC 9111: a client that only wants what is here (a peer filling in beside
             # its swarm) must not make the edge fetch from the origin
@@ -189,16 +188,16 @@ class Edge:
 
     def _cached_parts(
         self, cmap: ChunkMap, span: Span, first: int, last: int
-    ) -> list[FileBody] | None:
-        parts = []
+    ) -> Iterator[FileBody]:
+        """The cached chunks of ``span``, each made as the last one has been sent. A chunk
+        evicted meanwhile cuts the answer (the client asks again), never pads it."""
         for i in range(first, last + 1):
             path = self.cache.path(cmap.digest, i)
             if path is None:
-                return None
+                raise ConnectionError(f"chunk {i} of {cmap.digest} left the cache while sent")
             start, end = cmap.bounds(i)
             a, b = max(start, span.start), min(end, span.end)
-            parts.append(FileBody(path, a - start, b - a))
-        return parts
+            yield FileBody(path, a - start, b - a)
 
     async def _stream(
         self, cmap: ChunkMap, span: Span, first: int, last: int, head: bytes

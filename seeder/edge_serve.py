@@ -91,9 +91,11 @@ async def run(settings: EdgeSettings, ready: asyncio.Event | None = None) -> Non
             dict(settings.labels),
             settings.capacity,
         )
-        if settings.coordinator
+        if settings.coordinator and settings.token
         else None
     )
+    if settings.coordinator and not settings.token:
+        log.warning("not listed with the coordinator: listing takes an edge token (--token-file)")
     try:
         await until_stopped(registration, ready)
     finally:

@@ -15,7 +15,7 @@ import logging
 import resource
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
@@ -30,6 +30,7 @@ IDLE_TIMEOUT = 60.0  # keep-alive, between requests
 SEND_TIMEOUT = 30.0  # an answer that cannot send a byte for this long is cut
 STALLED = 5.0  # an answer sending nothing this long may lose its slot to a new client
 SEND_SLICE = 4 << 20
+BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 _VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1"})
 # RFC 9110 5.1 and 5.5: a field name is a token; a value is visible characters, spaces
 # and tabs (obs-text, 0x80-0xff, allowed), never NUL, CR, LF or another control.
@@ -71,8 +72,10 @@ class FileBody:
 class Response:
     status: int
     headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes | FileBody | list[FileBody] | AsyncIterator[bytes] = b""
-    length: int | None = None  # Content-Length; required for a streamed body or a HEAD
+    # an Iterator of parts is made as it is sent (a client that stops reading costs only
+    # the parts it took); it and a streamed body need ``length``, as a HEAD does
+    body: bytes | FileBody | list[FileBody] | Iterator[FileBody] | AsyncIterator[bytes] = b""
+    length: int | None = None  # Content-Length
 
     def content_length(self) -> int:
         if self.length is not None:
@@ -144,7 +147,14 @@ class HttpServer:
     async def start(self, host: str, port: int) -> asyncio.Server:
         _raise_fd_limit()
         self._server = await asyncio.start_server(
-            self._connection, host, port, limit=MAX_HEADER_BYTES, reuse_address=True
+            self._connection,
+            host,
+            port,
+            limit=MAX_HEADER_BYTES,
+            reuse_address=True,
+            # a burst of connections beyond the default 100 in the accept queue drops
+            # SYNs, and a real client then waits a second for its retransmission
+            backlog=BACKLOG,
         )
         return self._server
 
@@ -223,6 +233,7 @@ class HttpServer:
     async def _serve(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _Conn
     ) -> None:
+        clean = False  # ended as HTTP says: the rest of the answer may still be sent
         try:
             first = True
             while True:
@@ -238,20 +249,28 @@ class HttpServer:
                     )
                 except BadRequest as exc:
                     await self._send_head(writer, conn, simple(exc.status, str(exc)), 0, True)
+                    clean = True
                     break
                 if request is None:
+                    clean = True
                     break
                 first = False
                 conn.enter("busy")
                 keep = await self._answer(request, writer, conn)
                 if not keep:
+                    clean = True
                     break
         except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            if clean:
+                writer.close()
+                with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
+            else:
+                # timed out, evicted or cut: close() would wait for a reader that does
+                # not read to take what is buffered, holding the socket for ever
+                writer.transport.abort()
 
     async def _answer(self, request: Request, writer: asyncio.StreamWriter, conn: _Conn) -> bool:
         try:
@@ -270,7 +289,7 @@ class HttpServer:
             await _drain(writer, conn)
         elif isinstance(body, FileBody):
             await _send_file(writer, body, conn)
-        elif isinstance(body, list):
+        elif isinstance(body, list | Iterator):
             for part in body:
                 await _send_file(writer, part, conn)
         else:
