@@ -13,7 +13,13 @@ client in the other) and over plain loopback. Also the pulling process's peak an
 memory (RssAnon; libtorrent maps files, so RSS would count page cache) and the wall time
 of a pull of a model already present (a cache hit, the whole CLI; median of 5).
 
+With ``--baseline-rev REV`` both shoal pulls run again with the code of REV (a git
+worktree put ahead of the editable install on PYTHONPATH), right after this code's, so a
+change's cost is measured in the same run: issue 26 compared the whole-file hash before
+a blob is named against the code before it (11082be).
+
     .venv/bin/python bench/pull.py [--size-mib 2048] [--links shaped,loopback]
+        [--baseline-rev REV]
 
 Needs root (ip netns, tc). Writes bench/results/pull.json.
 """
@@ -108,9 +114,11 @@ class Peak:
         return round(self.kb / 1024, 1)
 
 
-def timed(cmd: list[str], *, peak: bool = False) -> tuple[float, float | None]:
+def timed(
+    cmd: list[str], *, peak: bool = False, env: dict[str, str] | None = None
+) -> tuple[float, float | None]:
     t = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     # the process of interest is the last exec'd: ip netns exec execs, so the pid is it
     sampler = Peak(proc.pid) if peak else None
     _out, err = proc.communicate(timeout=900)
@@ -120,7 +128,22 @@ def timed(cmd: list[str], *, peak: bool = False) -> tuple[float, float | None]:
     return seconds, sampler.peak if sampler else None
 
 
-def run_link(link: str, work: Path, size: int, pub_out: Path, blob_url_path: str) -> dict:
+def shoal_of(code: Path | None) -> tuple[list[str], dict[str, str] | None]:
+    """The command and environment that run ``shoal`` from ``code`` (None: this checkout)."""
+    if code is None:
+        return [str(SHOAL)], None
+    runner = "import sys; from shoal.cli import main; sys.argv[0] = 'shoal'; main()"
+    return [sys.executable, "-c", runner], {**os.environ, "PYTHONPATH": str(code)}
+
+
+def run_link(
+    link: str,
+    work: Path,
+    size: int,
+    pub_out: Path,
+    blob_url_path: str,
+    baseline: Path | None = None,
+) -> dict:
     ns_srv, ns_cli = (NS_SERVER, NS_CLIENT) if link == "shaped" else (None, None)
     srv_ip = SERVER_IP if link == "shaped" else "127.0.0.1"
     cli_ip = CLIENT_IP if link == "shaped" else "127.0.0.1"
@@ -204,26 +227,33 @@ def run_link(link: str, work: Path, size: int, pub_out: Path, blob_url_path: str
                 ],
             )
         )
-        models = fresh() / "models"
-        out["shoal_http_s"], out["shoal_http_rss_anon_mb"] = timed(
-            in_ns(
-                ns_cli,
-                [
-                    str(SHOAL),
-                    "pull",
-                    "bench:v1",
-                    "--edge",
-                    origin,
-                    "--no-lsd",
-                    "--host",
-                    cli_ip,
-                    "--models-dir",
-                    str(models),
-                    "--json",
-                ],
-            ),
-            peak=True,
-        )
+
+        def shoal_pull(code: Path | None, *source: str) -> tuple[float, float | None]:
+            cmd, env = shoal_of(code)
+            return timed(
+                in_ns(
+                    ns_cli,
+                    [
+                        *cmd,
+                        *("pull", "bench:v1", *source, "--no-lsd", "--host", cli_ip),
+                        *("--models-dir", str(fresh() / "models"), "--json"),
+                    ],
+                ),
+                peak=True,
+                env=env,
+            )
+
+        def http_pull(code: Path | None) -> tuple[float, float | None]:
+            return shoal_pull(code, "--edge", origin)
+
+        def bt_pull(code: Path | None) -> tuple[float, float | None]:
+            return shoal_pull(code, "--coordinator", coord, "--token", "fleet")
+
+        if baseline is not None:
+            out["baseline_http_s"], _ = http_pull(baseline)
+            out["baseline_bt_s"], _ = bt_pull(baseline)
+        out["shoal_http_s"], out["shoal_http_rss_anon_mb"] = http_pull(None)
+        models = dl / "models"
         hits = sorted(
             timed(
                 in_ns(
@@ -243,28 +273,10 @@ def run_link(link: str, work: Path, size: int, pub_out: Path, blob_url_path: str
             for _ in range(5)
         )
         out["cache_hit_s"], out["cache_hit_all_s"] = hits[2], [round(h, 3) for h in hits]
-        models = fresh() / "models"
-        out["shoal_bt_s"], out["shoal_bt_rss_anon_mb"] = timed(
-            in_ns(
-                ns_cli,
-                [
-                    str(SHOAL),
-                    "pull",
-                    "bench:v1",
-                    "--coordinator",
-                    coord,
-                    "--token",
-                    "fleet",
-                    "--no-lsd",
-                    "--host",
-                    cli_ip,
-                    "--models-dir",
-                    str(models),
-                    "--json",
-                ],
-            ),
-            peak=True,
-        )
+        out["shoal_bt_s"], out["shoal_bt_rss_anon_mb"] = bt_pull(None)
+        if baseline is not None:
+            out["http_vs_baseline"] = round(out["shoal_http_s"] / out["baseline_http_s"], 3)
+            out["bt_vs_baseline"] = round(out["shoal_bt_s"] / out["baseline_bt_s"], 3)
         shutil.rmtree(dl, ignore_errors=True)
         out["http_vs_aria2c"] = round(out["aria2c_s"] / out["shoal_http_s"], 3)
         out["http_vs_curl"] = round(out["curl_s"] / out["shoal_http_s"], 3)
@@ -313,6 +325,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=2048)
     ap.add_argument("--links", default="shaped,loopback")
+    ap.add_argument("--baseline-rev", default=None)
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench/pull.py needs root (network namespaces and tc)")
@@ -346,14 +359,36 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "runs": [],
         }
-        for link in args.links.split(","):
-            if link == "shaped":
-                with shaped_link():
-                    r = run_link(link, work, big, pubs[link].out, f"/blobs/{entry.sha256}")
-            else:
-                r = run_link(link, work, big, pubs[link].out, f"/blobs/{entry.sha256}")
-            print(json.dumps(r), flush=True)
-            results["runs"].append(r)
+        baseline = None
+        if args.baseline_rev:
+            baseline = work / "baseline"
+            sh(
+                "git",
+                "-C",
+                str(ROOT),
+                "worktree",
+                "add",
+                "--detach",
+                str(baseline),
+                args.baseline_rev,
+            )
+            results["baseline_rev"] = args.baseline_rev
+        try:
+            for link in args.links.split(","):
+                path = f"/blobs/{entry.sha256}"
+                if link == "shaped":
+                    with shaped_link():
+                        r = run_link(link, work, big, pubs[link].out, path, baseline)
+                else:
+                    r = run_link(link, work, big, pubs[link].out, path, baseline)
+                print(json.dumps(r), flush=True)
+                results["runs"].append(r)
+        finally:
+            if baseline is not None:
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(baseline)],
+                    capture_output=True,
+                )
     out = ROOT / "bench" / "results" / "pull.json"
     out.write_text(json.dumps(results, indent=1) + "\n")
     print(f"wrote {out}")

@@ -29,6 +29,12 @@ from shoal.units import format_size, parse_size
 if TYPE_CHECKING:
     from seeder.sources import Source
 
+TokenOption = Annotated[
+    str | None,
+    typer.Option(help="Token for it (shows in ps: prefer --token-file or the env)."),
+]
+TokenFileOption = Annotated[Path | None, typer.Option(help="File holding the token (first line).")]
+
 app = typer.Typer(
     name="shoal",
     help="Pull a model once per fleet: BitTorrent + verified HTTP for large model files.",
@@ -201,13 +207,8 @@ def seed(
         str | None, typer.Option(help="URL the fleet reaches this origin at.")
     ] = None,
     coordinator: Annotated[str | None, typer.Option(help="Coordinator to register with.")] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(help="Token for it (shows in ps: prefer --token-file or the env)."),
-    ] = None,
-    token_file: Annotated[
-        Path | None, typer.Option(help="File holding the token (first line).")
-    ] = None,
+    token: TokenOption = None,
+    token_file: TokenFileOption = None,
     label: Annotated[list[str] | None, typer.Option(help="k=v label (repeatable).")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([seed] table).")] = None,
 ) -> None:
@@ -249,13 +250,8 @@ def edge_serve(
     cache_dir: Annotated[Path | None, typer.Option(help="Cache directory.")] = None,
     max_size: Annotated[str | None, typer.Option(help="Cache budget, e.g. 500GiB.")] = None,
     coordinator: Annotated[str | None, typer.Option(help="Coordinator URL.")] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(help="Token for it (shows in ps: prefer --token-file or the env)."),
-    ] = None,
-    token_file: Annotated[
-        Path | None, typer.Option(help="File holding the token (first line).")
-    ] = None,
+    token: TokenOption = None,
+    token_file: TokenFileOption = None,
     label: Annotated[list[str] | None, typer.Option(help="k=v label (repeatable).")] = None,
     public_url: Annotated[str | None, typer.Option(help="URL the fleet reaches it at.")] = None,
     upstream_fetches: Annotated[
@@ -330,13 +326,8 @@ def _models_dir(given: Path | None) -> Path:
 def pull(
     ref: Annotated[str, typer.Argument(help="Model reference, e.g. deepseek-r1:7b.")],
     coordinator: Annotated[str | None, typer.Option(help="Coordinator URL.")] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(help="Token for it (shows in ps: prefer --token-file or the env)."),
-    ] = None,
-    token_file: Annotated[
-        Path | None, typer.Option(help="File holding the token (first line).")
-    ] = None,
+    token: TokenOption = None,
+    token_file: TokenFileOption = None,
     edge: Annotated[list[str] | None, typer.Option(help="Edge or origin URL (repeatable).")] = None,
     models_dir: Annotated[
         Path | None, typer.Option(help="Store directory (default $SHOAL_MODELS or ~/.shoal).")
@@ -615,13 +606,8 @@ def agent(
         bool | None, typer.Option("--lsd/--no-lsd", help="Find peers on the LAN [on].")
     ] = None,
     coordinator: Annotated[str | None, typer.Option(help="Coordinator URL.")] = None,
-    token: Annotated[
-        str | None,
-        typer.Option(help="Token for it (shows in ps: prefer --token-file or the env)."),
-    ] = None,
-    token_file: Annotated[
-        Path | None, typer.Option(help="File holding the token (first line).")
-    ] = None,
+    token: TokenOption = None,
+    token_file: TokenFileOption = None,
     edge: Annotated[list[str] | None, typer.Option(help="Edge or origin URL (repeatable).")] = None,
     max_rate: Annotated[
         str | None, typer.Option(help="Download cap of each pull, e.g. 50M (bytes/s) [0: none].")

@@ -63,3 +63,26 @@ def test_bad_config_file(run_shoal: RunShoal, tmp_path: Path) -> None:
     cfg.write_text("[publish\n")
     r = run_shoal("publish", src, "--name", "m", "--config", cfg, "--out", tmp_path / "o")
     assert r.returncode == 2 and "not valid TOML" in r.stderr
+
+
+def test_tokens_from_files(run_shoal: RunShoal, tmp_path: Path) -> None:
+    """Audit defect 8: a token given as a flag shows in ps; ``--token-file`` reads it from a
+    file (first line), and a bad one is a clear error."""
+    from shoal.testing import ServerThread
+    from tracker.app import create_app
+    from tracker.settings import TrackerSettings
+
+    src = write_blob(tmp_path / "src" / "w.bin", 100_000, seed=4).parent
+    token = tmp_path / "publish.token"
+    token.write_text("secret-publisher\n")
+    settings = TrackerSettings(db=tmp_path / "c" / "r.sqlite", publish_tokens=("secret-publisher",))
+    with ServerThread(create_app(settings)) as coord:
+        args = ["publish", str(src), "--name", "m:1", "--coordinator", coord.url]
+        r = run_shoal(*args, "--out", str(tmp_path / "out"), "--token-file", str(token))
+        assert r.returncode == 0 and "registered with" in r.stdout, r.stderr
+        assert "secret-publisher" not in r.stdout + r.stderr
+        token.write_text("\n")
+        r = run_shoal(*args, "--out", str(tmp_path / "o2"), "--token-file", str(token))
+        assert r.returncode == 2 and f"token file {token} is empty" in r.stderr
+        r = run_shoal(*args, "--token", "x", "--token-file", str(token))
+        assert r.returncode == 2 and "not both" in r.stderr

@@ -170,16 +170,21 @@ class Fleet:
             assert got == (self.srcs[ref] / f.path.value).read_bytes()
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
+def running_fleet(tmp_path: Path, ref: str = "demo:v1") -> Iterator[Fleet]:
+    """A coordinator and an origin holding ``ref`` (the ``MODEL`` files), stopped after."""
     f = Fleet(tmp_path)
-    f.add_model("demo:v1", MODEL)
+    f.add_model(ref, MODEL)
     try:
         f.start_coordinator()
         f.start_seed()
         yield f
     finally:
         stop_processes([p for p in (f.seed, f.coordinator) if p is not None])
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    yield from running_fleet(tmp_path)
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 120) -> dict[str, object]:

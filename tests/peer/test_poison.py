@@ -25,7 +25,7 @@ from shoal.coordinator_client import CoordinatorClient
 from shoal.manifest import Manifest
 from shoal.testing import ServerThread, free_port, start_local_seed, stop_processes
 from tests.conftest import SHOAL
-from tests.peer.conftest import MODEL, Fleet, finish, only_verified_blobs
+from tests.peer.conftest import MODEL, Fleet, finish, only_verified_blobs, running_fleet
 from tracker.app import create_app
 from tracker.settings import TrackerSettings
 
@@ -82,14 +82,7 @@ def pull_evil(fleet: Fleet, tmp_path: Path, rogue: str, models: Path) -> tuple[i
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
-    f.add_model("legit:v1", MODEL)
-    try:
-        f.start_coordinator()
-        f.start_seed()
-        yield f
-    finally:
-        stop_processes([p for p in (f.seed, f.coordinator) if p is not None])
+    yield from running_fleet(tmp_path, "legit:v1")
 
 
 def test_a_lying_file_digest_plants_nothing(fleet: Fleet, tmp_path: Path, rogue: str) -> None:
