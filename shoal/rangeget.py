@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 MAX_HEAD = 16384  # bytes of status line and headers
+_DIGITS = frozenset("0123456789")  # str.isdigit also takes "²", which int() refuses
 MAX_ERROR_BODY = 65536  # an error page longer than this closes the connection unread
 _SCRATCH = 65536
 
@@ -201,7 +202,7 @@ class _Conn(asyncio.BufferedProtocol):
         self.keep = 200 <= status < 300
         length = headers.get("content-length")
         chunked = "chunked" in headers.get("transfer-encoding", "").lower()
-        if length is not None and not length.isdigit():
+        if length is not None and not (0 < len(length) <= 19 and _DIGITS.issuperset(length)):
             self._fail(HttpFailure(f"malformed answer: Content-Length {length!r}"))
             return
         if chunked or length is None:
@@ -256,7 +257,12 @@ def _parse(head: bytes) -> tuple[str, int, dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")  # latin-1 decodes every byte
     version, _, rest = lines[0].partition(" ")
     code = rest[:3]
-    if version not in ("HTTP/1.1", "HTTP/1.0") or not code.isdigit() or rest[3:4] not in ("", " "):
+    if (
+        version not in ("HTTP/1.1", "HTTP/1.0")
+        or len(code) != 3
+        or not _DIGITS.issuperset(code)
+        or rest[3:4] not in ("", " ")
+    ):
         raise ValueError(f"status line {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:

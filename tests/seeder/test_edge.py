@@ -449,3 +449,14 @@ def test_only_if_cached_waits_while_the_edge_relays(
             relaying.result()
         idle = httpx.get(f"{e.url}/blobs/{digest}", headers=only)
         assert idle.status_code == 206 and idle.content == data[:CS]
+
+
+def test_registry_paths_that_are_not_hex_are_400(
+    tmp_path: Path, origin: AsyncServerThread, maps: str
+) -> None:
+    """Audit defect 8: 40 characters that are not hex made bytes.fromhex raise, and the
+    edge answered 500 with a traceback in its log."""
+    with edge(tmp_path, [origin.url], maps) as e:
+        for key in ("g" * 40, "z" * 64, "A" * 40):
+            r = httpx.get(f"{e.url}/v1/torrents/{key}")
+            assert r.status_code == 400, (key, r.status_code)
