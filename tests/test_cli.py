@@ -17,6 +17,11 @@ def test_version_and_help(run_shoal: RunShoal) -> None:
     assert r.returncode == 0 and r.stdout.strip() == f"shoal {__version__}"
     r = run_shoal("publish", "--help")
     assert r.returncode == 0 and "--web-seed" in r.stdout
+    # brackets are text, not markup (rich printed "TOML config file ( table)")
+    r = run_shoal("agent", "--help")
+    assert "([agent] table)" in r.stdout and "[8473]" in r.stdout
+    r = run_shoal("tracker", "serve", "--help")
+    assert "[8470]" in r.stdout
 
 
 def test_usage_error_exits_2(run_shoal: RunShoal) -> None:
