@@ -31,7 +31,7 @@ from peer.events import PEERS, REQUEST_QUEUE, SessionSettings
 from peer.store import Store
 from peer.view import snapshot_dict, summary
 from shoal import bitfield
-from shoal.coordinator_client import CoordinatorClient, announce_url
+from shoal.coordinator_client import CoordinatorClient, announce_url, check_token
 from shoal.errors import BadInput, ShoalError
 from shoal.fsutil import atomic_write
 from shoal.manifest import Manifest
@@ -444,6 +444,9 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
 
     from peer.agent_api import create_app
 
+    if agent.settings.coordinator:  # a refused token stops the agent here, with the reason
+        with CoordinatorClient(agent.settings.coordinator, agent.settings.token) as client:
+            await asyncio.to_thread(check_token, client)
     agent.start()
     reporter = asyncio.ensure_future(agent.report_forever())
     capper = asyncio.ensure_future(agent.caps_forever())

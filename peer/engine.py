@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -48,8 +49,8 @@ from peer.store import Store, StoreError
 from peer.throttle import Throttle
 from shoal import bitfield, wire
 from shoal.chunk_client import UpstreamError, Upstreams
-from shoal.coordinator_client import CoordinatorClient, announce_url
-from shoal.errors import BadInput, NotFound, RemoteError, ShoalError
+from shoal.coordinator_client import CoordinatorClient, announce_url, check_token
+from shoal.errors import AuthError, BadInput, NotFound, RemoteError, ShoalError
 from shoal.fsutil import atomic_write
 from shoal.manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
 from shoal.ref import ModelRef
@@ -149,6 +150,7 @@ async def _pull(
     caches: set[str] = set()
     try:
         if coord is not None:
+            await asyncio.to_thread(check_token, coord)  # refused: fail now, say why
             listed = await _coordinator_edges(coord)
             edges += [e["url"] for e in listed]
             # origins last: the edges in front of them are there to spare them
@@ -732,6 +734,9 @@ async def _loop(
         progress(st.snapshot(int(d.status().total_payload_download)))
 
 
+_WARNED: weakref.WeakSet[CoordinatorClient] = weakref.WeakSet()  # told the pull it is down
+
+
 async def _coordinate(
     coord: CoordinatorClient,
     manifest: Manifest,
@@ -750,9 +755,14 @@ async def _coordinate(
             want,
             bitfield.from_indices(skip, n) if skip and want else None,
         )
+    except AuthError:
+        raise  # a token refused mid-pull (rotated away): configuration, not an outage
     except ShoalError as exc:
-        log.warning("coordinator unavailable (%s); going on with peers and edges", exc.message)
+        if coord not in _WARNED:  # once a pull: it asks every second or so
+            _WARNED.add(coord)
+            log.warning("coordinator unavailable (%s); going on with peers and edges", exc.message)
         return frozenset(), None
+    _WARNED.discard(coord)
     mine = [r - (i in have) for i, r in enumerate(replicas)] if len(replicas) == n else None
     # an assignment outside the model would index some other chunk: dropped
     return frozenset(c for c in assigned if 0 <= c < n), mine

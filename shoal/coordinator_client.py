@@ -15,7 +15,7 @@ import httpx
 
 from shoal import tls, wire
 from shoal.digest import Digest
-from shoal.errors import AuthError, BadInput, NotFound, RateLimited, RemoteError
+from shoal.errors import AuthError, BadInput, NotFound, RateLimited, RemoteError, ShoalError
 from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
 from shoal.ref import ModelRef
 from shoal.torrent import MAX_TORRENT_BYTES
@@ -114,6 +114,13 @@ class CoordinatorClient:
         """Edges and origins, nearest first by ``labels``."""
         answer = self._call("GET", "/v1/edges", params=labels or {})
         return list(answer.get("edges", [])) if isinstance(answer, dict) else []
+
+    def whoami(self) -> str:
+        """The host this client's token speaks for; ``AuthError`` if it is refused."""
+        answer = self._call("GET", "/v1/whoami")
+        if not isinstance(answer, dict) or not isinstance(answer.get("host"), str):
+            raise RemoteError(f"coordinator {self.base_url} sent a malformed whoami answer")
+        return str(answer["host"])
 
     def chunk_map(self, digest: Digest) -> Any:
         """The decoded chunk-map answer for a blob (validate with ``ChunkMap.from_wire``)."""
@@ -241,3 +248,19 @@ def announce_url(coordinator: str, token: str | None) -> str:
     private coordinator requires (and any coordinator checks), else ``/announce``."""
     base = f"{coordinator.rstrip('/')}/announce"
     return f"{base}/{quote(token, safe='')}" if token else base
+
+
+def check_token(client: CoordinatorClient, flag: str = "--token-file") -> str | None:
+    """The host ``client``'s token speaks for, or None when the coordinator cannot be
+    reached (the caller goes on without it). A refused token is a configuration error,
+    not an outage: ``AuthError`` saying so, once."""
+    try:
+        return client.whoami()
+    except AuthError as exc:
+        raise AuthError(
+            f"the coordinator {client.base_url} refused this host's token: {exc.message}",
+            f"give the fleet token or this host's token ({flag}, or the settings' token)",
+            status=exc.status,
+        ) from None
+    except ShoalError:
+        return None

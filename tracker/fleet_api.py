@@ -85,6 +85,13 @@ def _int_list(value: Any, what: str) -> list[int]:
     return value
 
 
+@router.get("/whoami")
+async def whoami(request: Request, authorization: Auth = None) -> Response:
+    """The host a token speaks for: how an agent or pull checks its token at start."""
+    state = state_of(request)
+    return respond(request, {"host": _host(state, request, authorization, _client_ip(request))})
+
+
 @router.put(
     "/swarms/{digest}/bitfield",
     openapi_extra=_body_schema(

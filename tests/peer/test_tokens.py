@@ -1,0 +1,53 @@
+"""A token the coordinator refuses is a configuration error, said once (issue 27, 4):
+it had been logged five times as "coordinator unavailable" while the pull went on from
+peers and edges and exited 0, and ``shoal agent --token wrong`` started silently."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from shoal.testing import free_port
+from tests.conftest import SHOAL
+from tests.peer.conftest import Fleet
+
+
+def test_a_pull_with_a_refused_token_fails_at_once(fleet: Fleet, tmp_path: Path) -> None:
+    proc = fleet.pull(
+        "demo:v1",
+        tmp_path / "m",
+        *("--coordinator", fleet.coord_url, "--token", "wrong", "--edge", fleet.origin_url),
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0, out
+    assert err.count("refused this host's token") == 1, err
+    assert "coordinator unavailable" not in err and "Traceback" not in err
+    assert not (tmp_path / "m" / "blobs").exists() or not any((tmp_path / "m" / "blobs").iterdir())
+
+
+def test_an_agent_with_a_refused_token_does_not_start(fleet: Fleet, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            *(str(SHOAL), "agent", "--models-dir", str(tmp_path / "a")),
+            *("--api-port", str(free_port()), "--host", "127.0.0.1", "--no-lsd"),
+            *("--coordinator", fleet.coord_url, "--token", "wrong"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "refused this host's token" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "a" / "agent.json").exists()
+
+
+def test_a_coordinator_that_is_down_is_said_once(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.kill("coordinator")
+    proc = fleet.pull(
+        "demo:v1",
+        tmp_path / "m",
+        *("--coordinator", fleet.coord_url, "--token", "fleet", "--edge", fleet.origin_url),
+    )
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert err.count("coordinator unavailable (") <= 1, err
