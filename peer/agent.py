@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -447,13 +448,18 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
     if agent.settings.coordinator:  # a refused token stops the agent here, with the reason
         with CoordinatorClient(agent.settings.coordinator, agent.settings.token) as client:
             await asyncio.to_thread(check_token, client)
+    try:  # bound here, not by uvicorn: its failure is a SystemExit out of a task
+        sock = socket.create_server((api_host, agent.settings.api_port))
+    except OSError as exc:
+        raise ShoalError(
+            f"cannot serve the agent API on {api_host}:{agent.settings.api_port}: {exc.strerror}",
+            "is another agent running on this host? give this one another --api-port",
+        ) from None
     agent.start()
     reporter = asyncio.ensure_future(agent.report_forever())
     capper = asyncio.ensure_future(agent.caps_forever())
     config = uvicorn.Config(
         create_app(agent),
-        host=api_host,
-        port=agent.settings.api_port,
         log_level="warning",
         lifespan="off",
         proxy_headers=False,  # no proxy stands before a loopback API
@@ -461,18 +467,13 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
     server = uvicorn.Server(config)
     marker = agent.store.root / AGENT_FILE
     try:
-        serving = asyncio.ensure_future(server.serve())
+        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)
         if server.started:  # the CLI delegates pulls of this store to this agent
-            port = server.servers[0].sockets[0].getsockname()[1]
+            port = sock.getsockname()[1]
             atomic_write(marker, json.dumps({"api": f"http://{api_host}:{port}"}).encode())
         await serving
-    except (OSError, SystemExit) as exc:
-        raise ShoalError(
-            f"cannot serve the agent API on {api_host}:{agent.settings.api_port}: {exc}",
-            "is another agent running? pick another --api-port",
-        ) from None
     finally:
         marker.unlink(missing_ok=True)
         reporter.cancel()

@@ -326,3 +326,35 @@ def test_a_defect_in_a_pull_fails_its_job_and_never_leaves_it_running(
     )
     assert "pull again" in job.error
     assert "Traceback" in caplog.text and "pull of library/demo:v1 failed" in caplog.text
+
+
+def test_a_second_agent_on_the_same_api_port_says_so(tmp_path: Path) -> None:
+    """Issue 27, item 4: the second agent died with a 40-line traceback (uvicorn's
+    SystemExit out of a task); now one line names the port and the fix."""
+    api = free_port()
+    first = subprocess.Popen(
+        [
+            *(str(SHOAL), "agent", "--models-dir", str(tmp_path / "a"), "--api-port", str(api)),
+            *("--host", "127.0.0.1", "--no-lsd"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_listening(api, first, "shoal agent")
+        second = subprocess.run(
+            [
+                *(str(SHOAL), "agent", "--models-dir", str(tmp_path / "b")),
+                *("--api-port", str(api), "--host", "127.0.0.1", "--no-lsd"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 1, second.stderr
+        assert f"cannot serve the agent API on 127.0.0.1:{api}" in second.stderr
+        assert "another --api-port" in second.stderr and "Traceback" not in second.stderr
+        assert not (tmp_path / "b" / "agent.json").exists()
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
