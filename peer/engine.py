@@ -400,6 +400,8 @@ class _Pull:
             if task.cancelled():
                 continue
             exc = task.exception()
+            if isinstance(exc, AuthError):  # a setting to fix (the proxy's credentials)
+                raise exc
             if exc is not None:
                 if cached_only:  # no edge holds it yet: the swarm's, for a while
                     self.uncached[i] = time.monotonic()

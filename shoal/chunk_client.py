@@ -18,12 +18,14 @@ import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from shoal import tls
 from shoal.chunkmap import ChunkMap
 from shoal.digest import Digest
+from shoal.errors import AuthError
 from shoal.rangeget import HttpFailure, HttpTimeout, RangeClient, TooLarge
 from shoal.ranges import parse_content_range
 from shoal.urls import check_url
@@ -44,6 +46,11 @@ class UpstreamError(Exception):
     def __init__(self, message: str, status: int = 502) -> None:
         super().__init__(message)
         self.status = status
+
+
+class ProxyRefused(AuthError):
+    """The configured proxy answered 407: its credentials are wrong or missing. A setting
+    to fix, not an upstream to try again."""
 
 
 @dataclass
@@ -119,6 +126,7 @@ class Upstreams:
             for u in urls
         ]
         self.clock = clock
+        self.proxy_shown = _without_password(proxy) if proxy else "(none)"
         timeout = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=read_timeout, pool=read_timeout
         )
@@ -143,6 +151,14 @@ class Upstreams:
             else None
         )
         self.on_fetch: Callable[[str, str], None] = lambda upstream, outcome: None
+
+    def _proxy_refused(self, up: Upstream) -> ProxyRefused:
+        return ProxyRefused(
+            f"the proxy {self.proxy_shown} refused its credentials for {up.url} "
+            "(407 Proxy Authentication Required)",
+            "check the user and password in --proxy (or proxy in [pull])",
+            status=407,
+        )
 
     async def close(self) -> None:
         if self.lean is not None:
@@ -278,6 +294,8 @@ class Upstreams:
     def _check_status(
         self, up: Upstream, status: int, headers: Mapping[str, str], digest: Digest
     ) -> None:
+        if status == 407:
+            raise self._proxy_refused(up)
         if status in (403, 404, 410):
             up.useless_for.add(digest)
             raise _Refused(f"answered {status}: marked useless for {digest}")
@@ -302,6 +320,8 @@ class Upstreams:
                 async with self.http.stream(
                     "GET", f"{up.url}{path}", headers={"Accept": accept}
                 ) as r:
+                    if r.status_code == 407:
+                        raise self._proxy_refused(up)
                     if r.status_code == 404:
                         continue
                     if r.status_code != 200:
@@ -342,3 +362,12 @@ def _retry_after(value: str | None) -> float | None:
     if value is None or not value.strip().isdigit():
         return None
     return min(float(value.strip()), 3600.0)
+
+
+def _without_password(url: str) -> str:
+    """``url`` fit for a message: its password (if any) replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))

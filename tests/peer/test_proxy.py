@@ -110,5 +110,7 @@ def test_wrong_proxy_credentials_fail_clearly(
     )
     _, err = p.communicate(timeout=60)
     assert p.returncode == 1 and "Traceback" not in err
-    assert "cannot resolve" in err and "407" in err
+    # issue 27, item 4: said as what it is, not as "cannot resolve ... no upstream has"
+    assert "refused its credentials" in err and "407" in err and "cannot resolve" not in err
+    assert "fleet:***@" in err and "wrong" not in err  # the password is not shown
     assert proxy.refused >= 1 and not proxy.seen
