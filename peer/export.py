@@ -71,7 +71,7 @@ def export_ollama(store: Store, ref: ModelRef, manifest: Manifest, target: Path)
                 "export it with --hf instead",
             )
         raw = _made_manifest(store, ggufs[0], target)
-    path = target / "manifests" / ref.host / ref.namespace / ref.name / ref.tag
+    path = target / "manifests" / ref.ollama_path
     atomic_write(path, raw)
     return path
 

@@ -37,7 +37,7 @@ def default_models_dir() -> Path:
 def ollama_source(name: str, models: Path) -> Source:
     """The model ``name`` (``[host/][ns/]model[:tag]``) from the store at ``models``."""
     ref = ModelRef.parse(name)
-    manifest_path = models / "manifests" / ref.host / ref.namespace / ref.name / ref.tag
+    manifest_path = models / "manifests" / ref.ollama_path
     raw = _read_small(
         manifest_path,
         f"ollama model {ref} is not in {models}",

@@ -84,7 +84,7 @@ def write_ollama_store(
             {"mediaType": media, "digest": put(data), "size": len(data)} for media, data in layers
         ],
     }
-    path = models / "manifests" / ref.host / ref.namespace / ref.name / ref.tag
+    path = models / "manifests" / ref.ollama_path
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc))
     return doc

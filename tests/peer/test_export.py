@@ -23,9 +23,8 @@ from tests.peer.test_store import fill, published
 def read_ollama(models: Path, name: str) -> dict[str, bytes]:
     """What ollama does to find a model: manifest by name, then blobs by digest."""
     ref = ModelRef.parse(name)
-    doc = json.loads(
-        (models / "manifests" / ref.host / ref.namespace / ref.name / ref.tag).read_text()
-    )
+    where = "/".join(p.lower() for p in (ref.host, ref.namespace, ref.name, ref.tag))
+    doc = json.loads((models / "manifests" / where).read_text())
     out = {}
     for layer in [doc["config"], *doc["layers"]]:
         assert layer["digest"].startswith("sha256:")
@@ -105,3 +104,16 @@ def test_hf_cache_read_by_huggingface_hub(tmp_path: Path, monkeypatch: pytest.Mo
     data = (tmp_path / "src-acme/tiny:main" / "config.json").read_bytes()
     sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
     assert (cache / "models--acme--tiny" / "blobs" / sha1).exists()
+
+
+def test_exported_where_ollama_looks(tmp_path: Path) -> None:
+    """Issue 27, item 2: a two-part name is namespace/name to ollama, and its manifest path
+    is lowercased (ollama's Name.Filepath); ``localhost/Tiny:1B`` had gone to
+    ``manifests/localhost/library/Tiny/1B``."""
+    pub = published(tmp_path, "localhost/Tiny:1B", {"model.gguf": 5_000})
+    store = Store(tmp_path / "models").open()
+    fill(store, pub)
+    ref = ModelRef.parse("localhost/Tiny:1B")
+    path = export_ollama(store, ref, pub.manifest, tmp_path / "o")
+    assert path == tmp_path / "o" / "manifests" / "registry.ollama.ai" / "localhost" / "tiny" / "1b"
+    assert read_ollama(tmp_path / "o", "localhost/tiny:1b")
