@@ -19,9 +19,9 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 from peer.store import Store
+from shoal import ollama_manifest as om
 from shoal.digest import Digest
 from shoal.errors import BadInput, IntegrityError
 from shoal.fsutil import atomic_write
@@ -55,14 +55,9 @@ def export_ollama(store: Store, ref: ModelRef, manifest: Manifest, target: Path)
     files = {f.path.value: f for f in manifest.files}
     if OLLAMA_MANIFEST in files:
         raw = store.blob_path(files[OLLAMA_MANIFEST].sha256).read_bytes()
-        doc = _ollama_doc(raw)
-        by_digest = {f.sha256: f for f in manifest.files}
-        for layer in [doc["config"], *doc["layers"]]:
-            digest = Digest.parse(layer["digest"])
-            entry = by_digest.get(digest)
-            if entry is None or entry.size != layer["size"]:
-                raise IntegrityError(f"{ref}: ollama layer {digest} is not in the model")
-            _link(store.blob_path(digest), target / "blobs" / digest.filename, entry.size)
+        held = {f.sha256: f.size for f in manifest.files}
+        for b in _ollama_blobs(store, raw, held, ref):
+            _link(store.blob_path(b.digest), target / "blobs" / b.digest.filename, b.size)
     else:
         ggufs = [f for f in manifest.files if f.path.value.endswith(".gguf")]
         if len(ggufs) != 1:
@@ -106,19 +101,43 @@ def _made_manifest(store: Store, gguf: FileEntry, target: Path) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def _ollama_doc(raw: bytes) -> dict[str, Any]:
+def _ollama_blobs(
+    store: Store, raw: bytes, held: dict[Digest, int], ref: ModelRef
+) -> list[om.Blob]:
+    """The blobs ollama's manifest (``raw``, exported as it is) needs from the model: all
+    of a plain manifest's; of a list, its first runnable child's (all of them) and every
+    other child's the model holds in full."""
     try:
-        doc = json.loads(raw)
-        ok = (
-            isinstance(doc, dict)
-            and isinstance(doc.get("config"), dict)
-            and isinstance(doc.get("layers"), list)
-        )
-    except ValueError:
-        ok = False
-    if not ok:
-        raise IntegrityError("the model's ollama manifest is not a manifest")
-    return doc  # type: ignore[no-any-return]
+        doc = om.parse(raw, f"of {ref}")
+        if not om.is_list(doc):
+            return _complete(om.blobs(doc, f"of {ref}"), held, ref, required=True)
+        out: list[om.Blob] = []
+        for n, child in enumerate(om.children(doc, f"of {ref}")):
+            required = n == 0 and om.runnable(child)
+            own, child_doc = [], child.doc
+            if child.ref is not None:
+                if held.get(child.ref.digest) != child.ref.size:
+                    _complete([child.ref], held, ref, required=required)
+                    continue
+                child_doc = om.parse(store.blob_path(child.ref.digest).read_bytes(), f"of {ref}")
+                own = [child.ref]
+            assert child_doc is not None
+            out += own + _complete(om.blobs(child_doc, f"of {ref}"), held, ref, required=required)
+        return out
+    except BadInput as exc:
+        raise IntegrityError(f"the ollama manifest of {ref} is not one: {exc.message}") from None
+
+
+def _complete(
+    blobs: list[om.Blob], held: dict[Digest, int], ref: ModelRef, *, required: bool
+) -> list[om.Blob]:
+    """``blobs`` if the model holds them all; else [] (or ``IntegrityError`` if required)."""
+    for b in blobs:
+        if held.get(b.digest) != b.size:
+            if required:
+                raise IntegrityError(f"{ref}: ollama layer {b.digest} is not in the model")
+            return []
+    return blobs
 
 
 def export_hf(store: Store, ref: ModelRef, manifest: Manifest, target: Path) -> Path:

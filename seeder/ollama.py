@@ -9,22 +9,19 @@ digest is checked by the publisher while it hashes (``SourceFile.expected``).
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 from pathlib import Path
 from typing import Any
 
 from seeder.sources import Source, SourceFile, canonical
+from shoal import ollama_manifest as om
 from shoal.digest import Digest
 from shoal.errors import BadInput, SourceError
 from shoal.ref import ModelRef
 from shoal.relpath import RelPath
 
 MANIFEST_PATH = "ollama-manifest.json"
-MANIFEST_MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
-LIST_MEDIA_TYPE = "application/vnd.ollama.manifest.list.v2+json"
-RUNNER_PREFERENCE = ("ollama", "llamacpp")
 _MAX_MANIFEST = 4 << 20
 
 
@@ -35,7 +32,11 @@ def default_models_dir() -> Path:
 
 
 def ollama_source(name: str, models: Path) -> Source:
-    """The model ``name`` (``[host/][ns/]model[:tag]``) from the store at ``models``."""
+    """The model ``name`` (``[host/][ns/]model[:tag]``) from the store at ``models``.
+
+    The manifest is carried byte for byte. A manifest list carries the blobs of its
+    first runnable child (``ollama``, ``llamacpp``), which must all be here, and of every
+    other child whose blobs all are (a child manifest by digest is a blob too)."""
     ref = ModelRef.parse(name)
     manifest_path = models / "manifests" / ref.ollama_path
     raw = _read_small(
@@ -43,28 +44,34 @@ def ollama_source(name: str, models: Path) -> Source:
         f"ollama model {ref} is not in {models}",
         "run 'ollama pull' first, or pass --ollama-models DIR",
     )
-    doc = _json(raw, manifest_path)
-    if doc.get("mediaType") == LIST_MEDIA_TYPE or "manifests" in doc:
-        raw, doc = _runnable_child(doc, models, manifest_path)
+    where = str(manifest_path)
+    try:
+        doc = om.parse(raw, where)
+        if om.is_list(doc):
+            needed = _list_blobs(doc, models, where)
+            media: str | None = om.LIST_MEDIA_TYPE
+        else:
+            needed = om.blobs(doc, where)
+            media = doc.get("mediaType") if isinstance(doc.get("mediaType"), str) else None
+    except SourceError:
+        raise
+    except BadInput as exc:
+        raise SourceError(exc.message, exc.hint) from None
     files: dict[Digest, SourceFile] = {}
-    for layer in [_field(doc, "config", manifest_path), *_layers(doc, manifest_path)]:
-        digest, size, media_type = _layer(layer, manifest_path)
-        if digest in files:
-            continue
-        blob = _blob(models, digest, size)
-        files[digest] = SourceFile(
-            rel=RelPath(f"blobs/{digest.filename}"),
-            size=size,
-            path=blob,
-            media_type=media_type,
-            expected=digest,
-        )
-    media = doc.get("mediaType") if isinstance(doc.get("mediaType"), str) else None
+    for b in needed:
+        if b.digest not in files:
+            files[b.digest] = SourceFile(
+                rel=RelPath(f"blobs/{b.digest.filename}"),
+                size=b.size,
+                path=_blob(models, b.digest, b.size),
+                media_type=b.media_type,
+                expected=b.digest,
+            )
     man = SourceFile(
         rel=RelPath(MANIFEST_PATH),
         size=len(raw),
         data=raw,
-        media_type=media or MANIFEST_MEDIA_TYPE,
+        media_type=media or om.MANIFEST_MEDIA_TYPE,
     )
     return Source(
         description=f"ollama:{ref} in {models}",
@@ -74,57 +81,56 @@ def ollama_source(name: str, models: Path) -> Source:
     )
 
 
-def _runnable_child(doc: dict[str, Any], models: Path, where: Path) -> tuple[bytes, dict[str, Any]]:
-    children = doc.get("manifests")
-    if not isinstance(children, list):
-        raise SourceError(f"ollama manifest list {where} has no 'manifests' array")
-    for runner in RUNNER_PREFERENCE:
-        for child in children:
-            if not isinstance(child, dict) or child.get("runner") != runner:
-                continue
-            if "layers" in child:
-                inline = {
-                    k: v for k, v in child.items() if k not in ("runner", "format", "platform")
-                }
-                return json.dumps(inline, separators=(",", ":")).encode(), inline
-            digest, size, _ = _layer(child, where)
-            blob = _blob(models, digest, size)
-            raw = _read_small(blob, f"cannot read child manifest {digest}", "re-pull with ollama")
-            if Digest.of(raw) != digest:
-                raise SourceError(
-                    f"child manifest blob {blob} does not match its digest",
-                    "the ollama store is damaged: re-pull the model with ollama",
-                )
-            return raw, _json(raw, blob)
-    runners = sorted({str(c.get("runner")) for c in children if isinstance(c, dict)})
-    raise SourceError(
-        f"ollama manifest list {where} has no child for runner "
-        f"{' or '.join(RUNNER_PREFERENCE)} (found: {', '.join(runners) or 'none'})",
-        "publish a model variant built for the ollama or llama.cpp runner",
-    )
+def _list_blobs(doc: dict[str, Any], models: Path, where: str) -> list[om.Blob]:
+    kids = om.children(doc, where)
+    if not kids or not om.runnable(kids[0]):
+        runners = sorted({str(c.runner) for c in kids})
+        raise SourceError(
+            f"ollama manifest list {where} has no child for runner "
+            f"{' or '.join(om.RUNNABLE)} (found: {', '.join(runners) or 'none'})",
+            "publish a model variant built for the ollama or llama.cpp runner",
+        )
+    needed = _child_blobs(kids[0], models, where, required=True)
+    for child in kids[1:]:
+        needed += _child_blobs(child, models, where, required=False)
+    return needed
 
 
-def _layers(doc: dict[str, Any], where: Path) -> list[Any]:
-    layers = _field(doc, "layers", where)
-    if not isinstance(layers, list) or not layers:
-        raise SourceError(f"ollama manifest {where} has no layers")
-    return layers
+def _child_blobs(child: om.Child, models: Path, where: str, *, required: bool) -> list[om.Blob]:
+    """What ``child`` needs from the store: its manifest blob (if by digest) and layers.
+    Missing pieces fail a ``required`` child and drop any other."""
+    own: list[om.Blob] = []
+    doc = child.doc
+    if child.ref is not None:
+        path = models / "blobs" / child.ref.digest.filename
+        if not _present(path, child.ref.size):
+            if required:
+                _blob(models, child.ref.digest, child.ref.size)  # raises, naming the blob
+            return []
+        raw = _read_small(path, f"cannot read child manifest {child.ref.digest}", "re-pull")
+        if Digest.of(raw) != child.ref.digest:
+            raise SourceError(
+                f"child manifest blob {path} does not match its digest",
+                "the ollama store is damaged: re-pull the model with ollama",
+            )
+        doc = om.parse(raw, str(path))
+        own.append(om.Blob(child.ref.digest, child.ref.size, om.MANIFEST_MEDIA_TYPE))
+    assert doc is not None
+    layers = om.blobs(doc, where)
+    if not all(_present(models / "blobs" / b.digest.filename, b.size) for b in layers):
+        if required:
+            for b in layers:
+                _blob(models, b.digest, b.size)  # raises, naming the first missing one
+        return []
+    return own + layers
 
 
-def _layer(layer: Any, where: Path) -> tuple[Digest, int, str | None]:
-    if not isinstance(layer, dict):
-        raise SourceError(f"ollama manifest {where} has a layer that is not an object")
+def _present(path: Path, size: int) -> bool:
     try:
-        digest = Digest.parse(layer.get("digest", ""))
-    except BadInput as exc:
-        raise SourceError(f"ollama manifest {where}: {exc.message}") from None
-    size = layer.get("size")
-    if type(size) is not int or size < 0:
-        raise SourceError(f"ollama manifest {where}: layer {digest} has no valid size")
-    media = layer.get("mediaType")
-    if media is not None and not isinstance(media, str):
-        raise SourceError(f"ollama manifest {where}: layer {digest} has a bad mediaType")
-    return digest, size, media
+        st = path.stat()
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size == size
 
 
 def _blob(models: Path, digest: Digest, size: int) -> Path:
@@ -144,22 +150,6 @@ def _blob(models: Path, digest: Digest, size: int) -> Path:
             "the ollama store is damaged: re-pull the model with ollama",
         )
     return blob
-
-
-def _field(doc: dict[str, Any], key: str, where: Path) -> Any:
-    if key not in doc:
-        raise SourceError(f"ollama manifest {where} has no '{key}'")
-    return doc[key]
-
-
-def _json(raw: bytes, where: Path) -> dict[str, Any]:
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SourceError(f"ollama manifest {where} is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise SourceError(f"ollama manifest {where} is not a JSON object")
-    return doc
 
 
 def _read_small(path: Path, missing: str, hint: str) -> bytes:

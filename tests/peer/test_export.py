@@ -117,3 +117,37 @@ def test_exported_where_ollama_looks(tmp_path: Path) -> None:
     path = export_ollama(store, ref, pub.manifest, tmp_path / "o")
     assert path == tmp_path / "o" / "manifests" / "registry.ollama.ai" / "localhost" / "tiny" / "1b"
     assert read_ollama(tmp_path / "o", "localhost/tiny:1b")
+
+
+def test_inline_manifest_list_exported_byte_for_byte(tmp_path: Path) -> None:
+    """Issue 27, item 2: an inline manifest list was exported re-serialized (539 B -> 411 B,
+    ``runner`` and ``format`` dropped). It is carried and exported as ollama wrote it,
+    with the blobs of its runnable child; a child whose blobs are not here is left out."""
+    origin = tmp_path / "ollama-origin"
+    weights = os.urandom(100_000)
+    doc = write_ollama_store(origin, "tiny:1b", [("application/vnd.ollama.image.model", weights)])
+    child = {"runner": "llamacpp", "format": "gguf", **doc}
+    other = {
+        "runner": "mlx",
+        "format": "safetensors",
+        "config": doc["config"],
+        "layers": [{"mediaType": "x/y", "digest": "sha256:" + "1" * 64, "size": 7}],
+    }
+    listing = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.ollama.manifest.list.v2+json",
+        "manifests": [other, child],
+    }
+    path = origin / "manifests/registry.ollama.ai/library/tiny/1b"
+    path.write_text(json.dumps(listing, indent=1))  # any formatting: kept as it is
+    pub = publish(
+        ollama_source("tiny:1b", origin),
+        PublishOptions(ref=ModelRef.parse("tiny:1b"), out=tmp_path / "pub"),
+    )
+    store = Store(tmp_path / "models").open()
+    fill(store, pub)
+    out = export_ollama(store, ModelRef.parse("tiny:1b"), pub.manifest, tmp_path / "o")
+    assert out.read_bytes() == path.read_bytes()
+    model = doc["layers"][0]["digest"].replace(":", "-")
+    assert (tmp_path / "o" / "blobs" / model).read_bytes() == weights
+    assert not (tmp_path / "o" / "blobs" / ("sha256-" + "1" * 64)).exists()

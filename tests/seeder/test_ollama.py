@@ -89,7 +89,13 @@ def test_manifest_list_picks_runnable_child(tmp_path: Path) -> None:
     path = models / "manifests/registry.ollama.ai/library/tiny/1b"
     path.write_text(json.dumps(listing))
     src = ollama_source("tiny:1b", models)
-    assert {f.rel.value: f for f in src.files}[MANIFEST_PATH].data == child
+    by_path = {f.rel.value: f for f in src.files}
+    # the list as ollama wrote it (issue 27: it had been replaced by the child)
+    assert by_path[MANIFEST_PATH].data == path.read_bytes()
+    assert f"blobs/{child_digest.filename}" in by_path  # the child manifest is a blob too
+    for layer in [doc["config"], *doc["layers"]]:
+        assert f"blobs/{Digest.parse(layer['digest']).filename}" in by_path
+    assert len(by_path) == 1 + 1 + 1 + len(doc["layers"])  # the mlx child is not here
     listing["manifests"] = listing["manifests"][:1]
     path.write_text(json.dumps(listing))
     with pytest.raises(SourceError, match=r"no child for runner ollama or llamacpp \(found: mlx\)"):
