@@ -8,7 +8,9 @@ one ``.gguf`` file gets a manifest made for it.
 ``hf``: the Hugging Face cache: ``<dir>/models--<org>--<name>/blobs/<etag>``,
 ``snapshots/<commit>/<path>`` (relative symlinks into ``blobs/``) and ``refs/main``.
 LFS-style files are named by SHA-256, small text files by their git blob SHA-1, as the
-Hub names them. The commit id is derived from the manifest digest.
+Hub names them. The commit and refs are the source snapshot's when the model was
+published from one (``shoal/hf_revision.py``), else the commit is derived from the
+manifest digest and ``refs/main`` points at it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import shutil
 from pathlib import Path
 
 from peer.store import Store
+from shoal import hf_revision
 from shoal import ollama_manifest as om
 from shoal.digest import Digest
 from shoal.errors import BadInput, IntegrityError
@@ -145,9 +148,22 @@ def export_hf(store: Store, ref: ModelRef, manifest: Manifest, target: Path) -> 
     repo = target / (
         "models--" + (ref.name if ref.namespace == "library" else f"{ref.namespace}--{ref.name}")
     )
-    commit = manifest.digest.hex[:40]
+    commit, refs = manifest.digest.hex[:40], ["main"]
+    files = list(manifest.files)
+    marked = [
+        f
+        for f in files
+        if f.path.value == hf_revision.PATH and f.media_type == hf_revision.MEDIA_TYPE
+    ]
+    if marked:  # published from a Hub snapshot: its own commit and refs
+        try:
+            commit, refs = hf_revision.decode(store.blob_path(marked[0].sha256).read_bytes())
+        except BadInput as exc:
+            raise IntegrityError(f"{ref}: {exc.message}") from None
+        files.remove(marked[0])
+        refs = refs or ["main"]
     snapshot = repo / "snapshots" / commit
-    for f in manifest.files:
+    for f in files:
         blob_name = _hf_etag(store, f)
         _link(store.blob_path(f.sha256), repo / "blobs" / blob_name, f.size)
         link = snapshot / f.path.value
@@ -156,7 +172,8 @@ def export_hf(store: Store, ref: ModelRef, manifest: Manifest, target: Path) -> 
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(rel)
-    atomic_write(repo / "refs" / "main", commit.encode())
+    for name in refs:
+        atomic_write(repo / "refs" / name, commit.encode())
     return snapshot
 
 

@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoal import hf_revision
 from shoal.digest import Digest
 from shoal.errors import InvalidPath, SourceError
 from shoal.ref import ModelRef
@@ -83,6 +84,15 @@ def directory_source(root: Path) -> Source:
     _walk(root, (), allowed, {_inode(real_root)}, files)
     if not files:
         raise SourceError(f"directory {root} contains no files", "point at a model's files")
+    if hf_repo is not None and (revision := hf_revision.of_snapshot(hf_repo, real_root)):
+        files.append(
+            SourceFile(
+                rel=RelPath(hf_revision.PATH),
+                size=len(revision),
+                data=revision,
+                media_type=hf_revision.MEDIA_TYPE,
+            )
+        )
     return Source(description=str(root), files=canonical(files), root=real_root)
 
 

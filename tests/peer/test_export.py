@@ -14,6 +14,7 @@ from peer.export import export_hf, export_ollama
 from peer.store import Store
 from seeder.ollama import ollama_source
 from seeder.publish import PublishOptions, publish
+from seeder.sources import directory_source
 from shoal.errors import BadInput
 from shoal.ref import ModelRef
 from shoal.testing import write_ollama_store
@@ -151,3 +152,47 @@ def test_inline_manifest_list_exported_byte_for_byte(tmp_path: Path) -> None:
     model = doc["layers"][0]["digest"].replace(":", "-")
     assert (tmp_path / "o" / "blobs" / model).read_bytes() == weights
     assert not (tmp_path / "o" / "blobs" / ("sha256-" + "1" * 64)).exists()
+
+
+def _hub_snapshot(root: Path, repo: str, commit: str, files: dict[str, bytes]) -> Path:
+    """A Hub cache snapshot as huggingface_hub lays one out: blobs, symlinks, refs."""
+    d = root / ("models--" + repo.replace("/", "--"))
+    for rel, data in files.items():
+        blob = d / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = d / "snapshots" / commit / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    for name in ("main", "v1"):
+        (d / "refs" / name).parent.mkdir(parents=True, exist_ok=True)
+        (d / "refs" / name).write_text(commit)
+    (d / "refs" / "other").write_text("f" * 40)  # a ref to another commit: not carried
+    return d / "snapshots" / commit
+
+
+def test_hf_export_keeps_the_source_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 27, item 3: a model published from a Hub snapshot and exported with --hf got
+    a commit derived from the manifest, so hf_hub_download(revision=<the original
+    commit>) failed offline. The commit and the refs that held it are carried."""
+    hub = pytest.importorskip("huggingface_hub")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    files = {"config.json": b'{"a": 1}', "weights/model.safetensors": os.urandom(50_000)}
+    snapshot = _hub_snapshot(tmp_path / "src-cache", "acme/tiny", commit, files)
+    pub = publish(
+        directory_source(snapshot),
+        PublishOptions(ref=ModelRef.parse("acme/tiny:main"), out=tmp_path / "pub"),
+    )
+    store = Store(tmp_path / "models").open()
+    fill(store, pub)
+    cache = tmp_path / "hf"
+    out = export_hf(store, ModelRef.parse("acme/tiny:main"), pub.manifest, cache)
+    assert out.name == commit and not (out / ".shoal").exists()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for revision in (commit, "main", "v1"):
+        for rel, data in files.items():
+            got = hub.hf_hub_download(
+                "acme/tiny", rel, revision=revision, cache_dir=str(cache), local_files_only=True
+            )
+            assert Path(got).read_bytes() == data
+    assert not (cache / "models--acme--tiny" / "refs" / "other").exists()
