@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -427,7 +428,8 @@ def _pull_settings(config: Path | None, flags: dict[str, Any]) -> Any:
 def list_models(
     models_dir: Annotated[Path | None, typer.Option(help="Store directory.")] = None,
 ) -> None:
-    """List the models in the local store (pinned ones marked, with what the agent seeds)."""
+    """List the models in the local store: name, ID (digest), size, last used, and
+    whether it is pinned or seeded. Listing creates nothing."""
     with _user_errors():
         from peer.delegate import call_agent, find_agent
         from peer.store import Store
@@ -437,17 +439,51 @@ def list_models(
         rows: list[dict[str, Any]]
         if agent_at is not None:
             rows = call_agent(*agent_at, "GET", "/v1/models")
+        elif not (root / "tags").is_dir():
+            rows = []  # no store here: say so, and do not make one
         else:
-            store = Store(root).open()
+            store = Store(root)
             pins = store.pinned()
             rows = [
-                {"ref": str(r), "bytes": m.total_size, "digest": str(m.digest), "pinned": r in pins}
+                {
+                    "ref": str(r),
+                    "bytes": m.total_size,
+                    "digest": str(m.digest),
+                    "pinned": r in pins,
+                    "last_used": store.last_used(r),
+                }
                 for r, m in store.models()
             ]
-        for row in rows:
-            marks = ("pinned " if row["pinned"] else "") + ("seeding" if row.get("seeding") else "")
-            size = format_size(row["bytes"])
-            typer.echo(f"{row['ref']:<40} {size:>12}  {row['digest']}  {marks}".rstrip())
+        if not rows:
+            typer.echo(f"no models in {root}", err=True)
+            return
+        typer.echo(_models_table(rows))
+
+
+def _models_table(rows: list[dict[str, Any]]) -> str:
+    """``shoal ls``'s table, ollama's columns (NAME, ID, SIZE) and shoal's own."""
+    lines = [("NAME", "ID", "SIZE", "LAST USED", "")]
+    for row in rows:
+        marks = " ".join(
+            m for m, on in (("pinned", row.get("pinned")), ("seeding", row.get("seeding"))) if on
+        )
+        used = float(row.get("last_used") or 0)
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(used)) if used else "-"
+        digest = str(row["digest"]).removeprefix("sha256:")[:12]
+        lines.append((str(row["ref"]), digest, format_size(int(row["bytes"])), when, marks))
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    return "\n".join(
+        "  ".join(
+            (
+                line[0].ljust(widths[0]),
+                line[1].ljust(widths[1]),
+                line[2].rjust(widths[2]),
+                line[3].ljust(widths[3]),
+                line[4],
+            )
+        ).rstrip()
+        for line in lines
+    )
 
 
 @app.command()

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from shoal import __version__
+from shoal.ref import ModelRef
 from shoal.testing import write_blob
 from tests.conftest import SHOAL, RunShoal
 
@@ -91,3 +92,31 @@ def test_tokens_from_files(run_shoal: RunShoal, tmp_path: Path) -> None:
         assert r.returncode == 2 and f"token file {token} is empty" in r.stderr
         r = run_shoal(*args, "--token", "x", "--token-file", str(token))
         assert r.returncode == 2 and "not both" in r.stderr
+
+
+def test_ls_on_no_store_creates_nothing(run_shoal: RunShoal, tmp_path: Path) -> None:
+    """Issue 27, item 5: listing an empty or missing store said nothing and created
+    ``~/.shoal/...`` as a side effect."""
+    where = tmp_path / "nowhere"
+    r = run_shoal("ls", "--models-dir", str(where))
+    assert r.returncode == 0 and r.stdout == "" and f"no models in {where}" in r.stderr
+    assert not where.exists()
+
+
+def test_ls_table(tmp_path: Path) -> None:
+    from peer.store import Store
+    from tests.peer.test_store import fill, published
+
+    store = Store(tmp_path / "models").open()
+    fill(store, published(tmp_path, "acme/tiny:1", {"w.bin": 3000}))
+    store.pin(ModelRef.parse("acme/tiny:1"))
+    out = subprocess.run(
+        [str(SHOAL), "ls", "--models-dir", str(store.root)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.splitlines()
+    assert out[0].split() == ["NAME", "ID", "SIZE", "LAST", "USED"]
+    name, ident, *_, marks = out[1].split()
+    assert name == "acme/tiny:1" and len(ident) == 12 and marks == "pinned"
+    assert time.strftime("%Y-%m-%d") in out[1]

@@ -85,7 +85,9 @@ def test_budget_evicts_lru_unpinned_and_refuses_what_cannot_fit(tmp_path: Path) 
         assert "shoal_swarms_seeding 1.0" in text
         assert shoal(store, "unpin", "a:v1").returncode == 0
         listing = shoal(store, "ls")
-        assert listing.stdout.split()[0] == "library/a:v1" and "pinned" not in listing.stdout
+        header, first = listing.stdout.splitlines()[:2]
+        assert header.split() == ["NAME", "ID", "SIZE", "LAST", "USED"]
+        assert first.split()[0] == "library/a:v1" and "pinned" not in listing.stdout
         assert "seeding" in listing.stdout
         gone = shoal(store, "rm", "c:v1")
         assert gone.returncode != 0 and "not in" in gone.stderr and "Traceback" not in gone.stderr

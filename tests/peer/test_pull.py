@@ -316,7 +316,7 @@ def test_pull_exports_and_rm_and_verify(fleet: Fleet, tmp_path: Path) -> None:
     assert r.returncode == 0 and "freed" in r.stdout
     assert not list((models / "blobs").iterdir())
     ls = shoal("ls", "--models-dir", models)
-    assert ls.returncode == 0 and ls.stdout == ""
+    assert ls.returncode == 0 and ls.stdout == "" and f"no models in {models}" in ls.stderr
 
 
 def test_bad_references_and_nothing_to_ask(tmp_path: Path) -> None:
