@@ -52,6 +52,10 @@ def sentence(summary: dict[str, Any]) -> str:
     ]
     if summary["bytes_reused"]:
         parts.append(f"({format_size(int(summary['bytes_reused']))} already held)")
+    fetched = int(summary["bytes_peer"]) + int(summary["bytes_edge"])
+    twice = fetched - (int(summary["bytes"]) - int(summary["bytes_reused"]))
+    if twice > 0:  # hedged chunks and duplicate blocks: what the total above exceeds
+        parts.append(f"({format_size(twice)} of it received twice)")
     if summary["chunks_resumed"]:
         parts.append(f"({summary['chunks_resumed']} chunks resumed)")
     if summary["chunks_rejected"]:
