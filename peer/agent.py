@@ -33,7 +33,7 @@ from peer.store import Store
 from peer.view import snapshot_dict, summary
 from shoal import bitfield
 from shoal.coordinator_client import CoordinatorClient, announce_url, check_token
-from shoal.errors import BadInput, ShoalError
+from shoal.errors import AuthError, BadInput, NotFound, ShoalError
 from shoal.fsutil import atomic_write
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
@@ -136,6 +136,7 @@ class PullJob:
     ref: str
     state: str = "running"  # running, done, failed
     error: str | None = None
+    resumable: bool = True  # a failure that pulling again would resume from
     result: dict[str, object] | None = None
     progress: dict[str, Any] = field(default_factory=dict)
 
@@ -302,7 +303,7 @@ class Agent:
         only it used; returns bytes freed."""
         manifest = self.store.resolve(ref)
         if manifest is None:
-            raise BadInput(f"{ref} is not in {self.store.root}", "see GET /v1/models")
+            raise BadInput(f"{ref} is not in {self.store.root}", "see 'shoal ls'")
         if any(m.digest == manifest.digest for m in self._pulling.values()):
             raise Busy(f"{ref} is being pulled", "wait for the pull to end")
         others = [r for r, m in self.store.models() if m.digest == manifest.digest and r != ref]
@@ -320,7 +321,7 @@ class Agent:
         else:
             manifest = self.store.resolve(ref)
             if manifest is None:
-                raise BadInput(f"{ref} is not in {self.store.root}", "see GET /v1/models")
+                raise BadInput(f"{ref} is not in {self.store.root}", "see 'shoal ls'")
             models = [(ref, manifest)]
         busy = {m.digest for m in self._pulling.values()}
         report = await asyncio.to_thread(
@@ -362,6 +363,7 @@ class Agent:
                 result = await pull(opts, progress, self.metrics)
             except ShoalError as exc:
                 job.state, job.error = "failed", exc.message
+                job.resumable = not isinstance(exc, BadInput | NotFound | AuthError)
                 if exc.hint:
                     job.error += f" ({exc.hint})"
                 log.warning("pull of %s failed: %s", ref, job.error)

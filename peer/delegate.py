@@ -115,9 +115,14 @@ def pull_via_agent(
                 if job["state"] == "done":
                     return {**job["result"], "agent": url}
                 if job["state"] == "failed":
+                    # a name not found, bad input or a refused token: pulling again
+                    # resumes nothing, so no such hint
+                    resumable = job.get("resumable", True) is not False
                     raise RemoteError(
                         f"the agent at {url} could not pull {ref}: {job['error']}",
-                        "see the agent's log; `shoal pull` resumes what it verified",
+                        "see the agent's log; `shoal pull` resumes what it verified"
+                        if resumable
+                        else None,
                     )
                 time.sleep(max(0.0, poll - (time.monotonic() - asked)))  # never a busy loop
     except (OSError, http.client.HTTPException, KeyError, TypeError, ValueError) as exc:

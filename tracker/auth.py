@@ -43,7 +43,8 @@ class Auth:
         if not any(hmac.compare_digest(token, t) for t in self._publishers):
             raise AuthError(
                 "this token may not publish or delete models",
-                "use a publisher token (--publish-token)",
+                "publish with a publisher token (shoal publish --token-file F); the "
+                "coordinator lists them with --publish-token or 'publishers' in its tokens file",
                 status=403,
             )
 
@@ -127,7 +128,7 @@ def load_auth(
 
 def _bearer(authorization: str | None) -> bytes:
     if not authorization:
-        raise AuthError("missing bearer token", "send 'Authorization: Bearer <token>'")
+        raise AuthError("no token given", "give the token with --token-file (or --token)")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthError("malformed Authorization header", "send 'Authorization: Bearer <token>'")

@@ -132,7 +132,10 @@ async def resolve(request: Request, ref: RefPath) -> Response:
     digest = await state.registry.resolve(model)
     data = await state.registry.manifest(digest) if digest else None
     if digest is None or data is None:
-        raise NotFound(f"model {model} is not published here", "check the name with GET /v1/models")
+        raise NotFound(
+            f"model {model} is not published here",
+            "check the name against what the coordinator lists (its /v1/models)",
+        )
     state.metrics.registry_ops.labels("resolve").inc()
     view: Any = Manifest.load(data).to_json() if wants_json(request) else data
     return respond(request, {"ref": str(model), "digest": str(digest), "manifest": view})

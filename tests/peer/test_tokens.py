@@ -51,3 +51,44 @@ def test_a_coordinator_that_is_down_is_said_once(fleet: Fleet, tmp_path: Path) -
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert err.count("coordinator unavailable (") <= 1, err
+
+
+def test_an_unknown_model_through_the_agent_has_no_resume_hint(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Issue 27, item 4: the agent's answer for a name nobody published carried "`shoal
+    pull` resumes what it verified", which has nothing to resume."""
+    from tests.peer.test_agent import start_agent
+
+    models = tmp_path / "a"
+    agent, _, _ = start_agent(models, "--coordinator", fleet.coord_url, "--token", "fleet")
+    try:
+        done = subprocess.run(
+            [str(SHOAL), "pull", "nope:1", "--models-dir", str(models)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        agent.terminate()
+        agent.communicate(timeout=30)
+    assert done.returncode != 0
+    assert "not published here" in done.stderr, done.stderr
+    assert "resumes" not in done.stderr and "GET /v1" not in done.stderr
+
+
+def test_publishing_with_a_host_token_names_the_right_flag(fleet: Fleet, tmp_path: Path) -> None:
+    src = tmp_path / "mine"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"x" * 1000)
+    done = subprocess.run(
+        [
+            *(str(SHOAL), "publish", str(src), "--name", "m:1", "--out", str(tmp_path / "o")),
+            *("--coordinator", fleet.coord_url, "--token", "fleet"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "shoal publish --token-file" in done.stderr and "(--publish-token)" not in done.stderr
