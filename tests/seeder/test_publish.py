@@ -221,8 +221,11 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
         "empty dir": (["publish", str(tmp_path / "empty"), "--name", "m"], "contains no files"),
         "escaping symlink": (["publish", str(escape), "--name", "m"], "points outside"),
         "dangling symlink": (["publish", str(dangling), "--name", "m"], "dangling"),
-        "ref Foo:bar:baz": (["publish", str(good), "--name", "Foo:bar:baz"], "invalid name"),
-        "ref ../x": (["publish", str(good), "--name", "../x"], "contains a '.' or '..' part"),
+        "ref Foo:bar:baz": (
+            ["publish", str(good), "--name", "Foo:bar:baz"],
+            "more than one ':tag'",
+        ),
+        "ref ../x": (["publish", str(good), "--name", "../x"], "two dots in a row"),
         "ref empty": (["publish", str(good), "--name", ""], "empty model reference"),
         "no name": (["publish", str(good)], "--name is required"),
         "only empty files": (["publish", str(zero), "--name", "m"], "only empty files"),
