@@ -427,13 +427,24 @@ def _pull_settings(config: Path | None, flags: dict[str, Any]) -> Any:
 @app.command(name="ls")
 def list_models(
     models_dir: Annotated[Path | None, typer.Option(help="Store directory.")] = None,
+    remote: Annotated[
+        bool, typer.Option("--remote", help="List what the coordinator holds instead.")
+    ] = False,
+    coordinator: Annotated[
+        str | None, typer.Option(help="Coordinator URL (default: [pull] coordinator).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file ([pull] table).")] = None,
 ) -> None:
     """List the models in the local store: name, ID (digest), size, last used, and
-    whether it is pinned or seeded. Listing creates nothing."""
+    whether it is pinned or seeded. Listing creates nothing. With --remote: the models a
+    coordinator holds (name, ID, when the tag last moved)."""
     with _user_errors():
         from peer.delegate import call_agent, find_agent
         from peer.store import Store
 
+        if remote:
+            _list_remote(_coordinator_url(config, coordinator))
+            return
         root = _models_dir(models_dir)
         agent_at = find_agent(root)
         rows: list[dict[str, Any]]
@@ -458,6 +469,81 @@ def list_models(
             typer.echo(f"no models in {root}", err=True)
             return
         typer.echo(_models_table(rows))
+
+
+def _coordinator_url(config: Path | None, given: str | None) -> str:
+    url = given or _pull_settings(config, {}).coordinator
+    if not url:
+        raise BadInput("no coordinator to ask", "give --coordinator URL (or coordinator in [pull])")
+    return str(url)
+
+
+def _list_remote(url: str) -> None:
+    from shoal.coordinator_client import CoordinatorClient
+
+    with CoordinatorClient(url) as client:
+        rows = client.models()
+    if not rows:
+        typer.echo(f"no models at {url}", err=True)
+        return
+    lines = [("NAME", "ID", "UPDATED")]
+    for row in sorted(rows, key=lambda r: str(r.get("ref"))):
+        updated = float(row.get("updated") or 0)
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(updated)) if updated else "-"
+        digest = str(row.get("digest", "")).removeprefix("sha256:")[:12]
+        lines.append((str(row.get("ref")), digest, when))
+    width = [max(len(line[i]) for line in lines) for i in range(2)]
+    for line in lines:
+        typer.echo(f"{line[0].ljust(width[0])}  {line[1].ljust(width[1])}  {line[2]}")
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="Model reference, e.g. deepseek-r1:7b.")],
+    coordinator: Annotated[
+        str | None, typer.Option(help="Ask this coordinator (default: the local store).")
+    ] = None,
+    models_dir: Annotated[Path | None, typer.Option(help="Store directory.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The manifest as JSON.")] = False,
+) -> None:
+    """What a model is: digest, size, chunks, info-hashes and files, from a coordinator
+    or the local store."""
+    with _user_errors():
+        from peer.store import Store
+        from shoal.coordinator_client import CoordinatorClient
+        from shoal.errors import NotFound
+
+        model = ModelRef.parse(ref)
+        if coordinator:
+            with CoordinatorClient(coordinator) as client:
+                manifest = client.resolve(model)
+            where = coordinator
+        else:
+            root = _models_dir(models_dir)
+            found = Store(root).resolve(model) if (root / "tags").is_dir() else None
+            if found is None:
+                raise NotFound(
+                    f"{model} is not in {root}",
+                    "see 'shoal ls', or ask a coordinator with --coordinator URL",
+                )
+            manifest, where = found, str(root)
+        if as_json:
+            typer.echo(json.dumps(manifest.to_json()))
+            return
+        m = manifest
+        typer.echo(f"{model} (from {where})")
+        typer.echo(f"  digest    {m.digest}")
+        typer.echo(
+            f"  size      {format_size(m.total_size)} in {len(m.files)} files, "
+            f"{m.num_chunks} chunks of {format_size(m.chunk_size)}"
+        )
+        v2 = m.info_hash_v2.hex() if m.info_hash_v2 else "none (v1 only)"
+        typer.echo(f"  torrent   v1 {m.info_hash_v1.hex()}, v2 {v2}")
+        width = max(len(f.path.value) for f in m.files)
+        for f in m.files:
+            kind = f"  {f.media_type}" if f.media_type else ""
+            size = format_size(f.size)
+            typer.echo(f"  {f.path.value.ljust(width)}  {size:>10}  {f.sha256.hex[:12]}{kind}")
 
 
 def _models_table(rows: list[dict[str, Any]]) -> str:
