@@ -151,12 +151,16 @@ class TorrentSession:
             if Path(path).name in skip:
                 priorities[index] = 0
         params.file_priorities = priorities
-        # nothing from the swarm until the scheduler has spoken
+        # nothing from the swarm until the scheduler has spoken: every piece at 0, and the
+        # torrent paused once checked, so it meets no peer before its first priorities
+        # (with every piece at 0 it counts itself finished, says so to the peers it meets,
+        # and a third-party seed such as qBittorrent drops it and is never dialled again)
         params.piece_priorities = [0] * ti.num_pieces()
         params.trackers = list(dict.fromkeys([*params.trackers, *trackers]))
         params.url_seeds = []
         params.flags &= ~lt.torrent_flags.auto_managed
         params.flags &= ~lt.torrent_flags.paused
+        params.flags |= lt.torrent_flags.stop_when_ready
         handle = self.lt.add_torrent(params)
         # the torrent's web seeds would have libtorrent fetch from the origin behind the
         # scheduler's back (measured: 0.75 extra copies of origin egress in a shaped fleet);
@@ -317,6 +321,7 @@ class Download:
         self.manifest = manifest
         self.resume_wanted = False
         self.checked = False
+        self.started = False  # resumed after the scheduler's first priorities
 
     @property
     def ready(self) -> bool:
@@ -326,7 +331,12 @@ class Download:
         return self.checked
 
     def prioritize(self, priorities: list[int]) -> None:
+        """Set every piece's priority; the first call also starts the torrent, which
+        ``add`` left paused once checked."""
         self.handle.prioritize_pieces(priorities)
+        if not self.started:
+            self.started = True
+            self.handle.resume()
 
     def add_piece(self, index: int, data: bytes) -> None:
         """Hand a chunk fetched (and verified) elsewhere to libtorrent, which writes it,
