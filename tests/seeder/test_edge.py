@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from seeder.cache import ChunkCache
-from seeder.edge import Edge
+from seeder.edge import PREFETCH, Edge
 from seeder.publish import Published, PublishOptions, publish
 from seeder.sources import directory_source
 from shoal.chunk_client import Upstreams
@@ -258,9 +258,10 @@ def test_lru_eviction_under_max_size(
     with edge(tmp_path, [origin.url], maps, max_size=4 * CS) as e:
         assert httpx.get(f"{e.url}/blobs/{digest}").content == data
     chunks = sorted(int(f.name.split(".")[0]) for f in (tmp_path / "cache").rglob("*.chunk"))
-    # the most recently stored four stay (chunks arrive a few at a time, so which four
-    # depends on the order the parallel fetches finished)
-    assert len(chunks) == 4 and min(chunks) >= 8
+    # the most recently stored four stay. Chunks are fetched up to PREFETCH ahead of the
+    # one being sent, so a chunk can be stored that many places late: which four stay
+    # depends on the order the parallel fetches finished (7 was seen among them in CI)
+    assert len(chunks) == 4 and min(chunks) >= 14 - 4 - PREFETCH
     assert sum(f.stat().st_size for f in (tmp_path / "cache").rglob("*.chunk")) <= 4 * CS
 
 
