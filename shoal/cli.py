@@ -478,6 +478,11 @@ def _coordinator_url(config: Path | None, given: str | None) -> str:
     return str(url)
 
 
+def _when(stamp: float) -> str:
+    """A Unix time as local ``YYYY-MM-DD HH:MM`` for the tables; ``-`` for none."""
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)) if stamp else "-"
+
+
 def _list_remote(url: str) -> None:
     from shoal.coordinator_client import CoordinatorClient
 
@@ -488,8 +493,7 @@ def _list_remote(url: str) -> None:
         return
     lines = [("NAME", "ID", "UPDATED")]
     for row in sorted(rows, key=lambda r: str(r.get("ref"))):
-        updated = float(row.get("updated") or 0)
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(updated)) if updated else "-"
+        when = _when(float(row.get("updated") or 0))
         digest = str(row.get("digest", "")).removeprefix("sha256:")[:12]
         lines.append((str(row.get("ref")), digest, when))
     width = [max(len(line[i]) for line in lines) for i in range(2)]
@@ -553,8 +557,7 @@ def _models_table(rows: list[dict[str, Any]]) -> str:
         marks = " ".join(
             m for m, on in (("pinned", row.get("pinned")), ("seeding", row.get("seeding"))) if on
         )
-        used = float(row.get("last_used") or 0)
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(used)) if used else "-"
+        when = _when(float(row.get("last_used") or 0))
         digest = str(row["digest"]).removeprefix("sha256:")[:12]
         lines.append((str(row["ref"]), digest, format_size(int(row["bytes"])), when, marks))
     widths = [max(len(line[i]) for line in lines) for i in range(4)]
