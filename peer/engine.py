@@ -38,6 +38,7 @@ from peer.journal import Journal
 from peer.metrics import PullMetrics
 from peer.progress import Progress, Snapshot
 from peer.scheduler import (
+    Claims,
     Moment,
     assignments_wanted,
     holders_to_dial,
@@ -75,6 +76,9 @@ class PullOptions:
     session: SessionSettings = field(default_factory=SessionSettings)
     http_slots: int = 8
     stall_timeout: float = 60.0
+    # seconds a chunk another agent claims may stay unseen, the swarm silent, before
+    # the coordinator is told the claim is unproven (scheduler.Claims)
+    claim_grace: float = 10.0
     max_rate: int = 0  # bytes/s over BitTorrent and HTTP each; 0 = unlimited
     http_rate: int = 0  # bytes/s from edges and the origin (below max_rate); 0 = unlimited
     live: LiveCaps | None = None  # the agent's caps, schedule applied: they replace the two
@@ -619,10 +623,14 @@ async def _loop(
     sync: asyncio.Future[None] | None = None
     last_progress = last_resume = last_report = last_dial = last_sync = time.monotonic()
     last_avail, partial = 0.0, frozenset[int]()
+    claims = Claims(opts.claim_grace)
+    received, quiet_since = st.received, last_progress
     while not st.need <= st.have:
         now = time.monotonic()
         if _events(ses, st, resume_path):
             last_progress = now
+        if st.received != received:
+            received, quiet_since = st.received, now
         st.harvest(d)
         http_rate = st.http_rate(now)  # this round's deliveries included
         for i in [i for i in st.inflight if i in st.have]:
@@ -638,8 +646,17 @@ async def _loop(
             if co.task is None and (idle or now - co.last >= opts.coordinate_every):
                 co.last = now
                 want = assignments_wanted(http_rate, st.manifest.chunk_size, opts.http_slots)
+                unproven = (
+                    claims.update(
+                        now, co.replicas, st.avail, st.seeds, st.need - st.have, quiet_since
+                    )
+                    if co.replicas is not None
+                    else frozenset[int]()
+                )
                 co.task = asyncio.ensure_future(
-                    _coordinate(coord, st.manifest, set(st.have), n, ses.port, want, st.skip)
+                    _coordinate(
+                        coord, st.manifest, set(st.have), n, ses.port, want, st.skip, unproven
+                    )
                 )
                 # its answer is acted on at once, not at the next poll: new assignments
                 # waited up to ``poll`` seconds (0.15 s of a flash crowd's start)
@@ -747,6 +764,7 @@ async def _coordinate(
     port: int,
     want: int,
     skip: frozenset[int] = frozenset(),
+    unproven: frozenset[int] = frozenset(),
 ) -> tuple[frozenset[int], list[int] | None]:
     try:
         replicas, assigned = await asyncio.to_thread(
@@ -756,6 +774,7 @@ async def _coordinate(
             port,
             want,
             bitfield.from_indices(skip, n) if skip and want else None,
+            bitfield.from_indices(unproven, n) if unproven and want else None,
         )
     except AuthError:
         raise  # a token refused mid-pull (rotated away): configuration, not an outage

@@ -29,7 +29,7 @@ the store already holds) are neither wanted from the swarm nor fetched.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 SKIP = 0
@@ -124,6 +124,46 @@ def holders_to_dial(
         i for i, (r, a) in enumerate(zip(replicas, swarm_has, strict=False)) if r > 0 and a == 0
     ]
     return unseen[:: max(1, len(unseen) // 4)][:4]
+
+
+@dataclass(slots=True)
+class Claims:
+    """Which of the coordinator's "some agent holds it" this host no longer believes.
+
+    A holder count is what hosts report, and a host may report chunks it never serves:
+    every chunk with a holder stays out of HTTP assignments, and the fleet would wait
+    on BitTorrent for bytes nobody sends. So a claim stands only while it could still
+    come true here: a chunk this host misses, that the coordinator says another agent
+    holds, that no connected peer other than a seed has announced, for ``grace`` seconds
+    during which the swarm delivered nothing at all, is unproven; it stays so until this
+    host holds it, a peer announces it or nobody claims it. The host reports those and
+    the coordinator assigns them as if nobody held them (tracker/assign.py). A host that
+    receives from its peers proves nothing unproven: honest holders it has not met yet
+    cost no second HTTP copy while the swarm is doing its work."""
+
+    grace: float = 10.0
+    since: dict[int, float] = field(default_factory=dict)  # claimed, not seen: since when
+    unproven: set[int] = field(default_factory=set)
+
+    def update(
+        self,
+        now: float,
+        replicas: Sequence[int],
+        swarm_has: Sequence[int],
+        seeds: int,
+        missing: Iterable[int],
+        quiet_since: float,
+    ) -> frozenset[int]:
+        """The unproven chunks as of ``now``; ``quiet_since``: when the swarm last
+        delivered a byte to this host (or the pull began)."""
+        unseen = {
+            c for c in missing if replicas[c] > 0 and (c >= len(swarm_has) or swarm_has[c] <= seeds)
+        }
+        self.since = {c: self.since.get(c, now) for c in unseen}
+        self.unproven &= unseen
+        if now - quiet_since >= self.grace:
+            self.unproven |= {c for c, t in self.since.items() if now - t >= self.grace}
+        return frozenset(self.unproven)
 
 
 def _chunks_in(rate: float, seconds: float, chunk_size: int) -> int:

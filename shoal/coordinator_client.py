@@ -142,11 +142,16 @@ class CoordinatorClient:
             raise RemoteError(f"coordinator {self.base_url} sent malformed replica counts")
         return counts
 
-    def assignments(self, digest: Digest, want: int, skip: bytes | None = None) -> list[int]:
-        """Chunks to fetch over HTTP now; ``skip``: a bitfield of chunks not needed."""
-        body: dict[str, object] = {"want": want}
-        if skip is not None:
-            body["skip"] = skip
+    def assignments(
+        self,
+        digest: Digest,
+        want: int,
+        skip: bytes | None = None,
+        unproven: bytes | None = None,
+    ) -> list[int]:
+        """Chunks to fetch over HTTP now; ``skip``: a bitfield of chunks not needed;
+        ``unproven``: of chunks whose claimed holders this host has not seen."""
+        body = _optional({"want": want}, skip=skip, unproven=unproven)
         answer = self._call(
             "POST",
             f"/v1/swarms/{digest}/assignments",
@@ -159,13 +164,20 @@ class CoordinatorClient:
         return chunks
 
     def sync(
-        self, digest: Digest, bits: bytes, port: int, want: int = 0, skip: bytes | None = None
+        self,
+        digest: Digest,
+        bits: bytes,
+        port: int,
+        want: int = 0,
+        skip: bytes | None = None,
+        unproven: bytes | None = None,
     ) -> tuple[list[int], list[int]]:
         """Report this host's full bitfield, then get (replica counts, its next ``want``
-        assignments) in one round trip (host token)."""
-        body: dict[str, object] = {"bitfield": bits, "port": port, "want": want}
-        if skip is not None:
-            body["skip"] = skip
+        assignments) in one round trip (host token); ``skip`` and ``unproven`` as for
+        ``assignments``."""
+        body = _optional(
+            {"bitfield": bits, "port": port, "want": want}, skip=skip, unproven=unproven
+        )
         answer = self._call(
             "POST",
             f"/v1/swarms/{digest}/sync",
@@ -264,3 +276,8 @@ def check_token(client: CoordinatorClient, flag: str = "--token-file") -> str | 
         ) from None
     except ShoalError:
         return None
+
+
+def _optional(body: dict[str, object], **extra: object) -> dict[str, object]:
+    """``body`` with those of ``extra`` that are not None."""
+    return body | {k: v for k, v in extra.items() if v is not None}

@@ -2,8 +2,9 @@
 
 The aim is that across the fleet each chunk crosses from the origin/edges
 about once, and peers share it from there. A chunk is eligible for a host when
-the host lacks it, no live agent holds it, and nobody else holds a live
-assignment for it. A host asking again gets its own unfulfilled assignments
+the host lacks it, no live agent holds it (or the host reports the claims unproven:
+it has seen none of the holders deliver or even announce it), and nobody else holds a
+live assignment for it. A host asking again gets its own unfulfilled assignments
 back (renewed) before new ones. Among eligible chunks the lowest index comes
 first: contiguous runs make efficient HTTP Range requests, and because
 assigned chunks are excluded, hosts get disjoint runs. Assignments expire, so
@@ -42,13 +43,18 @@ def decide(
     now: float,
     ttl: float,
     skip: bytes | None = None,
+    unproven: bytes | None = None,
 ) -> Decision:
     """Choose up to ``want`` chunks for ``host``.
 
     ``replicas[i]`` counts live agents holding chunk i; ``live`` maps chunks to
     assignments, expired ones included (they are ignored here); ``have`` is the
     host's own bitfield (None: it holds nothing yet); ``skip`` a bitfield of chunks it
-    does not need (same size).
+    does not need (same size); ``unproven`` a bitfield of chunks whose holders it has not
+    seen (same size): they are eligible as if nobody held them. So a host reporting a
+    full bitfield it does not serve delays HTTP assignments by the asking hosts' grace
+    period, instead of stopping them; and an asking host gains nothing by it that a
+    host holding nothing would not get.
     """
     held = have if have is not None else bytes(bitfield.size_for(num_chunks))
     if skip is not None:  # chunks the host does not need (its store holds their files)
@@ -64,6 +70,7 @@ def decide(
         for c in range(num_chunks):
             if len(chosen) >= want:
                 break
-            if replicas[c] == 0 and c not in taken and not bitfield.has(held, c):
+            claimed = replicas[c] > 0 and not (unproven and bitfield.has(unproven, c))
+            if not claimed and c not in taken and not bitfield.has(held, c):
                 chosen.append(c)
     return Decision(chunks=chosen, expires=now + ttl)

@@ -26,7 +26,7 @@ router = APIRouter(prefix="/v1")
 
 Auth = Annotated[str | None, Header(alias="authorization", include_in_schema=False)]
 REPORT_LIMITS = wire.Limits(
-    max_body=(MAX_CHUNKS // 8) + 4096 + 9 * 65536,
+    max_body=3 * (MAX_CHUNKS // 8) + 4096 + 9 * 65536,  # bitfield, skip, unproven
     max_bin=MAX_CHUNKS // 8,
     max_array=65536,
     max_map=8,
@@ -180,7 +180,12 @@ async def holders(request: Request, digest: str, index: int) -> Response:
 @router.post(
     "/swarms/{digest}/assignments",
     openapi_extra=_body_schema(
-        {"want": {"type": "integer"}, "skip": {"type": "string", "format": "binary"}}, []
+        {
+            "want": {"type": "integer"},
+            "skip": {"type": "string", "format": "binary"},
+            "unproven": {"type": "string", "format": "binary"},
+        },
+        [],
     ),
 )
 async def assignments(request: Request, digest: str, authorization: Auth = None) -> Response:
@@ -188,21 +193,28 @@ async def assignments(request: Request, digest: str, authorization: Auth = None)
     state = state_of(request)
     host = _host(state, request, authorization, _client_ip(request))
     swarm, n = await _num_chunks(state, digest)
-    body = await _body(request, wire.SMALL)
+    body = await _body(request, REPORT_LIMITS)
     want = body.get("want", 16)
     if type(want) is not int or want < 1:
         raise BadInput("'want' must be a positive integer")
-    return respond(request, await _assign(state, swarm, host, n, want, body.get("skip")))
+    return respond(request, await _assign(state, swarm, host, n, want, body))
+
+
+def _bits(body: dict[str, Any], key: str, n: int) -> bytes | None:
+    """An optional bitfield of ``n`` chunks from a request body."""
+    bits = body.get(key)
+    if bits is not None and (not isinstance(bits, bytes) or len(bits) != bitfield.size_for(n)):
+        raise BadInput(f"'{key}' must be a bitfield of {n} chunks")
+    return bits
 
 
 async def _assign(
-    state: CoordinatorState, swarm: str, host: str, n: int, want: int, skip: object
+    state: CoordinatorState, swarm: str, host: str, n: int, want: int, body: dict[str, Any]
 ) -> dict[str, Any]:
-    if skip is not None and (not isinstance(skip, bytes) or len(skip) != bitfield.size_for(n)):
-        raise BadInput(f"'skip' must be a bitfield of {n} chunks")
+    skip, unproven = _bits(body, "skip", n), _bits(body, "unproven", n)
     now = state.clock()
     chunks, expires = await state.fleet.assign(
-        swarm, host, n, min(want, state.settings.max_want), now, skip
+        swarm, host, n, min(want, state.settings.max_want), now, skip, unproven
     )
     state.metrics.assigned.inc(len(chunks))
     return {"chunks": chunks, "expires_in": round(expires - now, 3)}
@@ -216,6 +228,7 @@ async def _assign(
             "bitfield": {"type": "string", "format": "binary"},
             "want": {"type": "integer"},
             "skip": {"type": "string", "format": "binary"},
+            "unproven": {"type": "string", "format": "binary"},
         },
         ["bitfield"],
     ),
@@ -236,7 +249,7 @@ async def sync(request: Request, digest: str, authorization: Auth = None) -> Res
     answer: dict[str, Any] = {"host": host, "ttl": state.settings.availability_ttl}
     answer["replicas"] = counts
     if want:
-        answer.update(await _assign(state, swarm, host, n, want, body.get("skip")))
+        answer.update(await _assign(state, swarm, host, n, want, body))
     else:
         answer.update(chunks=[], expires_in=0)
     return respond(request, answer)

@@ -9,6 +9,7 @@ from peer.scheduler import (
     NORMAL,
     SKIP,
     TOP,
+    Claims,
     Moment,
     assignments_wanted,
     holders_to_dial,
@@ -308,3 +309,22 @@ def test_holders_to_dial(
     replicas: list[int], swarm_has: list[int], peers: int, wanted: int, dial: list[int]
 ) -> None:
     assert holders_to_dial(replicas, swarm_has, peers, wanted) == dial
+
+
+def test_claims_nobody_shows_become_unproven_only_while_the_swarm_is_silent() -> None:
+    claims = Claims(grace=10.0)
+    replicas, missing = [1, 1, 1, 0], {0, 1, 2, 3}
+    seen = [0, 1, 0, 0]  # a non-seed peer announced chunk 1
+    assert claims.update(0.0, replicas, seen, 0, missing, quiet_since=0.0) == frozenset()
+    # 12 s on, but the swarm delivered 5 s ago: honest holders may be at work
+    assert claims.update(12.0, replicas, seen, 0, missing, quiet_since=7.0) == frozenset()
+    # silent for the grace period: chunks 0 and 2 (claimed, unseen) are unproven;
+    # 1 is announced by a peer, 3 claimed by nobody
+    assert claims.update(17.0, replicas, seen, 0, missing, quiet_since=7.0) == {0, 2}
+    # they stay so once the swarm moves again, until held or announced
+    assert claims.update(18.0, replicas, [0, 1, 1, 0], 0, missing, quiet_since=18.0) == {0}
+    assert claims.update(19.0, replicas, seen, 0, {2, 3}, quiet_since=18.0) == frozenset()
+    # a chunk only seeds announce may be the origin's alone: still unseen
+    fresh = Claims(grace=1.0)
+    assert fresh.update(0.0, [1], [1], 1, {0}, quiet_since=0.0) == frozenset()
+    assert fresh.update(2.0, [1], [1], 1, {0}, quiet_since=0.0) == {0}

@@ -111,3 +111,31 @@ def test_skipped_chunks_are_never_assigned() -> None:
         skip=bitfield.from_indices([1, 2, 3], N),
     )
     assert d.chunks == [4, 5, 6]  # own assignment 3 is skipped too
+
+
+def test_unproven_claims_are_assigned_as_if_nobody_held_them() -> None:
+    """A host that claims every chunk stops assignments only until an asking host reports
+    the claims unproven; then they go out disjointly, and live assignments still count."""
+    live: dict[int, Assignment] = {}
+    everything = [1] * N
+
+    def ask_unproven(host: str, unproven: list[int]) -> list[int]:
+        d = decide(
+            host=host,
+            num_chunks=N,
+            have=None,
+            replicas=everything,
+            live=live,
+            want=3,
+            now=0.0,
+            ttl=30,
+            unproven=bitfield.from_indices(unproven, N),
+        )
+        for c in d.chunks:
+            live[c] = Assignment(c, host, d.expires)
+        return d.chunks
+
+    assert ask("a", live, replicas=everything) == []
+    assert ask_unproven("a", list(range(N))) == [0, 1, 2]
+    assert ask_unproven("b", list(range(N))) == [3, 4, 5]
+    assert ask_unproven("c", [0, 1, 2, 9]) == [9]  # a's run is live: only 9 is free

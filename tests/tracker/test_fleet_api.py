@@ -222,6 +222,8 @@ def test_sync_reports_counts_and_assigns_in_one_call(fleet: tuple[Running, str, 
         {"bitfield": bytes(bitfield.size_for(n)), "want": -1},
         {"bitfield": bytes(bitfield.size_for(n)), "port": 0},
         {"bitfield": bytes(bitfield.size_for(n)), "want": 1, "skip": b"\x00"},
+        {"bitfield": bytes(bitfield.size_for(n)), "want": 1, "unproven": b"\x00"},
+        {"bitfield": bytes(bitfield.size_for(n)), "want": 1, "unproven": 7},
     ):
         assert call(c, "POST", path, "alpha-token", bad).status_code == 400, bad
     body = {"bitfield": bytes(bitfield.size_for(n))}
@@ -250,6 +252,13 @@ def test_instances_of_one_host_and_skipped_chunks(fleet: tuple[Running, str, int
     assert answer(got)["chunks"] == [8, 9] if n == 10 else answer(got)["chunks"][0] == 8
     for bad in ({"want": 1, "skip": b"\x00"}, {"want": 1, "skip": "x"}):
         assert call(c, "POST", path, "alpha-token", bad).status_code == 400
+    # a chunk another host claims is assigned once this host reports the claim unproven
+    everything = bitfield.from_indices(range(n), n)
+    call(c, "PUT", f"/v1/swarms/{swarm}/bitfield", "beta-token", {"bitfield": everything})
+    assert answer(call(c, "POST", path, FLEET_TOKEN, {"want": 2}))["chunks"] == []
+    with CoordinatorClient(c.url, FLEET_TOKEN) as cc:
+        got = cc.assignments(Digest.parse(swarm), 2, unproven=everything)
+    assert len(got) == 2 and not {0, 1, 2, 3} & set(got)  # others' live runs are kept
     r = call(c, "POST", path, FLEET_TOKEN, {"want": 1}, instance="a b/c")
     assert r.status_code == 400 and b"X-Shoal-Instance" in r.content
 

@@ -133,9 +133,10 @@ class Fleet(Protocol):
         want: int,
         now: float,
         skip: bytes | None = None,
+        unproven: bytes | None = None,
     ) -> tuple[list[int], float]:
-        """Chunks for ``host`` to fetch over HTTP (none of ``skip``) and when the
-        assignment expires."""
+        """Chunks for ``host`` to fetch over HTTP (none of ``skip``; those of ``unproven``
+        as if nobody held them) and when the assignment expires."""
 
     async def register_edge(self, edge: EdgeRecord, now: float) -> None:
         """Raises ``AuthError`` if another live owner holds the URL."""

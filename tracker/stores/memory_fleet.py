@@ -95,6 +95,7 @@ class MemoryFleet:
         want: int,
         now: float,
         skip: bytes | None = None,
+        unproven: bytes | None = None,
     ) -> tuple[list[int], float]:
         s = self._swarms.setdefault(swarm, _Swarm())
         hosts = s.live_hosts(now)
@@ -111,6 +112,7 @@ class MemoryFleet:
             now=now,
             ttl=self.assignment_ttl,
             skip=skip,
+            unproven=unproven,
         )
         for c in d.chunks:
             s.assignments[c] = Assignment(c, host, d.expires)

@@ -348,6 +348,7 @@ class RedisFleet:
         want: int,
         now: float,
         skip: bytes | None = None,
+        unproven: bytes | None = None,
     ) -> tuple[list[int], float]:
         async with self.s.lock(swarm):
             r = self.s.r
@@ -371,6 +372,7 @@ class RedisFleet:
                 now=now,
                 ttl=self.assignment_ttl,
                 skip=skip,
+                unproven=unproven,
             )
             async with r.pipeline(transaction=True) as p:
                 if stale:
