@@ -17,6 +17,7 @@ import logging
 import os
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from peer import learnt
 from peer.budget import Budget, BudgetError, Held, evictions
 from peer.caps import Caps, LiveCaps, parse_rate, parse_schedule
 from peer.delegate import AGENT_FILE
@@ -60,6 +62,7 @@ class AgentSettings(ComponentSettings):
     token: str | None = None
     edges: tuple[str, ...] = ()
     report_every: float = Field(default=10.0, gt=0)
+    learn_every: float = Field(default=30.0, gt=0)  # refresh of what the coordinator lists
     max_rate: str = "0"  # download cap per source kind: each pull's BitTorrent, and HTTP
     upload_rate: str = "0"  # upload cap: seeding, and each pull's session (bytes/s)
     http_rate: str = "0"  # edges and origin, all pulls together (bytes/s): spares the edges
@@ -221,6 +224,26 @@ class Agent:
                 self._report_now.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._report_now.wait(), self.settings.report_every)
+        finally:
+            client.close()
+
+    async def learn_forever(self) -> None:
+        """Keep what the coordinator lists (edges and origins, every tag's digest) beside
+        the store: pulls go on with it while the coordinator cannot be reached
+        (peer/learnt.py). Its failures are logged by ``report_forever``."""
+        if not self.settings.coordinator:
+            return
+        client = CoordinatorClient(self.settings.coordinator, self.settings.token)
+        root = self.store.root
+        try:
+            while True:
+                with contextlib.suppress(ShoalError):
+                    listed = await asyncio.to_thread(client.edges)
+                    refs = learnt.catalog(await asyncio.to_thread(client.models))
+                    now = time.time()
+                    known = learnt.load(root, client.base_url).with_edges(listed, now)
+                    learnt.save(root, known.with_refs(refs, now, whole=True))
+                await asyncio.sleep(self.settings.learn_every)
         finally:
             client.close()
 
@@ -459,6 +482,7 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
         ) from None
     agent.start()
     reporter = asyncio.ensure_future(agent.report_forever())
+    learner = asyncio.ensure_future(agent.learn_forever())
     capper = asyncio.ensure_future(agent.caps_forever())
     config = uvicorn.Config(
         create_app(agent),
@@ -479,6 +503,7 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
     finally:
         marker.unlink(missing_ok=True)
         reporter.cancel()
+        learner.cancel()
         capper.cancel()
         agent.close()
         await asyncio.sleep(0)

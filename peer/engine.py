@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from peer import layout
+from peer import layout, learnt
 from peer.caps import Caps, LiveCaps
 from peer.events import (
     FileFailed,
@@ -35,6 +35,7 @@ from peer.events import (
     Swarm,
 )
 from peer.journal import Journal
+from peer.learnt import Learnt
 from peer.metrics import PullMetrics
 from peer.progress import Progress, Snapshot
 from peer.scheduler import (
@@ -51,6 +52,7 @@ from peer.throttle import Throttle
 from shoal import bitfield, wire
 from shoal.chunk_client import UpstreamError, Upstreams
 from shoal.coordinator_client import CoordinatorClient, announce_url, check_token
+from shoal.digest import Digest
 from shoal.errors import AuthError, BadInput, NotFound, RemoteError, ShoalError
 from shoal.fsutil import atomic_write
 from shoal.manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
@@ -152,10 +154,24 @@ async def _pull(
     edges = list(opts.edges)
     origins: set[str] = set()
     caches: set[str] = set()
+    memory: Learnt | None = None
     try:
         if coord is not None:
-            await asyncio.to_thread(check_token, coord)  # refused: fail now, say why
-            listed = await _coordinator_edges(coord)
+            # a refused token fails now, saying why; None: the coordinator is unreachable
+            reachable = await asyncio.to_thread(check_token, coord) is not None
+            memory = learnt.load(store.root, coord.base_url)
+            listed = await _coordinator_edges(coord) if reachable else None
+            if listed is not None:
+                memory = memory.with_edges(listed, time.time())
+                learnt.save(store.root, memory)
+            else:
+                listed = [{"url": u, "kind": k} for u, k in memory.edges]
+                log.warning(
+                    "coordinator %s unreachable: going on with the %d edges it listed %s",
+                    coord.base_url,
+                    len(listed),
+                    learnt.age(memory),
+                )
             edges += [e["url"] for e in listed]
             # origins last: the edges in front of them are there to spare them
             origins = {e["url"] for e in listed if e.get("kind") == "origin"} - set(opts.edges)
@@ -173,7 +189,11 @@ async def _pull(
             else None
         )
         try:
-            manifest = await _resolve(opts.ref, coord, ups, opts.edges, store)
+            manifest, source = await _resolve(opts.ref, coord, ups, opts.edges, store, memory)
+            if source == "coordinator" and memory is not None:
+                learnt.save(
+                    store.root, memory.with_refs({str(opts.ref): manifest.digest}, time.time())
+                )
             held = store.resolve(opts.ref)
             if held is not None and held.digest == manifest.digest and not store.missing(held):
                 store.touch(opts.ref)
@@ -199,13 +219,14 @@ async def _pull(
             coord.close()
 
 
-async def _coordinator_edges(coord: CoordinatorClient) -> list[dict[str, Any]]:
+async def _coordinator_edges(coord: CoordinatorClient) -> list[dict[str, Any]] | None:
+    """The edges and origins the coordinator lists; None if it did not answer."""
     try:
         listed = await asyncio.to_thread(coord.edges)
         return [e for e in listed if isinstance(e, dict) and isinstance(e.get("url"), str)]
     except ShoalError as exc:
         log.warning("coordinator unavailable for the edge list: %s", exc.message)
-        return []
+        return None
 
 
 async def _resolve(
@@ -214,15 +235,18 @@ async def _resolve(
     ups: Upstreams | None,
     configured: Sequence[str],
     store: Store,
-) -> Manifest:
-    """The manifest ``ref`` names, from where that binding is authoritative: the
-    coordinator's registry, else an edge the operator configured (``--edge``, never one
-    the coordinator lists: any server that answers is not an authority on names), else
-    what this store last recorded."""
+    memory: Learnt | None = None,
+) -> tuple[Manifest, str]:
+    """The manifest ``ref`` names and where the binding came from, which is where it is
+    authoritative: the coordinator's registry, else an edge the operator configured
+    (``--edge``, never one the coordinator lists: any server that answers is not an
+    authority on names), else the digest the coordinator last gave for it (``memory``;
+    the manifest from any server, checked against that digest), else what this store
+    last recorded."""
     problems = []
     if coord is not None:
         try:
-            return await asyncio.to_thread(coord.resolve, ref)
+            return await asyncio.to_thread(coord.resolve, ref), "coordinator"
         except NotFound:
             raise
         except ShoalError as exc:
@@ -236,13 +260,21 @@ async def _resolve(
                 raw, wire.Limits(max_body=MAX_MANIFEST_BYTES + 4096, max_bin=MAX_MANIFEST_BYTES)
             )
             if isinstance(answer, dict) and isinstance(answer.get("manifest"), bytes):
-                return Manifest.load(answer["manifest"])
+                return Manifest.load(answer["manifest"]), "edge"
             problems.append("edges: malformed answer")
         except (UpstreamError, BadInput) as exc:
             problems.append(f"edges: {exc}")
+    digest = memory.digest(ref) if memory is not None else None
+    if memory is not None and digest is not None:
+        try:
+            manifest = store.manifest(digest) or await _manifest(digest, ups)
+            log.warning("%s is %s as the coordinator said %s", ref, digest, learnt.age(memory))
+            return manifest, "learnt"
+        except (UpstreamError, BadInput) as exc:
+            problems.append(f"{digest}, which the coordinator named it: {exc}")
     held = store.resolve(ref)
     if held is not None:
-        return held
+        return held, "store"
     if coord is None and ups is None:
         raise BadInput(
             f"cannot find {ref}: no coordinator and no edge given",
@@ -252,6 +284,16 @@ async def _resolve(
         f"cannot resolve {ref} ({'; '.join(problems)})",
         "check that the coordinator or an edge is reachable",
     )
+
+
+async def _manifest(digest: Digest, ups: Upstreams | None) -> Manifest:
+    """The manifest ``digest`` names, from any upstream: its bytes must hash to it."""
+    if ups is None:
+        raise UpstreamError("no edge is known")
+    manifest = Manifest.load(await ups.get(f"/v1/manifests/{digest}", MAX_MANIFEST_BYTES))
+    if manifest.digest != digest:
+        raise UpstreamError(f"an edge sent a manifest other than {digest}")
+    return manifest
 
 
 async def _torrent(
