@@ -113,7 +113,9 @@ app.add_typer(tracker_app, name="tracker")
 def tracker_serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [0.0.0.0].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [8470].")] = None,
-    db: Annotated[Path | None, typer.Option(help="SQLite registry file.")] = None,
+    db: Annotated[
+        Path | None, typer.Option(help="SQLite registry file [shoal-tracker/registry.sqlite].")
+    ] = None,
     redis: Annotated[
         str | None, typer.Option(help="Redis URL: all state there, for replicas.")
     ] = None,
@@ -127,10 +129,10 @@ def tracker_serve(
     ] = None,
     tokens_file: Annotated[Path | None, typer.Option(help="TOML file of tokens.")] = None,
     announce_interval: Annotated[
-        int | None, typer.Option(help="Seconds between announces.")
+        int | None, typer.Option(help="Seconds between announces [1800].")
     ] = None,
     rate_limit: Annotated[
-        float | None, typer.Option(help="Requests/s allowed per address (0: off).")
+        float | None, typer.Option(help="Requests/s allowed per address (0: off) [100].")
     ] = None,
     trusted_proxy: Annotated[
         list[str] | None, typer.Option(help="Address whose ip= is believed (repeatable).")
@@ -249,8 +251,10 @@ def edge_serve(
     ] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on [0.0.0.0].")] = None,
     port: Annotated[int | None, typer.Option(help="Port [8472].")] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help="Cache directory.")] = None,
-    max_size: Annotated[str | None, typer.Option(help="Cache budget, e.g. 500GiB.")] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Cache directory [shoal-edge-cache].")
+    ] = None,
+    max_size: Annotated[str | None, typer.Option(help="Cache budget, e.g. 500GiB [10GiB].")] = None,
     coordinator: Annotated[str | None, typer.Option(help="Coordinator URL.")] = None,
     token: TokenOption = None,
     token_file: TokenFileOption = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -23,6 +24,26 @@ def test_version_and_help(run_shoal: RunShoal) -> None:
     assert "([agent] table)" in r.stdout and "[8473]" in r.stdout
     r = run_shoal("tracker", "serve", "--help")
     assert "[8470]" in r.stdout
+
+
+def test_help_states_the_defaults_the_settings_have(run_shoal: RunShoal) -> None:
+    """Each server's help names its real defaults (a newcomer reads them there)."""
+    from seeder.edge_serve import EdgeSettings
+    from tracker.settings import TrackerSettings
+
+    def text(*cmd: str) -> str:
+        # click wraps at 80 columns, after hyphens too ("[shoal-" / "tracker/...")
+        out = run_shoal(*cmd, "--help").stdout
+        return " ".join(re.sub(r"-\n\s+", "-", out).split())
+
+    tracker = TrackerSettings()
+    shown = text("tracker", "serve")
+    for value in (tracker.db, tracker.announce_interval, f"{tracker.rate_limit:g}", tracker.port):
+        assert f"[{value}]" in shown, value
+    edge = EdgeSettings()
+    shown = text("edge", "serve")
+    for value in (edge.cache_dir, edge.max_size, edge.port, edge.upstream_fetches):
+        assert f"[{value}]" in shown, value
 
 
 def test_usage_error_exits_2(run_shoal: RunShoal) -> None:
