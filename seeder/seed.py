@@ -55,7 +55,10 @@ def public_url(host: str, port: int, explicit: str | None = None) -> str:
 async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> None:
     """Serve until cancelled or SIGTERM/SIGINT."""
     if not settings.dirs:
-        raise ShoalError("no published model directories to serve", "give DIR arguments")
+        raise ShoalError(
+            "no published model directories to serve",
+            "give DIR arguments, or 'dirs' in the [seed] table of --config",
+        )
     catalog = Catalog.load(list(settings.dirs))
     seeder: Seeder | None = None
     bt = Seeder(

@@ -195,7 +195,10 @@ def tracker_serve(
 
 @app.command()
 def seed(
-    dirs: Annotated[list[Path], typer.Argument(help="Directories written by 'shoal publish'.")],
+    dirs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="Directories written by 'shoal publish' (or 'dirs' in [seed])."),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address for HTTP [0.0.0.0].")] = None,
     port: Annotated[int | None, typer.Option(help="HTTP port [8471].")] = None,
     bt_listen: Annotated[
@@ -224,7 +227,7 @@ def seed(
 
         settings = OriginSettings.load(
             config,
-            dirs=tuple(dirs),
+            dirs=tuple(dirs) if dirs else None,
             host=host,
             port=port,
             bt_listen=bt_listen,
