@@ -35,7 +35,7 @@ from peer.store import Store
 from peer.view import snapshot_dict, summary
 from shoal import bitfield
 from shoal.coordinator_client import CoordinatorClient, announce_url, check_token
-from shoal.errors import AuthError, BadInput, NotFound, ShoalError
+from shoal.errors import AuthError, BadInput, Conflict, LocalError, NotFound, ShoalError
 from shoal.fsutil import atomic_write
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
@@ -117,7 +117,7 @@ def agent_token(root: Path) -> str:
     except FileExistsError:
         token = path.read_text().strip()
         if not token:
-            raise ShoalError(f"{path} is empty", "delete it; the agent makes a new one") from None
+            raise LocalError(f"{path} is empty", "delete it; the agent makes a new one") from None
         return token
     with os.fdopen(fd, "w") as f:
         token = secrets.token_urlsafe(32)
@@ -460,7 +460,7 @@ def token_proof(token: str, challenge: str) -> str:
     return hmac.new(token.encode(), challenge.encode(), "sha256").hexdigest()
 
 
-class Busy(ShoalError):
+class Busy(Conflict):
     """The model is in use (a pull in progress)."""
 
 
@@ -476,7 +476,7 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
     try:  # bound here, not by uvicorn: its failure is a SystemExit out of a task
         sock = socket.create_server((api_host, agent.settings.api_port))
     except OSError as exc:
-        raise ShoalError(
+        raise LocalError(
             f"cannot serve the agent API on {api_host}:{agent.settings.api_port}: {exc.strerror}",
             "is another agent running on this host? give this one another --api-port",
         ) from None

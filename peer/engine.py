@@ -53,7 +53,7 @@ from shoal import bitfield, wire
 from shoal.chunk_client import UpstreamError, Upstreams
 from shoal.coordinator_client import CoordinatorClient, announce_url, check_token
 from shoal.digest import Digest
-from shoal.errors import AuthError, BadInput, NotFound, RemoteError, ShoalError
+from shoal.errors import AuthError, BadInput, LocalError, NotFound, RemoteError, ShoalError
 from shoal.fsutil import atomic_write
 from shoal.manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
 from shoal.ref import ModelRef
@@ -137,13 +137,22 @@ async def pull(
 
 
 def _reason(exc: ShoalError) -> str:
+    """The ``reason`` label of a failed pull: the error tree's branch."""
     if isinstance(exc, StoreError):
         return "store"
-    if isinstance(exc, NotFound):
-        return "not_found"
-    if isinstance(exc, BadInput):
-        return "bad_input"
-    return "remote" if isinstance(exc, RemoteError) else "other"
+    for kind, reason in _REASONS:
+        if isinstance(exc, kind):
+            return reason
+    return "other"
+
+
+_REASONS: tuple[tuple[type[ShoalError], str], ...] = (
+    (NotFound, "not_found"),
+    (BadInput, "bad_input"),
+    (AuthError, "refused"),
+    (LocalError, "local"),
+    (RemoteError, "remote"),
+)
 
 
 async def _pull(

@@ -30,12 +30,12 @@ from peer.events import (
     SessionSettings,
     Swarm,
 )
-from shoal.errors import ShoalError
+from shoal.errors import LocalError
 from shoal.manifest import Manifest
 from shoal.torrent import Torrent
 
 
-class SessionError(ShoalError):
+class SessionError(LocalError):
     """libtorrent could not do what was asked (listen, add, read resume data)."""
 
 

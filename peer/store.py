@@ -30,7 +30,7 @@ from io import BufferedReader
 from pathlib import Path
 
 from shoal.digest import Digest
-from shoal.errors import BadInput, IntegrityError, ShoalError
+from shoal.errors import BadInput, IntegrityError, LocalError, ShoalError
 from shoal.fsutil import atomic_write, fsync_dir
 from shoal.manifest import FileEntry, Manifest
 from shoal.ref import ModelRef
@@ -52,7 +52,7 @@ def file_digest(f: BufferedReader) -> Digest:
     return Digest(h.hexdigest())
 
 
-class StoreError(BadInput):
+class StoreError(LocalError):
     """The store cannot be used as asked (not writable, not enough space)."""
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from shoal.errors import ShoalError
+from shoal.errors import LocalError
 
 PREFIX = "shl-"
 SWITCH = f"{PREFIX}sw"
@@ -40,7 +40,7 @@ LOCK_PATH = Path("/run/shoal-sim.lock")
 T = TypeVar("T")
 
 
-class NetnsError(ShoalError):
+class NetnsError(LocalError):
     """The fleet's namespaces, links or shaping could not be set up."""
 
 

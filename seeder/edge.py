@@ -30,7 +30,7 @@ from seeder.origin import (
     ServeMetrics,
     encode,
     entity_span,
-    error,
+    failure,
     pad_response,
     parse_web_path,
 )
@@ -138,17 +138,11 @@ class Edge:
                 return "metrics", Response(
                     200, [("Content-Type", "text/plain; version=0.0.4")], self.metrics.render()
                 )
-        except BadInput as exc:
-            return "bad", error(request, 400, exc.message)
+            raise NotFound(f"nothing at {path[:200]}")
         except UnicodeDecodeError:
-            return "bad", error(request, 400, "path is not valid UTF-8")
-        except UpstreamError as exc:
-            if exc.status == 404:
-                return "upstream", error(request, 404, str(exc))
-            return "upstream", Response(
-                exc.status, [("Content-Type", "text/plain")], f"{exc}\n".encode()
-            )
-        return "unknown", error(request, 404, f"nothing at {path[:200]}")
+            return failure(request, BadInput("path is not valid UTF-8"))
+        except ShoalError as exc:
+            return failure(request, exc)
 
     # blobs
 
@@ -355,13 +349,13 @@ class Edge:
         if path.startswith(f"{PAD_DIR}/"):
             n = path.removeprefix(f"{PAD_DIR}/")
             if not n.isdigit() or not 0 < int(n) < (64 << 20):
-                return error(request, 404, "no such pad file")
+                raise NotFound("no such pad file")
             return pad_response(request, int(n))
         digest = self._web.get((name, path))
         if digest is None:
             etag = await self.up.etag(f"/webseed/{rest}")
             if etag is None:
-                return error(request, 404, "no such file upstream")
+                raise NotFound("no such file upstream")
             digest = Digest.parse(etag.strip('"'))
             self._web[(name, path)] = digest
         return await self.blob(request, digest)
@@ -408,7 +402,7 @@ class Edge:
             return encode(
                 request, {"ref": str(ref), "digest": str(manifest.digest), "manifest": view}
             )
-        return error(request, 404, "unknown registry path")
+        raise NotFound("unknown registry path")
 
     async def _verified(self, path: str, limit: int, check: Any) -> bytes:
         if path in self._small:

@@ -17,7 +17,7 @@ from seeder.httpserve import HttpServer
 from seeder.seed import public_url
 from shoal.chunk_client import Upstreams
 from shoal.coordinator_client import CoordinatorClient
-from shoal.errors import BadInput, ShoalError
+from shoal.errors import BadInput, LocalError
 from shoal.settings import ComponentSettings
 from shoal.units import parse_size
 
@@ -56,7 +56,7 @@ async def run(settings: EdgeSettings, ready: asyncio.Event | None = None) -> Non
     try:
         cache.load()
     except OSError as exc:
-        raise ShoalError(f"cannot use cache dir {settings.cache_dir}: {exc.strerror}") from None
+        raise LocalError(f"cannot use cache dir {settings.cache_dir}: {exc.strerror}") from None
     upstreams = Upstreams(
         list(settings.upstreams),
         connect_timeout=settings.connect_timeout,
@@ -70,7 +70,7 @@ async def run(settings: EdgeSettings, ready: asyncio.Event | None = None) -> Non
         await server.start(settings.host, settings.port)
     except OSError as exc:
         await upstreams.close()
-        raise ShoalError(
+        raise LocalError(
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
             "pick another --port",
         ) from None

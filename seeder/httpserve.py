@@ -21,6 +21,8 @@ from email.utils import formatdate
 from http import HTTPStatus
 from pathlib import Path
 
+from shoal.errors import BadInput
+
 log = logging.getLogger("shoal.http")
 
 MAX_HEADER_BYTES = 16 * 1024
@@ -92,12 +94,13 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class BadRequest(Exception):
-    """The bytes on the wire are not a request we serve."""
+class BadRequest(BadInput):
+    """The bytes on the wire are not a request we serve (400, or 431 for a head too
+    large)."""
 
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
-        self.status = status
+        self.status = self.http_status = status
 
 
 def simple(status: int, text: str, headers: list[tuple[str, str]] | None = None) -> Response:

@@ -24,7 +24,7 @@ from seeder.httpserve import FileBody, Request, Response
 from shoal import wire
 from shoal.chunkmap import ChunkMap
 from shoal.digest import Digest
-from shoal.errors import BadInput
+from shoal.errors import BadInput, NotFound, RemoteError, ShoalError
 from shoal.ranges import Span, select
 from shoal.ref import ModelRef
 from shoal.relpath import PAD_DIR, RelPath
@@ -108,18 +108,18 @@ def encode(request: Request, obj: Any, status: int = 200) -> Response:
     return Response(status, [("Content-Type", wire.MSGPACK)], wire.pack(obj))
 
 
-def error(request: Request, status: int, message: str) -> Response:
-    return encode(
-        request,
-        {
-            "error": {
-                "kind": "NotFound" if status == 404 else "BadInput",
-                "message": message,
-                "hint": None,
-            }
-        },
-        status,
+def failure(request: Request, exc: ShoalError) -> tuple[str, Response]:
+    """The route label and the answer for ``exc``: its status from the error tree's
+    table (shoal/errors.py), the body the coordinator sends too."""
+    body = {"error": {"kind": type(exc).__name__, "message": exc.message, "hint": exc.hint}}
+    label = (
+        "bad"
+        if isinstance(exc, BadInput)
+        else "upstream"
+        if isinstance(exc, RemoteError)
+        else "unknown"
     )
+    return label, encode(request, body, exc.http_status)
 
 
 def parse_web_path(rest: str) -> tuple[str, str]:
@@ -165,16 +165,16 @@ class Origin:
                 return "metrics", Response(
                     200, [("Content-Type", "text/plain; version=0.0.4")], self.metrics.render()
                 )
-        except BadInput as exc:
-            return "bad", error(request, 400, exc.message)
+            raise NotFound(f"nothing at {path[:200]}")
         except UnicodeDecodeError:
-            return "bad", error(request, 400, "path is not valid UTF-8")
-        return "unknown", error(request, 404, f"nothing at {path[:200]}")
+            return failure(request, BadInput("path is not valid UTF-8"))
+        except ShoalError as exc:
+            return failure(request, exc)
 
     def _blob(self, request: Request, rest: str) -> Response:
         blob = self.catalog.blob(Digest.parse(unquote(rest)))
         if blob is None:
-            return error(request, 404, "no such blob here")
+            raise NotFound("no such blob here")
         return blob_response(request, blob, self.metrics)
 
     def _webseed(self, request: Request, rest: str) -> Response:
@@ -183,18 +183,18 @@ class Origin:
             plen = self.catalog.piece_length(name)
             n = path.removeprefix(f"{PAD_DIR}/")
             if plen is None or not n.isdigit() or not 0 < int(n) < min(plen, _PAD_LIMIT):
-                return error(request, 404, "no such pad file")
+                raise NotFound("no such pad file")
             return pad_response(request, int(n))
         blob = self.catalog.web_file(name, path)
         if blob is None:
-            return error(request, 404, "no such file here")
+            raise NotFound("no such file here")
         return blob_response(request, blob, self.metrics)
 
     def _registry(self, request: Request, rest: str) -> Response:
         if rest.startswith("resolve/"):
             model = self.catalog.by_ref(ModelRef.parse(rest.removeprefix("resolve/")))
             if model is None:
-                return error(request, 404, "model not held here")
+                raise NotFound("model not held here")
             m = model.manifest
             view: Any = (
                 m.to_json()
@@ -205,7 +205,7 @@ class Origin:
         if rest.startswith("manifests/"):
             found = self.catalog.by_digest(Digest.parse(rest.removeprefix("manifests/")))
             if found is None:
-                return error(request, 404, "manifest not held here")
+                raise NotFound("manifest not held here")
             if wire.JSON in (request.header("accept") or ""):
                 return encode(request, found.manifest.to_json())
             return Response(
@@ -217,16 +217,16 @@ class Origin:
                 raise BadInput("info-hash must be 40 or 64 lowercase hex digits")
             held = self.catalog.by_info_hash(bytes.fromhex(key))
             if held is None:
-                return error(request, 404, "torrent not held here")
+                raise NotFound("torrent not held here")
             return Response(200, [("Content-Type", "application/x-bittorrent")], held.torrent)
         if rest.startswith("blobs/") and rest.endswith("/chunks"):
             blob = self.catalog.blob(
                 Digest.parse(rest.removeprefix("blobs/").removesuffix("/chunks"))
             )
             if blob is None:
-                return error(request, 404, "no such blob here")
+                raise NotFound("no such blob here")
             return encode(
                 request,
                 ChunkMap(blob.digest, blob.size, blob.chunk_size, blob.chunk_hashes).to_wire(),
             )
-        return error(request, 404, "unknown registry path")
+        raise NotFound("unknown registry path")

@@ -17,7 +17,7 @@ from seeder.httpserve import HttpServer
 from seeder.origin import Origin
 from seeder.seeding import Seeder, SeedSettings
 from shoal.coordinator_client import announce_url
-from shoal.errors import ShoalError
+from shoal.errors import BadInput, LocalError
 from shoal.settings import ComponentSettings
 
 log = logging.getLogger("shoal.seed")
@@ -55,7 +55,7 @@ def public_url(host: str, port: int, explicit: str | None = None) -> str:
 async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> None:
     """Serve until cancelled or SIGTERM/SIGINT."""
     if not settings.dirs:
-        raise ShoalError(
+        raise BadInput(
             "no published model directories to serve",
             "give DIR arguments, or 'dirs' in the [seed] table of --config",
         )
@@ -81,7 +81,7 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
     except OSError as exc:
         if seeder:
             seeder.close()
-        raise ShoalError(
+        raise LocalError(
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
             "pick another --port",
         ) from None

@@ -3,18 +3,20 @@
 ``decode`` accepts only canonical input (sorted unique byte-string keys, no
 leading zeros, no ``-0``), so ``encode(decode(b)) == b`` and a hash taken over a
 re-encoding equals the hash over the original bytes. Input size, nesting depth
-and item count are bounded; every failure is a ``ValueError`` subclass
-(``BencodeError``) for the caller to map into its own error.
+and item count are bounded; every failure is a ``BencodeError`` (bad input), which
+a caller may map into a more precise one (a torrent's: ``InvalidTorrent``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from shoal.errors import BadInput
+
 Bencodable = int | bytes | str | list[Any] | dict[bytes, Any] | dict[str, Any]
 
 
-class BencodeError(ValueError):
+class BencodeError(BadInput):
     """Input is not canonical bencoding, or exceeds a limit."""
 
 

@@ -25,8 +25,8 @@ import httpx
 from shoal import tls
 from shoal.chunkmap import ChunkMap
 from shoal.digest import Digest
-from shoal.errors import AuthError
-from shoal.rangeget import HttpFailure, HttpTimeout, RangeClient, TooLarge
+from shoal.errors import AuthError, RemoteError
+from shoal.rangeget import AnswerTooLarge, HttpFailure, HttpTimeout, RangeClient
 from shoal.ranges import parse_content_range
 from shoal.urls import check_url
 
@@ -40,12 +40,12 @@ class _NotCached(Exception):
     """An edge does not hold the chunk and was asked for cached chunks only."""
 
 
-class UpstreamError(Exception):
-    """No upstream could deliver; ``status`` is 502 (bad answers) or 504 (timeouts)."""
+class UpstreamError(RemoteError):
+    """No upstream could deliver; ``status`` is 502 (bad answers), 504 (timeouts) or 404
+    (none has it)."""
 
     def __init__(self, message: str, status: int = 502) -> None:
-        super().__init__(message)
-        self.status = status
+        super().__init__(message, status=status)
 
 
 class ProxyRefused(AuthError):
@@ -246,7 +246,7 @@ class Upstreams:
         if self.lean is not None:
             try:
                 answer = await self.lean.get(url, headers, end - start)
-            except TooLarge:
+            except AnswerTooLarge:
                 up.failed(self.clock())
                 raise _Refused("sent more bytes than asked for") from None
             self._judge(up, answer.status, answer.headers, cmap, start, end, cached_only)

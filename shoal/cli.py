@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 import typer
 
 from shoal import __version__
-from shoal.errors import BadInput, ShoalError
+from shoal.errors import INTERNAL_EXIT, BadInput, LocalError, ShoalError
 from shoal.ref import ModelRef
 from shoal.units import format_size, parse_size
 
@@ -86,12 +86,12 @@ def _user_errors() -> Iterator[None]:
         hint = f"\n  hint: {exc.hint}" if exc.hint else ""
         _fail(f"error: {exc.message}{hint}", exc.exit_code)
     except MemoryError:
-        _fail("error: out of memory", 1)
-    except OSError as exc:
+        _fail("error: out of memory", LocalError.exit_code)
+    except OSError as exc:  # one no layer below mapped: this host's environment
         if os.environ.get("SHOAL_DEBUG"):
             raise
         where = f" ({exc.filename})" if exc.filename else ""
-        _fail(f"error: {exc.strerror or exc}{where}", 1)
+        _fail(f"error: {exc.strerror or exc}{where}", LocalError.exit_code)
     except Exception as exc:  # a bug: still no traceback unless asked for
         if os.environ.get("SHOAL_DEBUG"):
             raise
@@ -99,7 +99,7 @@ def _user_errors() -> Iterator[None]:
             f"internal error: {type(exc).__name__}: {exc}\n"
             "  hint: this is a bug in shoal; rerun with SHOAL_DEBUG=1 for a traceback "
             "and report it",
-            1,
+            INTERNAL_EXIT,
         )
 
 
@@ -187,7 +187,7 @@ def tracker_serve(
         )
         server.run()
         if not server.started:
-            raise ShoalError(
+            raise LocalError(
                 f"coordinator could not start on {settings.host}:{settings.port}",
                 "is the port in use? pick another with --port",
             )

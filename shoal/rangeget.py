@@ -28,22 +28,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
+from shoal.errors import RemoteError, Timeout
+
 MAX_HEAD = 16384  # bytes of status line and headers
 _DIGITS = frozenset("0123456789")  # str.isdigit also takes "²", which int() refuses
 MAX_ERROR_BODY = 65536  # an error page longer than this closes the connection unread
 _SCRATCH = 65536
 
 
-class HttpFailure(Exception):
+class HttpFailure(RemoteError):
     """No usable answer: could not connect, the connection broke, or the answer broke the
     protocol."""
 
 
-class HttpTimeout(HttpFailure):
+class HttpTimeout(HttpFailure, Timeout):
     """No connection, or silence on it, for longer than the timeout allows."""
 
 
-class TooLarge(HttpFailure):
+class AnswerTooLarge(HttpFailure):
     """A 2xx answer announced a body larger than the caller allows (nothing was read)."""
 
 
@@ -170,7 +172,7 @@ class _Conn(asyncio.BufferedProtocol):
             self.reusable = False  # bytes past the answer: the connection is out of step
         if self.keep:
             if self.want < 0 and self.got + len(data) > self.max_body:
-                self._fail(TooLarge("the answer is larger than asked for"))
+                self._fail(AnswerTooLarge("the answer is larger than asked for"))
                 return
             if self.want < 0:
                 self.body += data
@@ -217,7 +219,7 @@ class _Conn(asyncio.BufferedProtocol):
         else:
             self.want = int(length)
             if self.keep and self.want > self.max_body:
-                self._fail(TooLarge(f"the answer is {self.want} bytes, more than asked for"))
+                self._fail(AnswerTooLarge(f"the answer is {self.want} bytes, more than asked for"))
                 return
             if not self.keep and self.want > MAX_ERROR_BODY:
                 self.reusable = False

@@ -13,7 +13,7 @@ from typing import Any
 
 import msgpack
 
-from shoal.errors import BadInput
+from shoal.errors import BadInput, TooLarge
 
 MSGPACK = "application/msgpack"
 JSON = "application/json"
@@ -99,5 +99,5 @@ def _check_depth(obj: Any, limit: int) -> None:
             stack.extend((v, depth + 1) for v in value)
 
 
-class BodyTooLarge(WireError):
+class BodyTooLarge(WireError, TooLarge):
     """A request body exceeds its limit (HTTP 413)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 from shoal import bencode
+from shoal.errors import BadInput
 
 MAX_QUERY = 4096
 MAX_SCRAPE_HASHES = 64
@@ -24,7 +25,7 @@ MAX_COUNTER = (1 << 63) - 1
 EVENTS = ("", "started", "completed", "stopped", "paused")
 
 
-class TrackerFailure(ValueError):
+class TrackerFailure(BadInput):
     """A request the tracker refuses; ``str(exc)`` is the failure reason sent back."""
 
 

@@ -1,4 +1,4 @@
-"""One table from domain errors to HTTP answers (the routes only raise)."""
+"""Domain errors as HTTP answers, by the error tree's one table (the routes only raise)."""
 
 from __future__ import annotations
 
@@ -6,32 +6,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
-from shoal.errors import AuthError, BadInput, Conflict, NotFound, RateLimited, ShoalError
-from shoal.wire import BodyTooLarge
+from shoal.errors import ShoalError
 from tracker.respond import respond
-
-_STATUS: list[tuple[type[ShoalError], int]] = [
-    (BodyTooLarge, 413),
-    (BadInput, 400),
-    (NotFound, 404),
-    (RateLimited, 429),
-    (Conflict, 409),
-]
-
-
-def status_for(exc: ShoalError) -> int:
-    if isinstance(exc, AuthError):
-        return exc.status
-    for kind, status in _STATUS:
-        if isinstance(exc, kind):
-            return status
-    return 500
 
 
 def install(app: FastAPI) -> None:
     async def on_shoal_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ShoalError)
-        status = status_for(exc)
+        status = exc.http_status
         request.app.state.coordinator.metrics.errors.labels(type(exc).__name__).inc()
         body = {"error": {"kind": type(exc).__name__, "message": exc.message, "hint": exc.hint}}
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None

@@ -109,7 +109,7 @@ def test_wrong_proxy_credentials_fail_clearly(
         "demo:v1", tmp_path / "m", "--edge", fleet.origin_url, "--no-lsd", "--proxy", url
     )
     _, err = p.communicate(timeout=60)
-    assert p.returncode == 1 and "Traceback" not in err
+    assert p.returncode == 4 and "Traceback" not in err  # refused
     # issue 27, item 4: said as what it is, not as "cannot resolve ... no upstream has"
     assert "refused its credentials" in err and "407" in err and "cannot resolve" not in err
     assert "fleet:***@" in err and "wrong" not in err  # the password is not shown

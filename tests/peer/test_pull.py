@@ -137,7 +137,7 @@ def test_everything_down_fails_in_bounded_time_then_resumes(fleet: Fleet, tmp_pa
     t = time.monotonic()
     _, err = proc.communicate(timeout=60)
     assert time.monotonic() - t < 20
-    assert proc.returncode == 1, err
+    assert proc.returncode == 6, err  # a remote failure (shoal/errors.py)
     assert "made no progress" in err and "pull again to resume" in err
     assert "Traceback" not in err
     held = journal_count(models, fleet)
@@ -223,7 +223,7 @@ def test_disk_full_during_a_pull_then_resume(fleet: Fleet, tmp_path: Path) -> No
             while True:
                 f.write(b"\1" * 65536)
         out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 2, (out, err)  # the user must act: exit code 2
+        assert proc.returncode == 5, (out, err)  # this host's environment: exit code 5
         assert "No space left on device" in err and "verified chunks are kept" in err
         assert "Traceback" not in err
         only_verified_blobs(models)
@@ -245,7 +245,7 @@ def test_models_dir_not_writable_fails_before_any_download(fleet: Fleet, tmp_pat
         r = shoal("pull", "demo:v1", "--edge", fleet.origin_url, "--models-dir", ro / "m")
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=False)
-    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.returncode == 5 and "Traceback" not in r.stderr
     assert f"models dir {ro / 'm'} is not writable" in r.stderr
     assert fleet.origin_egress() == before
 
@@ -335,5 +335,5 @@ def test_bad_references_and_nothing_to_ask(tmp_path: Path) -> None:
         "--models-dir",
         tmp_path / "m",
     )
-    assert r.returncode == 1 and "cannot resolve" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 6 and "cannot resolve" in r.stderr and "Traceback" not in r.stderr
     assert time.monotonic() - t < 60

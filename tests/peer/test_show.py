@@ -41,9 +41,9 @@ def test_ls_remote_and_show(fleet: Fleet, tmp_path: Path) -> None:
 
 def test_show_and_ls_remote_say_what_is_missing(fleet: Fleet, tmp_path: Path) -> None:
     r = shoal("show", "nope:1", "--models-dir", tmp_path / "none")
-    assert r.returncode == 1 and "nope:1 is not in" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 3 and "nope:1 is not in" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "none").exists()
     r = shoal("show", "nope:1", "--coordinator", fleet.coord_url)
-    assert r.returncode == 1 and "not published here" in r.stderr
+    assert r.returncode == 3 and "not published here" in r.stderr
     r = shoal("ls", "--remote")
     assert r.returncode == 2 and "--coordinator" in r.stderr

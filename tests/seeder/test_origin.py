@@ -318,7 +318,7 @@ def test_a_fleet_token_cannot_list_an_origin(tmp_path: Path) -> None:
     with ServerThread(create_app(settings)) as coord:
         for o in start_seed(tmp_path, "--coordinator", coord.url, "--token", "fleet"):
             _, err = o.proc.communicate(timeout=30)
-            assert o.proc.returncode == 1, err
+            assert o.proc.returncode == 4, err  # refused (shoal/errors.py)
             assert "refused to list" in err and "edge token" in err, err
             assert "Traceback" not in err
             assert msgpack.unpackb(httpx.get(f"{coord.url}/v1/edges").content)["edges"] == []

@@ -107,7 +107,7 @@ def test_two_replicas_one_redis_and_cli_publish(tmp_path: Path, redis_url: str) 
             text=True,
             timeout=60,
         )
-        assert bad.returncode == 1 and "may not publish" in bad.stderr
+        assert bad.returncode == 4 and "may not publish" in bad.stderr
         assert not (tmp_path / "o2").exists()
     finally:
         for proc in (a, b):

@@ -100,7 +100,7 @@ class RedisState:
 
 
 def _guard(fn: Any) -> Any:
-    """Redis failures become ``RemoteError`` (HTTP 500 with a clear message)."""
+    """Redis failures become ``RemoteError`` (HTTP 502 with a clear message)."""
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
