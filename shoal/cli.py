@@ -144,7 +144,8 @@ def tracker_serve(
     with _user_errors():
         import uvicorn
 
-        from tracker.app import create_app
+        from tracker.app import create_app, default_stores
+        from tracker.auth import load_auth
         from tracker.settings import TrackerSettings
 
         settings = TrackerSettings.load(
@@ -163,9 +164,19 @@ def tracker_serve(
             private=private,
         )
         _daemon_logging()
+        # opened here, not in the app's start-up: a damaged database or tokens file is
+        # then said in one line, not as a server traceback followed by "port in use?"
+        opened = default_stores(settings)
+        load_auth(
+            settings.state_dir,
+            settings.publish_tokens,
+            settings.fleet_token,
+            settings.tokens_file,
+            settings.edge_tokens,
+        )
         server = uvicorn.Server(
             uvicorn.Config(
-                create_app(settings),
+                create_app(settings, stores=lambda _: opened),
                 host=settings.host,
                 port=settings.port,
                 loop="uvloop",

@@ -7,10 +7,14 @@ Calls are short and local, so they run on the event loop's thread.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 from shoal.digest import Digest
+from shoal.errors import LocalError
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
 from tracker.stores.base import TagRecord, short_v2
@@ -31,22 +35,56 @@ CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, manifest TEXT NOT NUL
 """
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _failed(path: object, exc: sqlite3.Error) -> LocalError:
+    return LocalError(
+        f"the registry database {path} failed: {exc}",
+        "check the disk space and permissions of --db (a damaged file: restore it, or "
+        "start on a new one and publish again)",
+    )
+
+
+def _guard(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """SQLite failures (a full disk, a locked or damaged file) become ``LocalError``."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _failed(getattr(args[0], "path", "?"), exc) from None
+
+    return wrapper
+
+
 class SqliteRegistry:
     """Registry on a SQLite file (``:memory:`` for throwaway use)."""
 
     def __init__(self, path: Path | str) -> None:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
-        self._swarms: set[bytes] = set()
-        for v1, v2s in self._db.execute("SELECT info_hash_v1, v2_short FROM torrents"):
-            self._swarms.add(bytes(v1))
-            if v2s is not None:
-                self._swarms.add(bytes(v2s))
+        self.path = path
+        try:
+            if str(path) != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+            self._swarms: set[bytes] = set()
+            for v1, v2s in self._db.execute("SELECT info_hash_v1, v2_short FROM torrents"):
+                self._swarms.add(bytes(v1))
+                if v2s is not None:
+                    self._swarms.add(bytes(v2s))
+        except sqlite3.Error as exc:
+            raise _failed(path, exc) from None
+        except OSError as exc:
+            raise LocalError(
+                f"cannot create the registry database {path}: {exc.strerror}"
+            ) from None
 
+    @_guard
     async def put(self, ref: ModelRef, manifest: Manifest, torrent: bytes, now: float) -> bool:
         v2 = manifest.info_hash_v2
         with self._db:
@@ -80,15 +118,18 @@ class SqliteRegistry:
             self._swarms.add(short_v2(v2))
         return moved
 
+    @_guard
     async def resolve(self, ref: ModelRef) -> Digest | None:
         return self._current(str(ref))
 
+    @_guard
     async def manifest(self, digest: Digest) -> bytes | None:
         row = self._db.execute(
             "SELECT body FROM manifests WHERE digest = ?", (str(digest),)
         ).fetchone()
         return bytes(row[0]) if row else None
 
+    @_guard
     async def torrent(self, info_hash: bytes) -> bytes | None:
         column = {20: "info_hash_v1", 32: "info_hash_v2"}.get(len(info_hash))
         if column is None:
@@ -103,15 +144,18 @@ class SqliteRegistry:
             ).fetchone()
         return bytes(row[0]) if row else None
 
+    @_guard
     async def manifest_with_blob(self, blob: Digest) -> Digest | None:
         row = self._db.execute(
             "SELECT manifest FROM blobs WHERE digest = ?", (str(blob),)
         ).fetchone()
         return Digest.parse(row[0]) if row else None
 
+    @_guard
     async def is_swarm(self, info_hash: bytes) -> bool:
         return info_hash in self._swarms
 
+    @_guard
     async def models(self) -> list[TagRecord]:
         rows = self._db.execute(
             "SELECT ref, digest, created FROM tags t WHERE seq = "
@@ -119,12 +163,14 @@ class SqliteRegistry:
         ).fetchall()
         return [TagRecord(r, Digest.parse(d), c) for r, d, c in rows]
 
+    @_guard
     async def history(self, ref: ModelRef) -> list[TagRecord]:
         rows = self._db.execute(
             "SELECT ref, digest, created FROM tags WHERE ref = ? ORDER BY seq", (str(ref),)
         ).fetchall()
         return [TagRecord(r, Digest.parse(d) if d else None, c) for r, d, c in rows]
 
+    @_guard
     async def delete_tag(self, ref: ModelRef, now: float) -> bool:
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
