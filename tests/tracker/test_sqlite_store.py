@@ -14,7 +14,7 @@ from tracker.stores.sqlite import SqliteRegistry
 def test_a_damaged_database_is_a_local_error_naming_the_file(tmp_path: Path) -> None:
     db = tmp_path / "registry.sqlite"
     db.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(LocalError, match="registry.sqlite failed: file is not a database"):
+    with pytest.raises(LocalError, match=r"registry\.sqlite failed: file is not a database"):
         SqliteRegistry(db)
 
 
