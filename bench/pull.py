@@ -132,7 +132,7 @@ def shoal_of(code: Path | None) -> tuple[list[str], dict[str, str] | None]:
     """The command and environment that run ``shoal`` from ``code`` (None: this checkout)."""
     if code is None:
         return [str(SHOAL)], None
-    runner = "import sys; from shoal.cli import main; sys.argv[0] = 'shoal'; main()"
+    runner = "import sys; from shoal_cli import main; sys.argv[0] = 'shoal'; main()"
     return [sys.executable, "-c", runner], {**os.environ, "PYTHONPATH": str(code)}
 
 

@@ -53,7 +53,7 @@ PART = 1 << 20
 SHOAL = [
     sys.executable,
     "-c",
-    "import sys; from shoal.cli import main; sys.argv[0] = 'shoal'; main()",
+    "import sys; from shoal_cli import main; sys.argv[0] = 'shoal'; main()",
 ]
 
 

@@ -15,8 +15,9 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from peer.progress import Progress
 from peer.view import snapshot_from
@@ -25,6 +26,7 @@ from shoal.ref import ModelRef
 
 log = logging.getLogger("shoal.delegate")
 
+T = TypeVar("T")
 AGENT_FILE = "agent.json"
 PREFIX = "http://127.0.0.1:"
 
@@ -92,6 +94,14 @@ def find_agent(models_dir: Path, patience: float = 30.0) -> tuple[str, str] | No
         log.warning("%s names %s, which is not this store's agent; ignoring it", AGENT_FILE, url)
         return None
     return url, token
+
+
+def on_store(models_dir: Path, by_agent: Callable[[str, str], T], here: Callable[[], T]) -> T:
+    """The one rule for every command on a store (pull, ls, rm, pin, unpin, verify): the
+    agent running for it does it, given its (API URL, token), since it owns the store (it
+    seeds what the store holds and keeps its budget); else this process does it, here."""
+    found = find_agent(models_dir)
+    return by_agent(*found) if found is not None else here()
 
 
 def pull_via_agent(

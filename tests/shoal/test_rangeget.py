@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.rangeget import HttpFailure, HttpTimeout, RangeClient, TooLarge
+from shoal.rangeget import AnswerTooLarge, HttpFailure, HttpTimeout, RangeClient
 
 Script = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]  # -> keep the connection
 BODY = bytes(range(256)) * 1024  # 256 KiB
@@ -162,14 +162,14 @@ async def test_an_answer_cut_mid_body_fails() -> None:
 @pytest.mark.anyio
 async def test_a_body_larger_than_asked_for_is_refused_unread() -> None:
     async with Server(ok) as srv, client() as c:
-        with pytest.raises(TooLarge):
+        with pytest.raises(AnswerTooLarge):
             await c.get(srv.url, {}, len(BODY) - 1)
 
 
 @pytest.mark.anyio
 async def test_a_body_until_close_larger_than_asked_for_is_refused() -> None:
     async with Server(sends(b"HTTP/1.1 200 OK\r\n\r\n" + BODY, False)) as srv, client() as c:
-        with pytest.raises(TooLarge):
+        with pytest.raises(AnswerTooLarge):
             await c.get(srv.url, {}, 1000)
 
 
