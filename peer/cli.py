@@ -72,7 +72,7 @@ def pull(
     With an agent running for the store, the agent pulls (and seeds after) with its own
     settings; the flags here then only need to be valid."""
     from peer import view
-    from peer.delegate import on_store, pull_via_agent
+    from peer.agent.client import on_store, pull_via_agent
 
     model, root = ModelRef.parse(ref), store_dir(models_dir)
     flags: dict[str, Any] = dict(
@@ -142,7 +142,7 @@ def list_models(
     """List the models in the local store: name, ID (digest), size, last used, and
     whether it is pinned or seeded. Listing creates nothing. With --remote: the models a
     coordinator holds (name, ID, when the tag last moved)."""
-    from peer.delegate import call_agent, on_store
+    from peer.agent.client import call_agent, on_store
     from peer.store import Store
 
     if remote:
@@ -281,7 +281,7 @@ def rm(
     """Remove a model from the local store; files other models use are kept.
 
     A running agent stops seeding it first."""
-    from peer.delegate import call_agent, on_store
+    from peer.agent.client import call_agent, on_store
     from peer.store import Store
 
     model, root = ModelRef.parse(ref), store_dir(models_dir)
@@ -314,7 +314,7 @@ def unpin(
 
 
 def _pin(ref: str, models_dir: Path | None, on: bool) -> None:
-    from peer.delegate import call_agent, on_store
+    from peer.agent.client import call_agent, on_store
     from peer.store import Store
 
     model, root = ModelRef.parse(ref), store_dir(models_dir)
@@ -383,7 +383,7 @@ def verify(
 
 
 def _verify(models_dir: Path, ref: ModelRef | None, as_json: bool) -> int:
-    from peer.delegate import call_agent, on_store
+    from peer.agent.client import call_agent, on_store
     from peer.store import Store
     from peer.verify import verify as run_verify
 
@@ -463,7 +463,10 @@ def agent(
     Its local API answers on 127.0.0.1 (bearer token in agent.token beside the store)."""
     import asyncio
 
-    from peer.agent import Agent, AgentSettings, agent_token, run
+    from peer.agent.auth import agent_token
+    from peer.agent.daemon import Agent
+    from peer.agent.run import run
+    from peer.agent.settings import AgentSettings
     from peer.store import Store
 
     settings = AgentSettings.load(
@@ -496,7 +499,7 @@ def config_show(
 ) -> None:
     """Print the effective [pull] and [agent] settings (file < SHOAL_* < defaults shown),
     secrets masked."""
-    from peer.agent import AgentSettings
+    from peer.agent.settings import AgentSettings
     from peer.settings import PullSettings
     from shoal.settings import masked
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peer.delegate import find_agent, pull_via_agent
+from peer.agent.client import find_agent, pull_via_agent
 from peer.progress import Snapshot
 from scenarios.bound import Links, breakdown, figures, http_only_bound, t_min
 from scenarios.demo import HostRun, model_files

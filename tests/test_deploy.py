@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from peer.agent import AgentSettings
+from peer.agent.settings import AgentSettings
 from seeder.edge_serve import EdgeSettings
 from seeder.seed import OriginSettings
 from shoal.settings import ComponentSettings

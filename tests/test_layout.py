@@ -1,7 +1,7 @@
 """The layering: ``shoal/`` (the shared hall) imports no component; the components
 (``tracker``, ``seeder``, ``peer``) import only ``shoal`` and themselves; ``scenarios``
 drives them all; only the root ``shoal_cli`` wires everything. No module imports
-another that imports it back (at import time)."""
+another that imports it back, not even inside a function."""
 
 from __future__ import annotations
 
@@ -29,9 +29,8 @@ def _modules() -> Iterator[tuple[str, Path]]:
             yield name, path
 
 
-def _imports(tree: ast.AST, top_level_only: bool) -> Iterator[str]:
-    nodes = ast.iter_child_nodes(tree) if top_level_only else ast.walk(tree)
-    for node in nodes:
+def _imports(tree: ast.AST) -> Iterator[str]:
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             yield from (a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -43,7 +42,7 @@ def test_each_package_imports_only_what_its_layer_allows() -> None:
     wrong = []
     for name, path in _modules():
         package = name.split(".")[0]
-        for imported in _imports(ast.parse(path.read_text()), top_level_only=False):
+        for imported in _imports(ast.parse(path.read_text())):
             top = imported.split(".")[0]
             if top in PACKAGES and top not in ALLOWED[package]:
                 wrong.append(f"{name} imports {imported}")
@@ -53,11 +52,7 @@ def test_each_package_imports_only_what_its_layer_allows() -> None:
 def test_no_import_cycle_between_modules() -> None:
     modules = dict(_modules())
     graph = {
-        name: {
-            i
-            for i in _imports(ast.parse(path.read_text()), top_level_only=True)
-            if i in modules and i != name
-        }
+        name: {i for i in _imports(ast.parse(path.read_text())) if i in modules and i != name}
         for name, path in modules.items()
     }
     state: dict[str, int] = {}  # 1: on the current path, 2: done

@@ -17,7 +17,8 @@ import httpx
 import libtorrent as lt
 import pytest
 
-from peer.agent import PullJob, host_allowed
+from peer.agent.auth import host_allowed
+from peer.agent.daemon import PullJob
 from peer.journal import Journal
 from peer.store import Store
 from shoal.ref import ModelRef
@@ -306,7 +307,8 @@ def test_a_defect_in_a_pull_fails_its_job_and_never_leaves_it_running(
     for its follower and the traceback in the agent's log. It had left the job "running",
     and `shoal pull` following it waited for ever (seen when a sim ran half-updated code)."""
     import peer.engine
-    from peer.agent import Agent, AgentSettings
+    from peer.agent.daemon import Agent
+    from peer.agent.settings import AgentSettings
 
     async def broken(*_args: object) -> None:
         raise AttributeError("'Swarm' object has no attribute 'received'")

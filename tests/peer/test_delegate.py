@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from peer.agent import token_proof
-from peer.delegate import find_agent
+from peer.agent.auth import token_proof
+from peer.agent.client import find_agent
 from shoal.errors import RemoteError
 
 

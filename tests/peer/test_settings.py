@@ -85,7 +85,7 @@ def test_config_show_masks_secrets(tmp_path: Path) -> None:
 
 
 def test_agent_caps_budget_and_schedule(tmp_path: Path) -> None:
-    from peer.agent import AgentSettings
+    from peer.agent.settings import AgentSettings
     from peer.budget import Budget
     from peer.caps import Caps
 

@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
-from peer.agent import TOKEN_FILE, Agent, Busy, host_allowed
+from peer.agent.auth import TOKEN_FILE, host_allowed
+from peer.agent.daemon import Agent, Busy
 from shoal.errors import BadInput
 from shoal.ref import ModelRef
 

@@ -14,123 +14,31 @@ import contextlib
 import hmac
 import json
 import logging
-import os
 import secrets
-import socket
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
-
-from pydantic import Field, field_validator
-from pydantic_settings import SettingsConfigDict
+from typing import Any
 
 from peer import learnt
+from peer.agent.auth import token_proof
+from peer.agent.settings import AgentSettings
 from peer.budget import Budget, BudgetError, Held, evictions
-from peer.caps import Caps, LiveCaps, parse_rate, parse_schedule
-from peer.delegate import AGENT_FILE
-from peer.events import PEERS, REQUEST_QUEUE, SessionSettings
+from peer.caps import LiveCaps
+from peer.events import SessionSettings
 from peer.store import Store
 from peer.view import snapshot_dict, summary
 from shoal import bitfield
-from shoal.coordinator_client import CoordinatorClient, announce_url, check_token
-from shoal.errors import AuthError, BadInput, Conflict, LocalError, NotFound, ShoalError
+from shoal.coordinator_client import CoordinatorClient, announce_url
+from shoal.errors import AuthError, BadInput, Conflict, NotFound, ShoalError
 from shoal.fsutil import atomic_write
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
-from shoal.settings import ComponentSettings
 from shoal.units import format_size
 
 log = logging.getLogger("shoal.agent")
-TOKEN_FILE = "agent.token"  # noqa: S105 - a file name
+
+
 PENDING_FILE = "pulls.json"  # pulls in progress, resumed at the next start
-LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]", "::1")
-
-
-class AgentSettings(ComponentSettings):
-    """``[agent]`` in the config file, ``SHOAL_AGENT_*`` in the environment."""
-
-    model_config = SettingsConfigDict(env_prefix="SHOAL_AGENT_", extra="forbid", frozen=True)
-    toml_section: ClassVar[str] = "agent"
-
-    api_port: int = Field(default=8473, ge=0, le=65535)
-    host: str = "0.0.0.0"  # noqa: S104 - BitTorrent: peers of the fleet connect in
-    port: int | None = Field(default=None, ge=1, le=65535)
-    lsd: bool = True
-    coordinator: str | None = None
-    token: str | None = None
-    edges: tuple[str, ...] = ()
-    report_every: float = Field(default=10.0, gt=0)
-    learn_every: float = Field(default=30.0, gt=0)  # refresh of what the coordinator lists
-    max_rate: str = "0"  # download cap per source kind: each pull's BitTorrent, and HTTP
-    upload_rate: str = "0"  # upload cap: seeding, and each pull's session (bytes/s)
-    http_rate: str = "0"  # edges and origin, all pulls together (bytes/s): spares the edges
-    schedule: tuple[str, ...] = ()  # e.g. "upload 50MB/s 08:00-20:00"; see peer.caps
-    max_store_size: str = "0"  # the store's budget (blobs and pulls in progress); "0": none
-    min_free: str = "1G"  # free disk space to leave
-    request_queue: int = Field(default=REQUEST_QUEUE, ge=2, le=2000)
-    peers: int = Field(default=PEERS, ge=1, le=1000)
-
-    @field_validator("max_rate", "upload_rate", "http_rate")
-    @classmethod
-    def _rate(cls, value: str) -> str:
-        _checked(parse_rate, value)
-        return value
-
-    @field_validator("max_store_size", "min_free")
-    @classmethod
-    def _size(cls, value: str) -> str:
-        _checked(parse_rate, value)
-        return value
-
-    @field_validator("schedule")
-    @classmethod
-    def _schedule(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        _checked(parse_schedule, value)
-        return value
-
-    def caps(self) -> LiveCaps:
-        base = Caps(
-            upload=parse_rate(self.upload_rate),
-            download=parse_rate(self.max_rate),
-            http=parse_rate(self.http_rate),
-        )
-        return LiveCaps(base, parse_schedule(self.schedule))
-
-    def budget(self) -> Budget:
-        return Budget(parse_rate(self.max_store_size), parse_rate(self.min_free))
-
-
-def _checked(parse: Callable[[Any], object], value: object) -> None:
-    try:
-        parse(value)
-    except BadInput as exc:
-        raise ValueError(exc.message) from None
-
-
-def agent_token(root: Path) -> str:
-    """The API token in ``root/agent.token``, created once (mode 0600)."""
-    path = root / TOKEN_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        token = path.read_text().strip()
-        if not token:
-            raise LocalError(f"{path} is empty", "delete it; the agent makes a new one") from None
-        return token
-    with os.fdopen(fd, "w") as f:
-        token = secrets.token_urlsafe(32)
-        f.write(token + "\n")
-    return token
-
-
-def host_allowed(host_header: str | None) -> bool:
-    """Only loopback names: a page elsewhere cannot reach the API by DNS rebinding."""
-    if not host_header:
-        return False
-    name = host_header.rsplit(":", 1)[0] if not host_header.endswith("]") else host_header
-    return name in LOOPBACK_NAMES
 
 
 @dataclass
@@ -456,54 +364,5 @@ class Agent:
         return token_proof(self.token, challenge)
 
 
-def token_proof(token: str, challenge: str) -> str:
-    return hmac.new(token.encode(), challenge.encode(), "sha256").hexdigest()
-
-
 class Busy(Conflict):
     """The model is in use (a pull in progress)."""
-
-
-async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
-    """Seed and serve the API until cancelled (SIGTERM/SIGINT end the CLI's event loop)."""
-    import uvicorn
-
-    from peer.agent_api import create_app
-
-    if agent.settings.coordinator:  # a refused token stops the agent here, with the reason
-        with CoordinatorClient(agent.settings.coordinator, agent.settings.token) as client:
-            await asyncio.to_thread(check_token, client)
-    try:  # bound here, not by uvicorn: its failure is a SystemExit out of a task
-        sock = socket.create_server((api_host, agent.settings.api_port))
-    except OSError as exc:
-        raise LocalError(
-            f"cannot serve the agent API on {api_host}:{agent.settings.api_port}: {exc.strerror}",
-            "is another agent running on this host? give this one another --api-port",
-        ) from None
-    agent.start()
-    reporter = asyncio.ensure_future(agent.report_forever())
-    learner = asyncio.ensure_future(agent.learn_forever())
-    capper = asyncio.ensure_future(agent.caps_forever())
-    config = uvicorn.Config(
-        create_app(agent),
-        log_level="warning",
-        lifespan="off",
-        proxy_headers=False,  # no proxy stands before a loopback API
-    )
-    server = uvicorn.Server(config)
-    marker = agent.store.root / AGENT_FILE
-    try:
-        serving = asyncio.ensure_future(server.serve(sockets=[sock]))
-        while not server.started and not serving.done():
-            await asyncio.sleep(0.05)
-        if server.started:  # the CLI delegates pulls of this store to this agent
-            port = sock.getsockname()[1]
-            atomic_write(marker, json.dumps({"api": f"http://{api_host}:{port}"}).encode())
-        await serving
-    finally:
-        marker.unlink(missing_ok=True)
-        reporter.cancel()
-        learner.cancel()
-        capper.cancel()
-        agent.close()
-        await asyncio.sleep(0)

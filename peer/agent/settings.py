@@ -1,0 +1,76 @@
+"""``[agent]`` in the config file, ``SHOAL_AGENT_*`` in the environment."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from peer.budget import Budget
+from peer.caps import Caps, LiveCaps, parse_rate, parse_schedule
+from peer.events import PEERS, REQUEST_QUEUE
+from shoal.errors import BadInput
+from shoal.settings import ComponentSettings
+
+
+class AgentSettings(ComponentSettings):
+    """``[agent]`` in the config file, ``SHOAL_AGENT_*`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOAL_AGENT_", extra="forbid", frozen=True)
+    toml_section: ClassVar[str] = "agent"
+
+    api_port: int = Field(default=8473, ge=0, le=65535)
+    host: str = "0.0.0.0"  # noqa: S104 - BitTorrent: peers of the fleet connect in
+    port: int | None = Field(default=None, ge=1, le=65535)
+    lsd: bool = True
+    coordinator: str | None = None
+    token: str | None = None
+    edges: tuple[str, ...] = ()
+    report_every: float = Field(default=10.0, gt=0)
+    learn_every: float = Field(default=30.0, gt=0)  # refresh of what the coordinator lists
+    max_rate: str = "0"  # download cap per source kind: each pull's BitTorrent, and HTTP
+    upload_rate: str = "0"  # upload cap: seeding, and each pull's session (bytes/s)
+    http_rate: str = "0"  # edges and origin, all pulls together (bytes/s): spares the edges
+    schedule: tuple[str, ...] = ()  # e.g. "upload 50MB/s 08:00-20:00"; see peer.caps
+    max_store_size: str = "0"  # the store's budget (blobs and pulls in progress); "0": none
+    min_free: str = "1G"  # free disk space to leave
+    request_queue: int = Field(default=REQUEST_QUEUE, ge=2, le=2000)
+    peers: int = Field(default=PEERS, ge=1, le=1000)
+
+    @field_validator("max_rate", "upload_rate", "http_rate")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        _checked(parse_rate, value)
+        return value
+
+    @field_validator("max_store_size", "min_free")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        _checked(parse_rate, value)
+        return value
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        _checked(parse_schedule, value)
+        return value
+
+    def caps(self) -> LiveCaps:
+        base = Caps(
+            upload=parse_rate(self.upload_rate),
+            download=parse_rate(self.max_rate),
+            http=parse_rate(self.http_rate),
+        )
+        return LiveCaps(base, parse_schedule(self.schedule))
+
+    def budget(self) -> Budget:
+        return Budget(parse_rate(self.max_store_size), parse_rate(self.min_free))
+
+
+def _checked(parse: Callable[[Any], object], value: object) -> None:
+    try:
+        parse(value)
+    except BadInput as exc:
+        raise ValueError(exc.message) from None
