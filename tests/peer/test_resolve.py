@@ -46,8 +46,10 @@ def impostor(tmp_path: Path) -> Iterator[str]:
         stop_processes([proc])
 
 
-def _run(coord_url: str, edge: str, configured: tuple[str, ...], models: Path) -> object:
-    async def go() -> object:
+def _run(
+    coord_url: str, edge: str, configured: tuple[str, ...], models: Path
+) -> tuple[object, str]:
+    async def go() -> tuple[object, str]:
         ups = Upstreams([edge])
         try:
             with CoordinatorClient(coord_url, "fleet") as coord:
@@ -67,5 +69,5 @@ def test_a_listed_edge_never_names_a_model(impostor: str, tmp_path: Path) -> Non
 
 def test_an_edge_the_operator_configured_may(impostor: str, tmp_path: Path) -> None:
     with AsyncServerThread(_busy) as coordinator:
-        got = _run(coordinator.url, impostor, (impostor,), tmp_path / "m")
-    assert str(getattr(got, "ref", "")) == str(REF)
+        got, source = _run(coordinator.url, impostor, (impostor,), tmp_path / "m")
+    assert str(getattr(got, "ref", "")) == str(REF) and source == "edge"
