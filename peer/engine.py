@@ -1,5 +1,10 @@
-"""One pull: resolve, skip what the store holds, then swarm and edges under the scheduler,
-every chunk verified, files moved into the store only when complete and flushed.
+"""One pull: resolve, skip what the store holds, then swarm and edges, every chunk
+verified, files moved into the store only when complete, flushed and hashed whole.
+
+This module does the pull's I/O: the coordinator, the edges, libtorrent (through
+peer/session.py) and the store. What to do when is decided by the pull machine
+(peer/machine.py), which this module drives: it feeds it events and carries out its
+actions.
 
 BitTorrent pieces are verified by libtorrent against the torrent, whose info-hashes the
 manifest names (v2: SHA-256 Merkle); HTTP chunks are verified against the manifest's
@@ -17,7 +22,6 @@ import os
 import shutil
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,17 +40,23 @@ from peer.events import (
 )
 from peer.journal import Journal
 from peer.learnt import Learnt
+from peer.machine import (
+    AskCoordinator,
+    AskSwarm,
+    Drop,
+    Fetch,
+    FindHolders,
+    GiveUp,
+    Prioritize,
+    PullMachine,
+    Report,
+    Rules,
+    SaveResume,
+    Writeback,
+)
 from peer.metrics import PullMetrics
 from peer.progress import Progress, Snapshot
-from peer.scheduler import (
-    Claims,
-    Moment,
-    assignments_wanted,
-    holders_to_dial,
-    plan,
-    random_rank,
-    window,
-)
+from peer.scheduler import random_rank
 from peer.store import Store, StoreError
 from peer.throttle import Throttle
 from shoal import bitfield, wire
@@ -326,16 +336,6 @@ async def _torrent(
     raise RemoteError(f"no torrent for {manifest.ref} that matches its manifest")
 
 
-@dataclass
-class _Coordination:
-    assigned: frozenset[int] = frozenset()
-    replicas: list[int] | None = None
-    task: asyncio.Future[tuple[frozenset[int], list[int] | None]] | None = None
-    dial: asyncio.Future[set[tuple[str, int]]] | None = None
-    answered: bool = False
-    last: float = 0.0
-
-
 class _Pull:
     """The state of one download while it runs."""
 
@@ -356,28 +356,38 @@ class _Pull:
         self.pcs = layout.pieces(manifest)
         self.maps = {e.sha256: layout.chunk_map(manifest, e) for e in manifest.files}
         held = {e.sha256 for e in manifest.files} - {e.sha256 for e in store.missing(manifest)}
-        self.skip = frozenset(p.index for p in self.pcs if p.entry.sha256 in held)
-        self.need = frozenset(p.index for p in self.pcs) - self.skip
+        skip = frozenset(p.index for p in self.pcs if p.entry.sha256 in held)
+        self.machine = PullMachine(
+            Rules(
+                chunk_size=manifest.chunk_size,
+                http_slots=opts.http_slots,
+                endgame=opts.endgame,
+                assigned_ahead=opts.assigned_ahead,
+                coordinate_every=opts.coordinate_every,
+                resume_every=opts.resume_every,
+                stall_timeout=opts.stall_timeout,
+                claim_grace=opts.claim_grace,
+                wanted_peers=(
+                    opts.host_session.settings if opts.host_session else opts.session
+                ).peers,
+                coordinated=opts.coordinator is not None,
+            ),
+            num_chunks=len(self.pcs),
+            need=frozenset(p.index for p in self.pcs) - skip,
+            skip=skip,
+            began=time.monotonic(),
+            rank=random_rank(len(self.pcs)),  # see scheduler.Moment.rank
+        )
         self.result = PullResult(
             manifest,
-            chunks=len(self.need),
+            chunks=len(self.machine.need),
             bytes_reused=sum(e.size for e in manifest.files if e.sha256 in held),
         )
-        self.have: set[int] = set()
-        self.avail: Sequence[int] = (0,) * len(self.pcs)  # connected peers holding each
-        self.seeds = 0  # of those peers, the seeds
-        self.peers = 0  # connected peers, as of the swarm's last answer
-        self.swarm_asked = 0  # answers to ask_swarm() not yet back
-        self.received = 0  # payload bytes from peers, as of the last answer
         self.lengths = [layout.chunk_length(manifest, p.entry, p.chunk) for p in self.pcs]
         self.held = {e.path.value: 0 for e in manifest.files}  # bytes held, by file
-        for i in self.skip:
+        for i in skip:
             self.held[self.pcs[i].entry.path.value] += self.lengths[i]
-        self.rank = random_rank(len(self.pcs))  # see scheduler.Moment.rank
-        self.handed: dict[int, str] = {}  # given to libtorrent with add_piece: source
-        self.inflight: dict[int, asyncio.Future[bytes]] = {}
-        self.cached_only: set[int] = set()  # in flight, asked of edges' caches only
-        self.uncached: dict[int, float] = {}  # chunk -> when edges last lacked it
+        self.fetches: dict[int, asyncio.Future[bytes]] = {}  # HTTP fetches in flight
         self.throttle = (
             opts.live.http
             if opts.live is not None
@@ -387,42 +397,41 @@ class _Pull:
         self.name = f"pull-{manifest.digest.hex}"  # its torrent's name in the session
         self.journal = Journal(self.staging / JOURNAL_FILE, len(self.pcs))
         self.flushes = 0  # asked of libtorrent and not yet reported done
-        self.checking = True  # libtorrent checks staging first: what it finds is resumed
         self.wake = asyncio.Event()  # an HTTP fetch ended or libtorrent has alerts
-        self.began = time.monotonic()
-        self.delivered: deque[tuple[float, int]] = deque()  # HTTP chunks lately: when, bytes
 
     def chunk_len(self, i: int) -> int:
         return self.lengths[i]
 
-    def got(self, chunks: Iterable[int]) -> None:
-        """``chunks`` are verified here now: held, and counted in progress."""
-        for i in chunks:
-            if i not in self.have:
-                self.have.add(i)
-                self.held[self.pcs[i].entry.path.value] += self.lengths[i]
+    def got(self, chunks: Iterable[int]) -> int:
+        """``chunks`` are found held (resume data, a check of staging): counted in
+        progress; returns how many were new."""
+        new = self.machine.held(chunks)
+        for i in new:
+            self.held[self.pcs[i].entry.path.value] += self.lengths[i]
+        return len(new)
 
     def recover(self, d: Download) -> None:
         """Chunks the journal names but resume data does not (saved before a kill): read
         back from staging, re-verified against the manifest, handed to libtorrent."""
-        for i in sorted(self.journal.read() & self.need - self.have):
+        m = self.machine
+        for i in sorted(self.journal.read() & m.need - m.have):
             p = self.pcs[i]
             data = layout.read_staged(self.staging, self.manifest, p)
             if data is not None and self.maps[p.entry.sha256].verify(p.chunk, data):
                 d.add_piece(i, p.padded(data))
-                self.handed[i] = "resumed"
+                m.resumed(i)
 
     def on_piece(self, i: int) -> None:
-        if i in self.have or i not in self.need:
+        source = self.machine.verified(i)
+        if source is None:  # held already, or not a chunk this pull needs
             return
-        self.got((i,))
+        self.held[self.pcs[i].entry.path.value] += self.lengths[i]
         # libtorrent reports a piece verified while its write may still be queued: a kill
         # then can leave a record whose bytes never reached staging. recover() re-verifies
         # every record, so such a record costs a re-fetch; the chunk was still in flight.
         # (Journaling only after a flush had come back cost 0.3-0.4 GB more memory in a
         # 250 MB/s pull: each flush is a fence that holds every write queued behind it.)
         self.journal.add(i)
-        source = self.handed.pop(i, "resumed" if self.checking else "peer")
         if source == "resumed":
             self.result.chunks_resumed += 1
         elif source == "edge":
@@ -444,39 +453,29 @@ class _Pull:
     def on_flushed(self) -> None:
         self.flushes = max(0, self.flushes - 1)
 
-    def harvest(self, d: Download) -> None:
+    def harvest(self, d: Download, now: float) -> None:
         """HTTP fetches that ended: verified chunks go to libtorrent."""
-        for i, task in list(self.inflight.items()):
+        m = self.machine
+        for i, task in list(self.fetches.items()):
             if not task.done():
                 continue
-            del self.inflight[i]
-            cached_only = i in self.cached_only
-            self.cached_only.discard(i)
+            del self.fetches[i]
             if task.cancelled():
+                m.http_ended(i, now, None)
                 continue
             exc = task.exception()
             if isinstance(exc, AuthError):  # a setting to fix (the proxy's credentials)
                 raise exc
             if exc is not None:
-                if cached_only:  # no edge holds it yet: the swarm's, for a while
-                    self.uncached[i] = time.monotonic()
-                else:
+                if i not in m.cached_only:  # cached only: no edge holds it yet
                     log.info("chunk %d over HTTP: %s", i, exc)
+                m.http_ended(i, now, None)
                 continue
             data = task.result()
-            self.delivered.append((time.monotonic(), len(data)))
             self.result.bytes_edge += len(data)
             self.metrics.bytes.labels("edge").inc(len(data))
-            if i not in self.have:
+            if m.http_ended(i, now, len(data)):
                 d.add_piece(i, self.pcs[i].padded(data))
-                self.handed[i] = "edge"
-
-    def http_rate(self, now: float, span: float = 2.0) -> float:
-        """Bytes/s HTTP delivered over the last ``span`` seconds (or since the pull began,
-        at least 0.25 s: a fast edge is seen as fast at once)."""
-        while self.delivered and now - self.delivered[0][0] > span:
-            self.delivered.popleft()
-        return sum(n for _, n in self.delivered) / max(0.25, min(span, now - self.began))
 
     def start_fetch(self, i: int, cached_only: bool = False) -> None:
         assert self.ups is not None
@@ -488,16 +487,15 @@ class _Pull:
             assert self.ups is not None
             return await self.ups.chunk(self.maps[p.entry.sha256], p.chunk, cached_only)
 
-        if cached_only:
-            self.cached_only.add(i)
         task = asyncio.ensure_future(fetch())
         task.add_done_callback(lambda _: self.wake.set())
-        self.inflight[i] = task
+        self.fetches[i] = task
 
     def drop(self, i: int) -> None:
         """Give up the HTTP fetch of chunk ``i``, whether it runs or has ended."""
-        let_go(self.inflight.pop(i))
-        self.cached_only.discard(i)
+        task = self.fetches.pop(i, None)
+        if task is not None:
+            let_go(task)
 
     def snapshot(self, bytes_peer: int) -> Snapshot:
         return Snapshot(
@@ -542,7 +540,7 @@ async def _download(
             torrent,
             st.staging,
             resume,
-            skip=frozenset(st.pcs[i].entry.sha256.hex for i in st.skip),
+            skip=frozenset(st.pcs[i].entry.sha256.hex for i in st.machine.skip),
             trackers=trackers,
         )
         if opts.max_rate:
@@ -551,10 +549,8 @@ async def _download(
         while not d.ready:
             _events(ses, st, resume_path)
             await asyncio.sleep(0.02)
-        held = d.have() & set(st.need)  # from resume data: no alert says so
-        st.result.chunks_resumed += len(held - st.have)
-        st.got(held)
-        st.checking = False
+        st.result.chunks_resumed += st.got(d.have())  # from resume data: no alert says so
+        st.machine.checking = False
         st.recover(d)
         with ses.woken(st.wake):
             await _loop(st, d, ses, fleet, resume_path, progress)
@@ -583,7 +579,7 @@ async def _download(
                 await _flushed(ses, st, resume_path, timeout=5.0)
         raise
     finally:
-        for i in list(st.inflight):
+        for i in list(st.fetches):
             st.drop(i)
         st.journal.close()
         if shared:
@@ -625,16 +621,14 @@ def _apply_caps(st: _Pull, d: Download, ses: TorrentSession) -> None:
         st.caps = caps
 
 
-def _events(ses: TorrentSession, st: _Pull, resume_path: Path) -> bool:
-    """Apply libtorrent's events; True if a chunk was verified."""
-    progressed = False
+def _events(ses: TorrentSession, st: _Pull, resume_path: Path) -> None:
+    """Feed libtorrent's events to the pull."""
     for ev in ses.events(st.name):
         if isinstance(ev, PieceDone):
             st.on_piece(ev.index)
-            progressed = True
         elif isinstance(ev, PieceFailed):
             st.result.chunks_rejected += 1
-            st.metrics.chunks_failed.labels(st.handed.pop(ev.index, "peer")).inc()
+            st.metrics.chunks_failed.labels(st.machine.failed(ev.index)).inc()
         elif isinstance(ev, FileFailed):
             raise StoreError(
                 f"cannot write {st.manifest.ref} into {st.staging}: {ev.message}",
@@ -645,16 +639,7 @@ def _events(ses: TorrentSession, st: _Pull, resume_path: Path) -> bool:
         elif isinstance(ev, ResumeData):
             atomic_write(resume_path, ev.data)
         elif isinstance(ev, Swarm):
-            st.swarm_asked = max(0, st.swarm_asked - 1)
-            if ev.availability is not None and len(ev.availability) == len(st.pcs):
-                st.avail = ev.availability
-            if ev.seeds is not None:
-                st.seeds = ev.seeds
-            if ev.peers is not None:
-                st.peers = ev.peers
-            if ev.received is not None:
-                st.received = ev.received
-    return progressed
+            st.machine.swarm(ev.availability, ev.seeds, ev.peers, ev.received)
 
 
 async def _loop(
@@ -665,139 +650,86 @@ async def _loop(
     resume_path: Path,
     progress: Progress | None,
 ) -> None:
-    """Until every needed chunk is held: apply events, ask the coordinator, plan, act;
-    then sleep until an HTTP fetch ends or libtorrent has news (at most ``poll``)."""
-    opts, n = st.opts, len(st.pcs)
-    co = _Coordination(answered=coord is None)
-    applied: list[int] | None = None
-    wanting = False  # some missing chunk has a swarm priority
+    """The machine's driver, until every needed chunk is held: feed it what libtorrent,
+    the HTTP fetches and the coordinator have said, carry out what it decides, then sleep
+    until an HTTP fetch ends or libtorrent has news (at most ``poll``)."""
+    m, n = st.machine, len(st.pcs)
+    asked: asyncio.Future[tuple[frozenset[int], list[int] | None]] | None = None
+    dial: asyncio.Future[set[tuple[str, int]]] | None = None
     sync: asyncio.Future[None] | None = None
-    last_progress = last_resume = last_report = last_dial = last_sync = time.monotonic()
-    last_avail, partial = 0.0, frozenset[int]()
-    claims = Claims(opts.claim_grace)
-    received, quiet_since = st.received, last_progress
-    while not st.need <= st.have:
+    m.start(time.monotonic())
+    while not m.done:
         now = time.monotonic()
-        if _events(ses, st, resume_path):
-            last_progress = now
-        if st.received != received:
-            received, quiet_since = st.received, now
-        st.harvest(d)
-        http_rate = st.http_rate(now)  # this round's deliveries included
-        for i in [i for i in st.inflight if i in st.have]:
-            st.drop(i)  # a hedge the swarm won
-        if coord is not None:
-            if co.task is not None and co.task.done():
-                if co.task.exception() is None:
-                    co.assigned, co.replicas = co.task.result()
-                co.answered = True
-                co.task = None
-            # ask again at once when this host's assignments ran out (HTTP would idle)
-            idle = not (co.assigned - st.have - set(st.inflight)) and now - co.last >= 0.25
-            if co.task is None and (idle or now - co.last >= opts.coordinate_every):
-                co.last = now
-                want = assignments_wanted(http_rate, st.manifest.chunk_size, opts.http_slots)
-                unproven = (
-                    claims.update(
-                        now, co.replicas, st.avail, st.seeds, st.need - st.have, quiet_since
-                    )
-                    if co.replicas is not None
-                    else frozenset[int]()
-                )
-                co.task = asyncio.ensure_future(
+        _events(ses, st, resume_path)
+        st.harvest(d, now)
+        if asked is not None and asked.done():
+            m.coordinated(*asked.result())  # a refused token or a bug ends the pull
+            asked = None
+        if dial is not None and dial.done():
+            m.holders_asked()
+            if not dial.cancelled() and dial.exception() is None:
+                d.connect(p for p in dial.result() if p[1] != ses.port)
+            dial = None
+        edges = st.ups is not None and st.ups.available()
+        caches = st.ups is not None and st.ups.caches()
+        actions = m.step(now, edges=edges, edge_cache=caches)
+        if actions and actions[-1] == AskSwarm(partial=True):  # the plan needs its answer
+            d.ask_swarm()
+            m.fetching_from_peers(d.downloading())  # waits for libtorrent's network thread
+            actions = actions[:-1] + m.step(now, edges=edges, edge_cache=caches)
+        for action in actions:
+            if isinstance(action, Fetch):
+                st.start_fetch(action.chunk, action.cached_only)
+            elif isinstance(action, Drop):
+                st.drop(action.chunk)
+            elif isinstance(action, Prioritize):
+                d.prioritize(list(action.priorities))
+                if action.reannounce:
+                    d.reannounce()
+            elif isinstance(action, AskSwarm):
+                d.ask_swarm()  # answered by two Swarm events, a round or so later
+            elif isinstance(action, AskCoordinator) and coord is not None:
+                asked = asyncio.ensure_future(
                     _coordinate(
-                        coord, st.manifest, set(st.have), n, ses.port, want, st.skip, unproven
+                        coord,
+                        st.manifest,
+                        set(m.have),
+                        n,
+                        ses.port,
+                        action.want,
+                        m.skip,
+                        action.unproven,
                     )
                 )
                 # its answer is acted on at once, not at the next poll: new assignments
                 # waited up to ``poll`` seconds (0.15 s of a flash crowd's start)
-                co.task.add_done_callback(lambda _: st.wake.set())
-        free = opts.http_slots - len(st.inflight) - len(st.handed)
-        # at most 10 a second, and not again before the last answers are back (a busy
-        # network thread would otherwise queue asks), unless they are a second late
-        if now - last_avail >= (0.1 if not st.swarm_asked else 1.0):
-            last_avail, st.swarm_asked = now, 2
-            d.ask_swarm()  # answered by two Swarm events, a round or so later
-            if free > 0 and st.ups is not None and st.ups.caches():
-                # what peers are sending already is not asked of edges: only needed when a
-                # slot is free (this call waits for libtorrent's network thread)
-                partial = frozenset(d.downloading())
-        dialing = co.dial is not None and not co.dial.done()
-        if co.replicas is not None and now - last_dial > opts.coordinate_every and not dialing:
-            # looked for once a period, not every round: the scan was 7 % of the loop's Python
-            last_dial = now
-            chunks = holders_to_dial(co.replicas, st.avail, st.peers, ses.settings.peers)
-            if chunks and coord:
-                co.dial = asyncio.ensure_future(_holders(coord, st.manifest, chunks))
-                co.dial.add_done_callback(lambda _: st.wake.set())
-        if co.dial is not None and co.dial.done() and not co.dial.cancelled():
-            if co.dial.exception() is None:
-                d.connect(p for p in co.dial.result() if p[1] != ses.port)
-            co.dial = None
-        p = plan(
-            Moment(
-                num_chunks=n,
-                have=frozenset(st.have),
-                now=now,
-                swarm_has=st.avail,
-                swarm_seeds=st.seeds,
-                agent_replicas=co.replicas,
-                assigned=co.assigned,
-                skip=st.skip,
-                http_inflight=frozenset(st.inflight) | frozenset(st.handed),
-                # with a coordinator, HTTP waits for its first answer (or failure)
-                # chunks handed to libtorrent and not yet written count too: memory stays
-                # bounded at about 2 x http_slots chunks whatever the disk does
-                http_slots=free if co.answered else 0,
-                edges=st.ups is not None and st.ups.available(),
-                endgame=opts.endgame,
-                new_slots=window(
-                    http_rate, st.manifest.chunk_size, opts.assigned_ahead, opts.http_slots
-                ),
-                edge_cache=st.ups is not None and st.ups.caches(),
-                uncached=frozenset(i for i, t in st.uncached.items() if now - t < 3.0),
-                swarm_partial=partial,
-                rank=st.rank,
-            )
-        )
-        if p.priorities != applied:
-            d.prioritize(p.priorities)
-            wanted = any(p.priorities[i] for i in st.need - st.have)
-            if wanted and not wanting:
-                # wanting nothing, libtorrent announced "left=0" (a seed), and trackers
-                # do not hand seeds to seeds: announce again now that it wants pieces
-                d.reannounce()
-            applied, wanting = p.priorities, wanted
-        for i in p.http:
-            st.start_fetch(i)
-        for i in p.http_cached:
-            st.start_fetch(i, cached_only=True)
-        if now - last_sync > 3.0 and (sync is None or sync.done()):
-            # write back what libtorrent wrote as it comes, so the final fsync is short
-            last_sync = now
-            sync = asyncio.ensure_future(asyncio.to_thread(_writeback, st))
-        if now - last_resume > opts.resume_every:
-            last_resume = now
-            st.flush(d, resume=True)
-        if progress is not None and now - last_report >= 0.25:
-            last_report = now
-            _apply_caps(st, d, ses)
-            # the bytes from peers as of the swarm's last answer: asking libtorrent here
-            # waited for its network thread (10 % of an agent's samples in flash-32)
-            progress(st.snapshot(st.received))
-        if now - last_progress > opts.stall_timeout:
-            raise RemoteError(
-                f"pull of {st.manifest.ref} made no progress for {opts.stall_timeout:.0f} s "
-                f"({len(st.have)}/{len(st.need)} chunks): no peer or edge delivered",
-                "check the coordinator, edges and peers; pull again to resume",
-            )
+                asked.add_done_callback(lambda _: st.wake.set())
+            elif isinstance(action, FindHolders) and coord is not None:
+                dial = asyncio.ensure_future(_holders(coord, st.manifest, list(action.chunks)))
+                dial.add_done_callback(lambda _: st.wake.set())
+            elif isinstance(action, Writeback) and (sync is None or sync.done()):
+                sync = asyncio.ensure_future(asyncio.to_thread(_writeback, st))
+            elif isinstance(action, SaveResume):
+                st.flush(d, resume=True)
+            elif isinstance(action, Report) and progress is not None:
+                _apply_caps(st, d, ses)
+                # the bytes from peers as of the swarm's last answer: asking libtorrent
+                # here waited for its network thread
+                progress(st.snapshot(m.received))
+            elif isinstance(action, GiveUp):
+                raise RemoteError(
+                    f"pull of {st.manifest.ref} made no progress for "
+                    f"{st.opts.stall_timeout:.0f} s ({action.have}/{action.need} chunks): "
+                    "no peer or edge delivered",
+                    "check the coordinator, edges and peers; pull again to resume",
+                )
         st.wake.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(st.wake.wait(), opts.poll)
-        await asyncio.sleep(max(0.0, opts.min_round - (time.monotonic() - now)))
+            await asyncio.wait_for(st.wake.wait(), st.opts.poll)
+        await asyncio.sleep(max(0.0, st.opts.min_round - (time.monotonic() - now)))
     if sync is not None:
         await sync
-    for task in (co.task, co.dial):
+    for task in (asked, dial):
         if task is not None:
             let_go(task)
     if progress is not None:
@@ -847,8 +779,9 @@ async def _linger(st: _Pull, d: Download, ses: TorrentSession, coord: Coordinato
     deadline = time.monotonic() + st.opts.linger
     n = len(st.pcs)
     while time.monotonic() < deadline:
-        _, replicas = await _coordinate(coord, st.manifest, st.have, n, ses.port, 0)
-        others = [r for i, r in enumerate(replicas or ()) if i in st.need]
+        m = st.machine
+        _, replicas = await _coordinate(coord, st.manifest, m.have, n, ses.port, 0)
+        others = [r for i, r in enumerate(replicas or ()) if i in m.need]
         if not others or min(others) == max(others):  # nobody else is part-way through
             return
         for _ in range(int(st.opts.coordinate_every / st.opts.poll)):

@@ -29,7 +29,7 @@ class SessionSettings:
     # peers asked of a tracker per announce (libtorrent's num_want), and no peer exchange:
     # a host then trades with those it picked and those that picked it, about twice this
     # many, not the whole fleet. Every flow into a host shares its downlink, and a chunk new
-    # to the fleet crosses each hop at its flow's share (flash-32: 29-31 peers a host, now 13-25)
+    # to the fleet crosses each hop at its flow's share (scenarios/README.md, flash-32)
     peers: int = PEERS
     # libtorrent's disk threads (aio_threads, 10 by default). A pull writes at most at its
     # link's rate, into the page cache, and 4 keep far ahead of a 1 Gbit/s link. Idle

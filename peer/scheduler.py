@@ -6,9 +6,10 @@ priority per chunk, and which HTTP fetches to start now, in order.
 
 HTTP takes, in this order: the coordinator's assignments for this host, a few at a time
 (``window()``); without a coordinator, chunks no connected peer has, as few at a time and
-in the pull's own random order, so that hosts fetch different ones; chunks overdue in the
-swarm; when the swarm is too slow, the rarest chunks it has not started; and in the end
-game every missing chunk (hedged: swarm and edge at once, first verified copy wins).
+in the pull's own random order, so that hosts fetch different ones; and in the end game
+every missing chunk (hedged: swarm and edge at once, first verified copy wins). A peer
+that stalls a chunk is libtorrent's to handle (request timeouts, snubbing); a host that
+claims chunks and never sends them is answered by ``Claims``.
 Slots still free then go to chunks some other host holds, rarest first, asked of edges
 for what they already cache (``only-if-cached``: an edge never fetches for them, so the
 origin sends nothing more): a warm or filling edge is one more uploader beside the swarm.
@@ -29,7 +30,7 @@ the store already holds) are neither wanted from the swarm nor fetched.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 SKIP = 0
@@ -42,7 +43,6 @@ MAX_WANTED = 256  # the coordinator's default cap on one host's assignments per 
 class Moment:
     num_chunks: int
     have: frozenset[int]
-    now: float
     swarm_has: Sequence[int]  # connected peers (origin seeds included) holding each chunk
     swarm_seeds: int = 0  # of those peers, the seeds: a chunk only they hold may be the origin's
     agent_replicas: Sequence[int] | None = (
@@ -51,15 +51,12 @@ class Moment:
     assigned: frozenset[int] = frozenset()
     skip: frozenset[int] = frozenset()
     http_inflight: frozenset[int] = frozenset()
-    swarm_started: Mapping[int, float] = field(default_factory=dict)  # chunk -> first request
     http_slots: int = 0  # HTTP fetches that may start now
     # chunks new to the fleet to fetch at once (see window()): the coordinator's
     # assignments, or without a coordinator the chunks no connected peer has
     new_slots: int = 1 << 30
     edges: bool = True  # some edge or origin can serve HTTP
     swarm: bool = True  # BitTorrent is usable at all
-    swarm_too_slow: bool = False
-    overdue_after: float = 20.0
     endgame: int = 4  # hedge when this few chunks are missing
     edge_cache: bool = False  # a known edge may be asked for chunks it caches
     uncached: frozenset[int] = frozenset()  # chunks edges said they lack, lately
@@ -229,27 +226,15 @@ def _http(m: Moment, missing: list[int], endgame: bool) -> list[int]:
     if not coordinated:  # with a coordinator, its assignments cover these
         nobody = _rarest(m, [c for c in missing if m.swarm_has[c] == 0])
         take(nobody[: max(0, room - len(chosen))])
-    take(
-        sorted(
-            (
-                c
-                for c, t in m.swarm_started.items()
-                if c not in m.have and m.now - t >= m.overdue_after
-            ),
-            key=lambda c: m.swarm_started[c],
-        )
-    )
-    if m.swarm_too_slow:
-        take(_rarest(m, [c for c in missing if c not in m.swarm_started]))
     if endgame:
         take(missing)
     return chosen
 
 
 def _rarest(m: Moment, chunks: list[int]) -> list[int]:
-    """``chunks`` rarest first among connected peers, ties in the pull's own order (``rank``),
-    sorted only when HTTP has a slot to give (sorting every missing chunk every round, a
-    plan of 1024 chunks with two free slots took 497 us; now 194 us)."""
+    """``chunks`` rarest first among connected peers, ties in the pull's own order (``rank``);
+    called only when HTTP has a slot to give: sorting every missing chunk every round
+    was most of a plan's time."""
     rank = m.rank
     if rank is None:
         return sorted(chunks, key=lambda c: (m.swarm_has[c], c))
@@ -259,8 +244,7 @@ def _rarest(m: Moment, chunks: list[int]) -> list[int]:
 def _priorities(m: Moment, endgame: bool) -> list[int]:
     """Whole lists first, then the exceptions, strongest last: a held chunk is NORMAL
     whatever else holds; a skipped one SKIP; an HTTP fetch in flight SKIP but in the end
-    game (hedged). Built so rather than chunk by chunk, a plan of 1024 chunks with no free
-    slot takes 157 us, not 254 us."""
+    game (hedged). Built so rather than chunk by chunk: it runs every round."""
     n = m.num_chunks
     if not m.swarm:
         out = [SKIP] * n

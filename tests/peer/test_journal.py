@@ -86,7 +86,7 @@ def test_a_pull_ends_only_once_its_own_flush_is_back(tmp_path: Path) -> None:
     # the resume data's flush comes back first, with a piece verified meanwhile
     ses = _Session([[PieceDone(st.name, 0), Flushed(st.name)], [], [Flushed(st.name)]])
     asyncio.run(_flushed(ses, st, st.staging / "resume"))  # type: ignore[arg-type]
-    assert ses.batches == [] and st.flushes == 0 and 0 in st.have
+    assert ses.batches == [] and st.flushes == 0 and 0 in st.machine.have
     st.journal.close()
     assert Journal(st.staging / JOURNAL_FILE, 5).read() == {0}
     # a flush that never comes back: a clear error, not a hang

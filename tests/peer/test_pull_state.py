@@ -103,10 +103,9 @@ def test_fetches_given_up_end_quietly_even_when_they_fail_after_cancel(tmp_path:
                 await asyncio.sleep(30)
             raise UpstreamError("no upstream delivered chunk 0")
 
-        st.inflight[0] = asyncio.ensure_future(stubborn())
-        st.cached_only.add(0)
-        st.inflight[1] = asyncio.ensure_future(asyncio.sleep(30, b""))
-        running = st.inflight[1]
+        st.fetches[0] = asyncio.ensure_future(stubborn())
+        st.fetches[1] = asyncio.ensure_future(asyncio.sleep(30, b""))
+        running = st.fetches[1]
         await asyncio.sleep(0)  # both wait
         st.drop(0)
         st.drop(1)
@@ -117,5 +116,5 @@ def test_fetches_given_up_end_quietly_even_when_they_fail_after_cancel(tmp_path:
 
     reported, cancelled = asyncio.run(main())
     assert reported == [] and cancelled
-    assert st.inflight == {} and st.cached_only == set()
+    assert st.fetches == {}
     st.journal.close()

@@ -25,7 +25,6 @@ def m(**kw):  # type: ignore[no-untyped-def]
     base = dict(
         num_chunks=N,
         have=frozenset(),
-        now=100.0,
         swarm_has=[1] * N,
         swarm_seeds=1,  # the origin, connected and seeding
         agent_replicas=[0] * N,
@@ -66,11 +65,6 @@ def m(**kw):  # type: ignore[no-untyped-def]
         (m(assigned=frozenset({0, 1, 2, 3})), [0, 1, 2]),  # bounded by the free slots
         (m(assigned=frozenset({0, 1}), http_inflight=frozenset({0})), [1]),
         (m(assigned=frozenset({0}), have=frozenset({0})), []),
-        (m(swarm_started={4: 70.0, 5: 90.0}), [4]),  # overdue after 20 s
-        (
-            m(swarm_too_slow=True, swarm_has=[3, 1, 2, 1, 3, 3, 3, 3], swarm_started={1: 99.0}),
-            [3, 2, 0],
-        ),  # rarest not yet started in the swarm
         (m(endgame=2, have=frozenset(range(6))), [6, 7]),  # hedge the last chunks
         (m(edges=False, assigned=frozenset({1})), []),  # no edge: no HTTP
         (m(swarm=False), [0, 1, 2]),  # edges only
@@ -81,7 +75,6 @@ def m(**kw):  # type: ignore[no-untyped-def]
         (m(assigned=frozenset({0, 1, 2, 3}), new_slots=2), [0, 1]),
         (m(assigned=frozenset({0, 1, 2}), new_slots=2, http_inflight=frozenset({1})), [0]),
         (m(assigned=frozenset({0, 1}), new_slots=1, http_inflight=frozenset({1})), []),
-        (m(assigned=frozenset({0, 1}), new_slots=1, swarm_started={4: 70.0}), [0, 4]),
     ],
 )
 def test_http_choices(moment: Moment, http: list[int]) -> None:
@@ -148,7 +141,6 @@ def test_simulated_fleet_origin_sends_about_one_copy() -> None:
                 Moment(
                     num_chunks=n,
                     have=frozenset(have[h]),
-                    now=0.0,
                     swarm_has=[1] * n,
                     swarm_seeds=1,
                     agent_replicas=[replicas[c] - (c in have[h]) for c in range(n)],
@@ -259,7 +251,6 @@ def _http_fetches(
             moment = Moment(
                 num_chunks=n,
                 have=frozenset(mine),
-                now=float(now),
                 swarm_has=others,
                 agent_replicas=None,
                 http_inflight=frozenset(due),
