@@ -544,7 +544,7 @@ async def _download(
             trackers=trackers,
         )
         if opts.max_rate:
-            d.handle.set_download_limit(opts.max_rate)
+            d.set_download_limit(opts.max_rate)
         _apply_caps(st, d, ses)
         while not d.ready:
             _events(ses, st, resume_path)
@@ -616,7 +616,7 @@ def _apply_caps(st: _Pull, d: Download, ses: TorrentSession) -> None:
         return
     caps = st.opts.live.now()
     if caps != st.caps:
-        d.handle.set_download_limit(caps.download)
+        d.set_download_limit(caps.download)
         ses.set_upload_limit(caps.upload)
         st.caps = caps
 

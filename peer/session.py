@@ -338,6 +338,10 @@ class Download:
             self.started = True
             self.handle.resume()
 
+    def set_download_limit(self, rate: int) -> None:
+        """Cap this torrent's download at ``rate`` bytes/s (0: none)."""
+        self.handle.set_download_limit(rate)
+
     def add_piece(self, index: int, data: bytes) -> None:
         """Hand a chunk fetched (and verified) elsewhere to libtorrent, which writes it,
         checks it against the torrent and shares it on."""

@@ -59,7 +59,7 @@ def seed(
     """Serve published models over HTTP (Range, BEP 19 web seed) and seed them over BitTorrent."""
     import asyncio
 
-    from seeder.seed import OriginSettings, run
+    from seeder.origin_serve import OriginSettings, run
 
     settings = OriginSettings.load(
         config,

@@ -25,7 +25,7 @@ from prometheus_client import Counter, Gauge
 
 from seeder.cache import ChunkCache
 from seeder.httpserve import FileBody, Request, Response
-from seeder.origin import (
+from seeder.origin_http import (
     MANIFEST_MEDIA_TYPE,
     ServeMetrics,
     encode,

@@ -11,10 +11,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from seeder.cache import ChunkCache
-from seeder.daemon import register_forever, until_stopped
 from seeder.edge import Edge
 from seeder.httpserve import HttpServer
-from seeder.seed import public_url
+from seeder.lifecycle import register_forever, until_stopped
+from seeder.origin_serve import public_url
 from shoal.chunk_client import Upstreams
 from shoal.coordinator_client import CoordinatorClient
 from shoal.errors import BadInput, LocalError

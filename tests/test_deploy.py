@@ -11,7 +11,7 @@ import pytest
 
 from peer.agent.settings import AgentSettings
 from seeder.edge_serve import EdgeSettings
-from seeder.seed import OriginSettings
+from seeder.origin_serve import OriginSettings
 from shoal.settings import ComponentSettings
 from tests.conftest import SHOAL
 from tracker.settings import TrackerSettings

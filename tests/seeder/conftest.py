@@ -11,7 +11,7 @@ from typing import Any
 
 from seeder.catalog import Catalog
 from seeder.httpserve import Handler, HttpServer, Request, Response
-from seeder.origin import Origin
+from seeder.origin_http import Origin
 
 
 class AsyncServerThread:

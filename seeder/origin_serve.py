@@ -12,10 +12,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from seeder.catalog import Catalog
-from seeder.daemon import register_forever, until_stopped
 from seeder.httpserve import HttpServer
-from seeder.origin import Origin
-from seeder.seeding import Seeder, SeedSettings
+from seeder.lifecycle import register_forever, until_stopped
+from seeder.origin_http import Origin
+from seeder.torrent_seeder import Seeder, SeedSettings
 from shoal.coordinator_client import announce_url
 from shoal.errors import BadInput, LocalError
 from shoal.settings import ComponentSettings
