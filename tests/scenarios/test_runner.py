@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from scenarios.netns import Node
-from scenarios.runner import SERVER_NICE, Run, SystemRun
 from scenarios.scenario import Scenario
+from scenarios.stage import SERVER_NICE, SystemRun
+from scenarios.stage import Stage as Run
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,9 +55,9 @@ def test_churned_hosts_come_back_together(tmp_path: Path) -> None:
     hosts = [Node(f"h{i}", f"shl-h{i}", "198.18.0.9", None, None) for i in (2, 3, 4)]
     run.away = {h.name: threading.Event() for h in hosts}
     calls: list[tuple[str, str]] = []
-    run._leave = lambda h: calls.append(("leave", h.name))
-    run._back = lambda h: calls.append(("back", h.name))
-    run._ready = lambda h: calls.append(("ready", h.name))
+    run.on_leave = lambda h: calls.append(("leave", h.name))
+    run.on_back = lambda h: calls.append(("back", h.name))
+    run.on_ready = lambda h: calls.append(("ready", h.name))
     system = SystemRun("shoal", [])
     run.churn(system, hosts, time.monotonic())
     assert [c for c, _ in calls] == ["leave"] * 3 + ["back"] * 3 + ["ready"] * 3
