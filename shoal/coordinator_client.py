@@ -15,7 +15,15 @@ import httpx
 
 from shoal import tls, wire
 from shoal.digest import Digest
-from shoal.errors import AuthError, BadInput, NotFound, RateLimited, RemoteError, ShoalError
+from shoal.errors import (
+    AuthError,
+    BadInput,
+    Conflict,
+    NotFound,
+    RateLimited,
+    RemoteError,
+    ShoalError,
+)
 from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
 from shoal.ref import ModelRef
 from shoal.torrent import MAX_TORRENT_BYTES
@@ -219,13 +227,14 @@ class CoordinatorClient:
     def _raw(self, method: str, path: str, limit: int, **kwargs: Any) -> bytes:
         try:
             with self._http.stream(method, path, **kwargs) as resp:
-                body = b""
+                received = bytearray()
                 for chunk in resp.iter_bytes():
-                    body += chunk
-                    if len(body) > limit:
+                    received += chunk
+                    if len(received) > limit:
                         raise RemoteError(
                             f"coordinator {self.base_url} answer is over {limit} bytes"
                         )
+                body = bytes(received)
         except httpx.HTTPError as exc:
             raise RemoteError(
                 f"cannot reach coordinator {self.base_url}: {exc}",
@@ -240,19 +249,31 @@ def _error(status: int, body: bytes, where: str) -> Exception:
     message, hint = f"coordinator {where} answered HTTP {status}", None
     try:
         err = wire.unpack(body).get("error", {})
-        message = f"coordinator {where}: {err.get('message') or message}"
-        hint = err.get("hint")
+        said = _printable(err.get("message"))
+        message = f"coordinator {where}: {said or message}"
+        hint = _printable(err.get("hint"))
     except (BadInput, AttributeError):
         pass
     if status in (401, 403):
         return AuthError(message, hint or "check the token (--token)", status=status)
     if status == 404:
         return NotFound(message, hint)
+    if status == 409:
+        return Conflict(message, hint)
     if status == 429:
         return RateLimited(message, hint or "retry later")
     if 400 <= status < 500:
         return BadInput(message, hint)
     return RemoteError(message, hint)
+
+
+def _printable(text: object, limit: int = 500) -> str | None:
+    """A server's words, fit for a terminal: text only, without control characters (an
+    escape sequence could rewrite what the user sees), at most ``limit`` characters."""
+    if not isinstance(text, str):
+        return None
+    clean = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return clean + ("..." if len(text) > limit else "") or None
 
 
 def announce_url(coordinator: str, token: str | None) -> str:
