@@ -64,6 +64,21 @@ def apply(bitfield: bytes, have: Iterable[int], lost: Iterable[int], num_chunks:
     return bytes(out)
 
 
+def changes(old: bytes, new: bytes) -> tuple[list[int], list[int]]:
+    """The bits ``new`` sets that ``old`` did not, and those it clears (same length);
+    only the bytes that differ are looked at."""
+    gained, cleared = [], []
+    for i, (a, b) in enumerate(zip(old, new, strict=True)):
+        if a != b:
+            for bit in range(8):
+                mask = 0x80 >> bit
+                if b & mask and not a & mask:
+                    gained.append(i * 8 + bit)
+                elif a & mask and not b & mask:
+                    cleared.append(i * 8 + bit)
+    return gained, cleared
+
+
 def count_replicas(bitfields: Iterable[bytes], num_chunks: int) -> list[int]:
     """Per chunk, how many of ``bitfields`` hold it, at any fleet size.
 
