@@ -14,7 +14,10 @@ from shoal.units import parse_size
 app = typer.Typer()  # its commands join the root's at the top level
 
 
-sim_app = typer.Typer(help="Swarm simulations in network namespaces (root).", no_args_is_help=True)
+sim_app = typer.Typer(
+    help="Swarm simulations: in network namespaces (run, root) or in simulated time (fluid).",
+    no_args_is_help=True,
+)
 
 
 @sim_app.command("run")
@@ -34,6 +37,33 @@ def sim_run(
     result = run(sc, out or Path("out/sim") / sc.name)
     for line in summary_lines(result):
         typer.echo(line)
+
+
+@sim_app.command("fluid")
+def sim_fluid(
+    scenario: Annotated[Path, typer.Argument(help="Scenario file (scenarios/*.toml).")],
+    hosts: Annotated[
+        int | None, typer.Option(min=1, max=100_000, help="Hosts instead of the scenario's.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Write result.json here.")] = None,
+) -> None:
+    """The scenario in simulated time: real pull machines and the coordinator's real fleet
+    state over a fluid network model, no sockets (scenarios/fluid.py). No root needed."""
+    import dataclasses
+    import json
+
+    from scenarios.fluid import simulate
+    from scenarios.scenario import Scenario
+
+    sc = Scenario.load(scenario)
+    if hosts is not None:
+        sc = dataclasses.replace(sc, hosts=hosts)
+    result = simulate(sc)
+    text = json.dumps({"scenario": sc.name, **result}, indent=1)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(text + "\n")
+    typer.echo(text)
 
 
 @sim_app.command("clean")
