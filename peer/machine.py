@@ -379,6 +379,7 @@ class PullMachine:
                 # chunks handed to libtorrent and not yet verified count too: memory stays
                 # bounded at about 2 x http_slots chunks whatever the disk does
                 http_inflight=frozenset(self.inflight) | frozenset(self.handed),
+                cached_inflight=frozenset(self.cached_only),
                 # with a coordinator, HTTP waits for its first answer (or failure)
                 http_slots=free if self.answered else 0,
                 edges=edges,

@@ -407,7 +407,7 @@ class FluidFleet:
         pieces this host gives a priority, lacks and fetches from nobody yet."""
         if h.done_s is not None or not h.wanted:
             return
-        busy = set(h.bt_in) | set(h.http_in)
+        busy = set(h.bt_in)  # libtorrent knows its own downloads; HTTP ones by priority
         sending = {f.src for f in h.bt_in.values()}
         for p in h.peers - sending:
             peer = self.hosts[p]

@@ -107,6 +107,16 @@ def test_http_choices(moment: Moment, http: list[int]) -> None:
         (m(skip=frozenset({7}), endgame=8), [TOP] * 7 + [SKIP]),
         # fetched over HTTP right now: not also from the swarm
         (m(agent_replicas=[1] * N, http_inflight=frozenset({0})), [SKIP] + [NORMAL] * 7),
+        # asked of an edge's cache only: the swarm may still send it, first copy wins
+        # (kept from the swarm, a chunk waited on an edge shared by every host's asks)
+        (
+            m(
+                agent_replicas=[1] * N,
+                http_inflight=frozenset({0, 1}),
+                cached_inflight=frozenset({1}),
+            ),
+            [SKIP, NORMAL] + [NORMAL] * 6,
+        ),
         # no coordinator data: stock libtorrent
         (m(agent_replicas=None), [NORMAL] * N),
         # edges only: nothing from the swarm, what is held shared as ever
