@@ -14,8 +14,8 @@ Slots still free then go to chunks some other host holds, rarest first, asked of
 for what they already cache (``only-if-cached``: an edge never fetches for them, so the
 origin sends nothing more): a warm or filling edge is one more uploader beside the swarm.
 Such a chunk stays open to the swarm (a hedge, first verified copy wins): kept from it,
-every host's asks shared the edge's uplink and a fleet of 100 waited on them (scenarios/
-fluid.py: median 4.2 x T_min, now 1.3).
+every host's asks shared the edge's uplink once it stopped relaying, and the swarm waited
+on them (scenarios/README.md, the fluid simulation).
 
 The swarm gets a chunk (priority > 0) only when another agent holds it (the coordinator
 says so, or a connected peer that is not a seed announced it), or no edge
