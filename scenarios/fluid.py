@@ -72,7 +72,7 @@ class FluidOptions:
     timeout_s: float = 600.0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # compared and hashed by identity
 class _Flow:
     src: int
     dst: int
@@ -157,7 +157,7 @@ class FluidFleet:
         self.edge_up = sc.edge_bps / 8 if sc.edges else 0.0
         self.edge_has: set[int] = set()
         self.filling: dict[int, _Flow] = {}
-        self.flows: list[_Flow] = []
+        self.flows: dict[_Flow, None] = {}  # in the order they started
         self.replies: list[tuple[float, int, int, Any]] = []  # (when, seq, host, what)
         self.seq = 0
         self.origin_bytes = 0
@@ -171,13 +171,13 @@ class FluidFleet:
         return EDGE if self.sc.edges else ORIGIN
 
     def _start(self, flow: _Flow) -> None:
-        self.flows.append(flow)
+        self.flows[flow] = None
         self.uploads[flow.src] = self.uploads.get(flow.src, 0) + 1
 
     def _stop(self, flow: _Flow) -> None:
         """Remove a flow that is running or waiting (a dropped fetch)."""
         if flow in self.flows:
-            self.flows.remove(flow)
+            del self.flows[flow]
             self.uploads[flow.src] -= 1
 
     def _advance(self, dt: float) -> list[_Flow]:
@@ -197,43 +197,41 @@ class FluidFleet:
             downs.setdefault(f.dst, []).append(f)
         up_share = {n: self._up(n) / len(fs) for n, fs in ups.items()}
         down_share = {n: self._down(n) / len(fs) for n, fs in downs.items()}
-        cap: dict[int, float] = {}  # id(flow) -> the most it may move per second
-        rate: dict[int, float] = {}
+        cap: dict[_Flow, float] = {}  # the most each may move per second
+        rate: dict[_Flow, float] = {}
         for f in live:
             limit = f.left / dt
             if f.after is not None and f.after.left > 0:  # behind a fill: its pace at most
                 limit = min(limit, max(0.0, f.left - f.after.left) / dt + self._fill_rate(f))
-            cap[id(f)] = limit
-            rate[id(f)] = min(up_share[f.src], down_share[f.dst], limit)
+            cap[f] = limit
+            rate[f] = min(up_share[f.src], down_share[f.dst], limit)
         passes: list[tuple[dict[int, list[_Flow]], dict[int, float], Any, Any]] = [
             (ups, up_share, lambda f: down_share[f.dst], self._up),
             (downs, down_share, lambda f: up_share[f.src], self._down),
         ]
         for nodes, share, other, total in passes:
             for node, fs in nodes.items():
-                spare = total(node) - sum(rate[id(f)] for f in fs)
-                held = [f for f in fs if rate[id(f)] >= share[node] - 1e-9]
+                spare = total(node) - sum(rate[f] for f in fs)
+                held = [f for f in fs if rate[f] >= share[node] - 1e-9]
                 for f in held:
                     if spare <= 0:
                         break
-                    room = min(other(f), cap[id(f)]) - rate[id(f)]
+                    room = min(other(f), cap[f]) - rate[f]
                     more = min(spare / len(held), room)
                     if more > 0:
-                        rate[id(f)] += more
+                        rate[f] += more
                         spare -= more
         finished = []
         for f in live:
-            moved = min(f.left, rate[id(f)] * dt)
+            moved = min(f.left, rate[f] * dt)
             f.left -= moved
             if f.src == ORIGIN:
                 self.origin_bytes += int(moved)
             if f.left <= 1e-6:
                 finished.append(f)
-        if finished:
-            done = {id(f) for f in finished}
-            self.flows = [f for f in self.flows if id(f) not in done]
-            for f in finished:
-                self.uploads[f.src] -= 1
+        for f in finished:
+            del self.flows[f]
+            self.uploads[f.src] -= 1
         return finished
 
     def _fill_rate(self, f: _Flow) -> float:
