@@ -162,6 +162,7 @@ class PullMachine:
     delivered: deque[tuple[float, int]] = field(default_factory=deque)  # when, bytes
     # cadences and what is awaited
     asking: bool = False  # a coordinator request is out
+    empty_answers: int = 0  # answers in a row that assigned nothing
     dialing: bool = False  # a holders request is out
     swarm_asked: int = 0  # answers to AskSwarm not back yet
     applied: tuple[int, ...] | None = None
@@ -265,6 +266,7 @@ class PullMachine:
         self.asking = False
         self.answered = True
         self.assigned = frozenset(c for c in assigned if 0 <= c < self.num_chunks)
+        self.empty_answers = 0 if self.assigned else self.empty_answers + 1
         self.replicas = replicas if replicas is None or len(replicas) == self.num_chunks else None
 
     def holders_asked(self) -> None:
@@ -338,14 +340,15 @@ class PullMachine:
 
     def _coordinate(self, now: float, rate: float) -> list[Action]:
         """Ask the coordinator every ``coordinate_every``, and at once when this host's
-        assignments ran out (HTTP would idle), at most every ``ASK_AGAIN_IDLE``."""
+        assignments ran out (HTTP would idle), at most every ``ASK_AGAIN_IDLE``; after
+        answers that assigned nothing, twice as long each time up to the period: every
+        chunk new to the fleet is someone's, and a fleet asking four times a second for
+        none was most of a coordinator's load."""
         r = self.rules
         if not r.coordinated or self.asking:
             return []
-        idle = (
-            not (self.assigned - self.have - self.inflight)
-            and now - self.last_ask >= ASK_AGAIN_IDLE
-        )
+        wait = min(r.coordinate_every, ASK_AGAIN_IDLE * 2**self.empty_answers)
+        idle = not (self.assigned - self.have - self.inflight) and now - self.last_ask >= wait
         if not (idle or now - self.last_ask >= r.coordinate_every):
             return []
         self.last_ask, self.asking = now, True

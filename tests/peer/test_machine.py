@@ -69,8 +69,8 @@ def test_without_a_coordinator_http_starts_at_once() -> None:
 @pytest.mark.parametrize(
     ("assigned", "after", "asks"),
     [
-        (frozenset(), 0.2, False),  # ran out, but asked 0.2 s ago
-        (frozenset(), 0.3, True),  # ran out: ask again at once
+        (frozenset(), 0.3, False),  # assigned nothing: the next ask waits 0.5 s
+        (frozenset(), 0.55, True),
         (frozenset({5}), 1.0, False),  # one left to fetch: the period holds
         (frozenset({5}), 2.1, True),  # the period is over
     ],
@@ -82,6 +82,24 @@ def test_asks_again_when_its_assignments_ran_out_or_the_period_ends(
     m.step(T0)
     m.coordinated(assigned, [0] * N)
     assert bool(of(AskCoordinator, m.step(T0 + after))) is asks
+
+
+def test_answers_that_assign_nothing_space_out_the_quick_asks() -> None:
+    """Every chunk new to the fleet is someone's: asking again at once after an empty
+    answer finds none either. The wait doubles up to the period; an answer with
+    assignments resets it."""
+    m = machine()
+    asked = []
+    for step in range(1, 121):  # 6 s in 50 ms rounds, every answer empty
+        now = T0 + step * 0.05
+        if of(AskCoordinator, m.step(now)):
+            asked.append(round(now - T0, 2))
+            m.coordinated(frozenset(), [1] * N)
+    gaps = [round(b - a, 2) for a, b in zip([0.0, *asked], asked, strict=False)]
+    assert gaps[:4] == [0.05, 0.5, 1.0, 2.0] and max(gaps) <= 2.05  # 0.25 x 2^k, up to 2 s
+    m.coordinated(frozenset({3}), [0] * N)  # an answer with work: quick again once it is done
+    m.verified(3)
+    assert of(AskCoordinator, m.step(T0 + 6.3))
 
 
 def test_an_answer_outside_the_model_or_of_another_length_is_not_used() -> None:
