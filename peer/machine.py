@@ -103,7 +103,7 @@ class Writeback:
 
 @dataclass(frozen=True, slots=True)
 class SaveResume:
-    pass
+    """Ask libtorrent for resume data (written beside the journal in staging)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -202,7 +202,7 @@ class FluidFleet:
         for f in live:
             limit = f.left / dt
             if f.after is not None and f.after.left > 0:  # behind a fill: its pace at most
-                limit = min(limit, max(0.0, f.left - f.after.left) / dt + self._fill_rate(f))
+                limit = min(limit, max(0.0, f.left - f.after.left) / dt + self._fill_pace())
             cap[f] = limit
             rate[f] = min(up_share[f.src], down_share[f.dst], limit)
         passes: list[tuple[dict[int, list[_Flow]], dict[int, float], Any, Any]] = [
@@ -234,11 +234,8 @@ class FluidFleet:
             self.uploads[f.src] -= 1
         return finished
 
-    def _fill_rate(self, f: _Flow) -> float:
-        """How fast the fill ``f`` streams behind went, as of the last step (its share)."""
-        fill = f.after
-        if fill is None:
-            return 0.0
+    def _fill_pace(self) -> float:
+        """How fast a fill goes: the origin's upload shared by all it sends."""
         return self.origin_up / max(1, self.uploads.get(ORIGIN, 1))
 
     def _up(self, node: int) -> float:
