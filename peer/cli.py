@@ -456,11 +456,18 @@ def agent(
     min_free: Annotated[
         str | None, typer.Option(help="Free disk space to leave, e.g. 10G [1G].")
     ] = None,
+    mirror: Annotated[
+        str | None,
+        typer.Option(
+            help="Registry mirror (OCI, ollama) address, loopback, or off [127.0.0.1:8474]."
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([agent] table).")] = None,
 ) -> None:
     """The host's daemon: seeds the store, runs pulls, keeps the disk budget and caps.
 
-    Its local API answers on 127.0.0.1 (bearer token in agent.token beside the store)."""
+    Its local API answers on 127.0.0.1 (bearer token in agent.token beside the store), its
+    registry mirror on 127.0.0.1:8474 (ollama, skopeo, containerd pull through it)."""
     import asyncio
 
     from peer.agent.auth import agent_token
@@ -484,6 +491,7 @@ def agent(
         schedule=tuple(schedule) if schedule else None,
         max_store_size=max_store_size,
         min_free=min_free,
+        mirror=mirror,
     )
     store = Store(store_dir(models_dir)).open()
     daemon_logging()

@@ -38,3 +38,12 @@ class PullMetrics:
             registry=r,
         )
         self.upload = Counter("shoal_upload_bytes", "Payload bytes sent to peers", registry=r)
+        self.mirror_requests = Counter(
+            "shoal_mirror_requests",
+            "Registry mirror requests, by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.mirror_bytes = Counter(
+            "shoal_mirror_bytes", "Blob bytes the registry mirror sent to local clients", registry=r
+        )

@@ -181,7 +181,16 @@ class Demo:
                 h.name,
                 [
                     *(sh, "agent", "--models-dir", str(h.models), "--api-port", str(api)),
-                    *("--host", "127.0.0.1", "--no-lsd", "--min-free", "0", *fleet),
+                    *(
+                        "--host",
+                        "127.0.0.1",
+                        "--no-lsd",
+                        "--mirror",
+                        "off",
+                        "--min-free",
+                        "0",
+                        *fleet,
+                    ),
                 ],
                 port=api,
             )

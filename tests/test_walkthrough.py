@@ -1,13 +1,16 @@
 """The README's "Run a fleet" walkthrough, run as written (scripts/walkthrough.sh):
 tokens, a coordinator, a published model, an origin, an edge, two agents and a pull on
-each, on 127.0.0.1 with the default ports."""
+each, their registry mirrors, on 127.0.0.1 with the default ports."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
+from peer.mirror.oci import artifact_manifest
 from peer.store import Store
+from shoal.digest import Digest
 from shoal.ref import ModelRef
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +35,9 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
         assert manifest is not None, host
         entry = next(f for f in manifest.files if f.path.value == "weights.bin")
         assert store.blob_path(entry.sha256).read_bytes() == weights
+    # step 8: each agent's registry mirror serves the model, under one digest
+    digests = re.findall(r"^(sha256:[0-9a-f]{64})$", r.stdout, re.M)
+    assert digests == [str(Digest.of(artifact_manifest(manifest)))] * 2, r.stdout
     # everything it started was stopped: no process is left working in its directory
     left = []
     for proc in Path("/proc").glob("[0-9]*"):

@@ -48,6 +48,7 @@ class PullJob:
     state: str = "running"  # running, done, failed
     error: str | None = None
     resumable: bool = True  # a failure that pulling again would resume from
+    status: int = 500  # a failure's HTTP status, by the error tree's table
     result: dict[str, object] | None = None
     progress: dict[str, Any] = field(default_factory=dict)
 
@@ -293,7 +294,7 @@ class Agent:
             try:
                 result = await pull(opts, progress, self.metrics)
             except ShoalError as exc:
-                job.state, job.error = "failed", exc.message
+                job.state, job.error, job.status = "failed", exc.message, exc.http_status
                 job.resumable = not isinstance(exc, BadInput | NotFound | AuthError)
                 if exc.hint:
                     job.error += f" ({exc.hint})"
@@ -331,6 +332,17 @@ class Agent:
         task = self._running.get(job.id)
         if task is not None and timeout > 0:
             await asyncio.wait({task}, timeout=timeout)
+
+    async def pulled(self, ref: ModelRef) -> None:
+        """Start or join the pull of ``ref`` and return once it is in the store; a failed
+        pull raises a ``ShoalError`` with its message and HTTP status."""
+        job = self.start_pull(ref)
+        while job.state == "running" and job.id in self._running:
+            await self.ended(job, 60.0)
+        if job.state == "failed":
+            exc = ShoalError(job.error or f"the pull of {ref} failed")
+            exc.http_status = job.status
+            raise exc
 
     def _pending(self) -> list[ModelRef]:
         try:

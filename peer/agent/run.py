@@ -4,13 +4,18 @@ learn and apply caps until cancelled; ``agent.json`` names the API while it serv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import socket
+from collections.abc import Iterator
+
+import uvicorn
 
 from peer.agent.api import create_app
 from peer.agent.client import AGENT_FILE
 from peer.agent.daemon import Agent
+from peer.mirror.app import Mirror
 from shoal.coordinator_client import CoordinatorClient, check_token
 from shoal.errors import LocalError
 from shoal.fsutil import atomic_write
@@ -20,8 +25,6 @@ log = logging.getLogger("shoal.agent")
 
 async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
     """Seed and serve the API until cancelled (SIGTERM/SIGINT end the CLI's event loop)."""
-    import uvicorn
-
     if agent.settings.coordinator:  # a refused token stops the agent here, with the reason
         with CoordinatorClient(agent.settings.coordinator, agent.settings.token) as client:
             await asyncio.to_thread(check_token, client)
@@ -32,6 +35,7 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
             f"cannot serve the agent API on {api_host}:{agent.settings.api_port}: {exc.strerror}",
             "is another agent running on this host? give this one another --api-port",
         ) from None
+    mirror_sock = _mirror_socket(agent)
     agent.start()
     reporter = asyncio.ensure_future(agent.report_forever())
     learner = asyncio.ensure_future(agent.learn_forever())
@@ -44,8 +48,14 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
     )
     server = uvicorn.Server(config)
     marker = agent.store.root / AGENT_FILE
+    mirroring = None
     try:
         serving = asyncio.ensure_future(server.serve(sockets=[sock]))
+        if mirror_sock is not None:
+            mirror = Mirror(agent.store, agent.pulled, agent.settings.mirror_readers, agent.metrics)
+            quiet = uvicorn.Config(mirror, log_level="warning", lifespan="off", proxy_headers=False)
+            mirroring = asyncio.ensure_future(_Quiet(quiet).serve(sockets=[mirror_sock]))
+            log.info("registry mirror on %s:%d", *mirror_sock.getsockname()[:2])
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)
         if server.started:  # the CLI delegates pulls of this store to this agent
@@ -53,9 +63,35 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
             atomic_write(marker, json.dumps({"api": f"http://{api_host}:{port}"}).encode())
         await serving
     finally:
+        if mirroring is not None:
+            mirroring.cancel()
         marker.unlink(missing_ok=True)
         reporter.cancel()
         learner.cancel()
         capper.cancel()
         agent.close()
         await asyncio.sleep(0)
+
+
+class _Quiet(uvicorn.Server):
+    """A second server in the process: the API's server owns the signals, and its end
+    cancels this one."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _mirror_socket(agent: Agent) -> socket.socket | None:
+    address = agent.settings.mirror_address()
+    if address is None:
+        return None
+    host, port = address
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise LocalError(
+            f"cannot serve the registry mirror on {host}:{port}: {exc.strerror}",
+            "is another agent running on this host? give this one another --mirror, or off",
+        ) from None

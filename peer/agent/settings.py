@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -38,6 +39,17 @@ class AgentSettings(ComponentSettings):
     min_free: str = "1G"  # free disk space to leave
     request_queue: int = Field(default=REQUEST_QUEUE, ge=2, le=2000)
     peers: int = Field(default=PEERS, ge=1, le=1000)
+    mirror: str = "127.0.0.1:8474"  # the registry mirror's address (loopback), or "off"
+    mirror_readers: int = Field(default=64, ge=1, le=10_000)  # blob reads at once
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror(cls, value: str) -> str:
+        _checked(mirror_address, value)
+        return value
+
+    def mirror_address(self) -> tuple[str, int] | None:
+        return mirror_address(self.mirror)
 
     @field_validator("max_rate", "upload_rate", "http_rate")
     @classmethod
@@ -67,6 +79,29 @@ class AgentSettings(ComponentSettings):
 
     def budget(self) -> Budget:
         return Budget(parse_rate(self.max_store_size), parse_rate(self.min_free))
+
+
+def mirror_address(value: str) -> tuple[str, int] | None:
+    """``HOST:PORT`` on loopback, or ``off`` (None). The mirror has no authentication yet,
+    so it answers this host only."""
+    if value == "off":
+        return None
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise BadInput(
+            f"invalid mirror address {value!r}", "give HOST:PORT, e.g. 127.0.0.1:8474, or off"
+        )
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        raise BadInput(
+            f"the mirror cannot listen on {host}: it has no authentication yet",
+            "give a loopback address (127.0.0.1:8474), or off",
+        )
+    return host, int(port)
 
 
 def _checked(parse: Callable[[Any], object], value: object) -> None:

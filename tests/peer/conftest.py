@@ -17,7 +17,7 @@ import pytest
 
 from peer.store import Store
 from seeder.publish import Published, PublishOptions, publish
-from seeder.sources import directory_source
+from seeder.sources import Source, directory_source
 from shoal.coordinator_client import CoordinatorClient
 from shoal.ref import ModelRef
 from shoal.testing import free_port, stop_processes, wait_listening, write_model_dir
@@ -63,8 +63,12 @@ class Fleet:
         return self.add_model_from(ref, src, web_seed)
 
     def add_model_from(self, ref: str, src: Path, web_seed: bool = False) -> Published:
+        return self.add_source(ref, directory_source(src), src, web_seed)
+
+    def add_source(self, ref: str, source: Source, src: Path, web_seed: bool = False) -> Published:
+        """Publish ``source`` as ``ref``; ``src`` holds its files by path, for checks."""
         pub = publish(
-            directory_source(src),
+            source,
             PublishOptions(
                 ref=ModelRef.parse(ref),
                 out=self.tmp / "pub" / ref.replace(":", "-"),

@@ -39,7 +39,7 @@ def agent(fleet: Fleet, tmp_path: Path) -> Iterator[tuple[str, str, int, Path]]:
     proc = subprocess.Popen(
         [
             *(str(SHOAL), "agent", "--models-dir", str(models), "--api-port", str(api)),
-            *("--host", "127.0.0.1", "--port", str(bt), "--no-lsd"),
+            *("--host", "127.0.0.1", "--port", str(bt), "--no-lsd", "--mirror", "off"),
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -121,7 +121,7 @@ def start_agent(models: Path, *args: str) -> tuple[subprocess.Popen[str], str, s
     proc = subprocess.Popen(
         [
             *(str(SHOAL), "agent", "--models-dir", str(models), "--api-port", str(api)),
-            *("--host", "127.0.0.1", "--no-lsd", *args),
+            *("--host", "127.0.0.1", "--no-lsd", "--mirror", "off", *args),
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -290,7 +290,10 @@ def test_restarted_agent_resumes_its_pull(tmp_path: Path, sig: signal.Signals) -
             time.sleep(0.2)
         job = httpx.get(f"{url}/v1/pulls/{jobs[0]['id']}", headers=auth).json()
         assert job["state"] == "done", job
-        assert int(job["result"]["chunks_resumed"]) >= held >= 10
+        # a SIGKILL may cut the writes libtorrent had queued: their records outran their
+        # bytes (peer/engine.py, on_piece), and those chunks are fetched again
+        lost = held - int(job["result"]["chunks_resumed"])
+        assert held >= 10 and lost <= (0 if sig == signal.SIGTERM else 4), (held, lost)
         fleet.check_held(store, "demo:v1")
     finally:
         for p in procs:
@@ -337,7 +340,7 @@ def test_a_second_agent_on_the_same_api_port_says_so(tmp_path: Path) -> None:
     first = subprocess.Popen(
         [
             *(str(SHOAL), "agent", "--models-dir", str(tmp_path / "a"), "--api-port", str(api)),
-            *("--host", "127.0.0.1", "--no-lsd"),
+            *("--host", "127.0.0.1", "--no-lsd", "--mirror", "off"),
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -347,7 +350,7 @@ def test_a_second_agent_on_the_same_api_port_says_so(tmp_path: Path) -> None:
         second = subprocess.run(
             [
                 *(str(SHOAL), "agent", "--models-dir", str(tmp_path / "b")),
-                *("--api-port", str(api), "--host", "127.0.0.1", "--no-lsd"),
+                *("--api-port", str(api), "--host", "127.0.0.1", "--no-lsd", "--mirror", "off"),
             ],
             capture_output=True,
             text=True,

@@ -65,6 +65,7 @@ def start_agent(models: Path, coordinator: str) -> subprocess.Popen[str]:
         [
             *(str(SHOAL), "agent", "--models-dir", str(models), "--api-port", str(api)),
             *("--host", "127.0.0.1", "--coordinator", coordinator, "--token", "fleet"),
+            *("--mirror", "off"),
         ],
         stderr=subprocess.PIPE,
         text=True,

@@ -29,7 +29,7 @@ def test_an_agent_with_a_refused_token_does_not_start(fleet: Fleet, tmp_path: Pa
     done = subprocess.run(
         [
             *(str(SHOAL), "agent", "--models-dir", str(tmp_path / "a")),
-            *("--api-port", str(free_port()), "--host", "127.0.0.1", "--no-lsd"),
+            *("--api-port", str(free_port()), "--host", "127.0.0.1", "--no-lsd", "--mirror", "off"),
             *("--coordinator", fleet.coord_url, "--token", "wrong"),
         ],
         capture_output=True,

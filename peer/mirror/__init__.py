@@ -1,0 +1,1 @@
+"""The registry mirror each agent answers on a port of its own."""

@@ -1,0 +1,225 @@
+"""The registry mirror as an ASGI app: the pull side of the OCI distribution API over the
+host's store, on a port of its own (``shoal agent --mirror``).
+
+A manifest asked for by tag that the store lacks starts the fleet pull of that model (or
+joins the one running) and is answered when the pull is done. A blob GET without a Range
+answers 307 at once to its data URL: ollama accepts only a 307 (or a 200 with
+``Location``) there, follows a redirect to the same host, and then reads the final URL
+with up to 16 Range GETs whose status it does not check, so the data URL answers a Range
+exactly (206, or 416) and a plain GET with 200, the body and ``Location`` pointing at
+itself. Errors are the spec's JSON bodies; bad input is a 4xx, never a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from peer.mirror import catalog, oci
+from peer.store import Store
+from shoal import ranges
+from shoal.errors import ShoalError
+from shoal.ref import ModelRef
+
+log = logging.getLogger("shoal.mirror")
+
+READ = 1 << 20  # bytes read from the store and sent at a time
+MAX_QUERY = 512
+Pull = Callable[[ModelRef], Awaitable[None]]  # start or join a fleet pull, until done
+
+_CODES = {404: "MANIFEST_UNKNOWN", 401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS"}
+
+
+@dataclass
+class Mirror:
+    store: Store
+    pull: Pull | None = None  # None: serve what the store holds, start no pull
+    max_readers: int = 64  # blob bodies sent at once; more are answered 429
+    metrics: Any = None  # peer.metrics.PullMetrics
+    readers: int = field(default=0, init=False)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        method = scope["method"]
+        label, status = "other", 500
+        try:
+            if method not in ("GET", "HEAD"):
+                raise oci.MirrorError(405, "UNSUPPORTED", f"{method} is not served: pull only")
+            r = oci.route(scope["path"])
+            label = type(r).__name__
+            host = oci.registry_host(_query(scope).get("ns"))
+            status = await self._answer(r, host, scope, receive, send)
+        except oci.MirrorError as exc:
+            status = exc.status
+            await _send(send, exc.status, _json_headers(len(exc.body())), exc.body(), method)
+        except ShoalError as exc:
+            status = exc.http_status
+            code = _CODES.get(status, "UNAVAILABLE" if status >= 500 else "DENIED")
+            body = oci.error_body(code, str(exc))
+            await _send(send, status, _json_headers(len(body)), body, method)
+        finally:
+            if self.metrics is not None:
+                self.metrics.mirror_requests.labels(label, str(status)).inc()
+
+    async def _answer(
+        self, r: oci.Route, host: str | None, scope: dict[str, Any], receive: Any, send: Any
+    ) -> int:
+        method = scope["method"]
+        if isinstance(r, oci.Base):
+            await _send(send, 200, _json_headers(2), b"{}", method)
+            return 200
+        if isinstance(r, oci.ManifestReq):
+            s = await self._manifest(r, host)
+            headers = [
+                (b"content-type", s.media_type.encode()),
+                (b"content-length", str(len(s.raw)).encode()),
+                (b"docker-content-digest", str(s.digest).encode()),
+                (b"etag", f'"{s.digest}"'.encode()),
+            ]
+            await _send(send, 200, headers, s.raw, method)
+            return 200
+        b = await asyncio.to_thread(catalog.blob, self.store, r.name, host, r.digest)
+        if b is None:
+            raise oci.MirrorError(404, "BLOB_UNKNOWN", f"blob {r.digest} is not in {r.name}")
+        common = [
+            (b"docker-content-digest", str(r.digest).encode()),
+            (b"accept-ranges", b"bytes"),
+            (b"etag", f'"{r.digest}"'.encode()),
+        ]
+        request_headers = _headers(scope)
+        wants_range = b"range" in request_headers
+        if method == "HEAD":
+            length = [(b"content-length", str(b.size).encode())]
+            await _send(send, 200, [*common, *length, _OCTET], b"", method)
+            return 200
+        if not r.data and not wants_range:
+            location = _raw_path(scope) + "/data"
+            if scope.get("query_string"):
+                location += "?" + scope["query_string"].decode("latin-1")
+            headers = [*common, (b"location", location.encode()), (b"content-length", b"0")]
+            await _send(send, 307, headers, b"", method)
+            return 307
+        span = ranges.select(
+            b.size,
+            _text(request_headers.get(b"range")),
+            _text(request_headers.get(b"if-range")),
+            f'"{r.digest}"',
+        )
+        headers = [*common, _OCTET, (b"content-length", str(span.length).encode())]
+        if span.content_range():
+            headers.append((b"content-range", span.content_range().encode()))  # type: ignore[union-attr]
+        if span.status == 200:
+            headers.append((b"location", _raw_path(scope).encode()))
+        if span.status == 416:
+            await _send(send, 416, headers, b"", method)
+            return 416
+        if self.readers >= self.max_readers:
+            raise oci.MirrorError(
+                429, "TOOMANYREQUESTS", f"{self.readers} blob reads in progress here; retry"
+            )
+        self.readers += 1
+        try:
+            await self._stream(b, span, headers, receive, send)
+        finally:
+            self.readers -= 1
+        return span.status
+
+    async def _manifest(self, r: oci.ManifestReq, host: str | None) -> catalog.Served:
+        if r.digest is not None:
+            found = await asyncio.to_thread(catalog.by_digest, self.store, r.name, host, r.digest)
+            if found is None:
+                raise oci.MirrorError(
+                    404, "MANIFEST_UNKNOWN", f"no manifest {r.digest} of {r.name} here"
+                )
+            return found
+        ref = r.ref(host)
+        found = await asyncio.to_thread(catalog.by_tag, self.store, ref)
+        if found is None and self.pull is not None:
+            log.info("mirror: %s is not here; pulling it", ref)
+            await self.pull(ref)
+            found = await asyncio.to_thread(catalog.by_tag, self.store, ref)
+        if found is None:
+            raise oci.MirrorError(404, "MANIFEST_UNKNOWN", f"no model {ref} here")
+        return found
+
+    async def _stream(
+        self,
+        b: catalog.Blob,
+        span: ranges.Span,
+        headers: list[tuple[bytes, bytes]],
+        receive: Any,
+        send: Any,
+    ) -> None:
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.ensure_future(watch())
+        await send({"type": "http.response.start", "status": span.status, "headers": headers})
+        try:
+            if b.path is None:
+                body = oci.EMPTY_CONFIG[span.start : span.end]
+                await send({"type": "http.response.body", "body": body})
+                return
+            with b.path.open("rb") as f:
+                f.seek(span.start)
+                left = span.length
+                while left > 0 and not gone.is_set():
+                    data = await asyncio.to_thread(f.read, min(READ, left))
+                    if not data:  # the store changed under the reader: the body is cut
+                        log.warning("mirror: %s ended early in the store", b.path)
+                        return
+                    left -= len(data)
+                    await send({"type": "http.response.body", "body": data, "more_body": left > 0})
+                    if self.metrics is not None:
+                        self.metrics.mirror_bytes.inc(len(data))
+        except OSError as exc:  # the head is sent: a cut body is all that can tell the client
+            log.warning("mirror: reading %s failed: %s", b.path, exc)
+        finally:
+            watcher.cancel()
+
+
+_OCTET = (b"content-type", b"application/octet-stream")
+
+
+def _json_headers(length: int) -> list[tuple[bytes, bytes]]:
+    return [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(length).encode()),
+        (b"docker-distribution-api-version", b"registry/2.0"),
+    ]
+
+
+async def _send(
+    send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes, method: str
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+def _raw_path(scope: dict[str, Any]) -> str:
+    raw = scope.get("raw_path")
+    return raw.decode("latin-1") if raw else str(scope["path"])
+
+
+def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
+    return {k.lower(): v for k, v in scope["headers"]}
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")
+
+
+def _query(scope: dict[str, Any]) -> dict[str, str]:
+    raw = scope.get("query_string", b"")
+    if len(raw) > MAX_QUERY:
+        raise oci.MirrorError(400, "UNSUPPORTED", f"query string longer than {MAX_QUERY} bytes")
+    return {k: v[0] for k, v in parse_qs(raw.decode("latin-1")).items()}

@@ -1,0 +1,235 @@
+"""Issue 29, item 2: the registry mirror every agent answers (peer/mirror/).
+
+A coordinator and an origin hold an ollama model (published from ollama's own store
+layout) and a model published from files. An agent with ``--mirror`` on a free port is
+asked through it by a client that does what ``ollama serve`` does, by Debian's skopeo,
+and by hand for the spec's answers and for bad input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from seeder.ollama import ollama_source
+from shoal.testing import (
+    blob_fixture,
+    free_port,
+    stop_processes,
+    wait_listening,
+    write_ollama_store,
+)
+from tests.conftest import SHOAL
+from tests.peer.conftest import MODEL, Fleet
+from tests.peer.mirror import ollama_client
+
+LAYERS = [
+    ("application/vnd.ollama.image.model", blob_fixture(3 * 1024 * 1024 + 777, seed=5)),
+    ("application/vnd.ollama.image.template", b"{{ .Prompt }}"),
+    ("application/vnd.ollama.image.params", b'{"stop":["<|end|>"]}'),
+]
+
+
+class Mirrored:
+    def __init__(self, fleet: Fleet, url: str, models: Path, ollama: Path) -> None:
+        self.fleet, self.url, self.models, self.ollama = fleet, url, models, ollama
+
+    @property
+    def manifest_bytes(self) -> bytes:
+        return (self.ollama / "manifests" / "registry.ollama.ai/library/tiny/1").read_bytes()
+
+
+@pytest.fixture
+def mirrored(tmp_path: Path) -> Iterator[Mirrored]:
+    ollama = tmp_path / "ollama-src"
+    write_ollama_store(ollama, "tiny:1", LAYERS)
+    fleet = Fleet(tmp_path)
+    fleet.add_source("tiny:1", ollama_source("tiny:1", ollama), ollama)
+    fleet.add_model("files:1", MODEL)
+    agent: subprocess.Popen[str] | None = None
+    try:
+        fleet.start_coordinator()
+        fleet.start_seed()
+        api, port = free_port(), free_port()
+        models = tmp_path / "host"
+        agent = subprocess.Popen(
+            [
+                *(str(SHOAL), "agent", "--models-dir", str(models), "--api-port", str(api)),
+                *("--host", "127.0.0.1", "--no-lsd", "--mirror", f"127.0.0.1:{port}"),
+                *("--coordinator", fleet.coord_url, "--token", "fleet"),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_listening(port, agent, "the agent's mirror")
+        yield Mirrored(fleet, f"http://127.0.0.1:{port}", models, ollama)
+    finally:
+        stop_processes([p for p in (agent, fleet.seed, fleet.coordinator) if p is not None])
+
+
+def test_an_ollama_client_pulls_a_fleet_model_through_the_mirror(
+    mirrored: Mirrored, tmp_path: Path
+) -> None:
+    """The model is not on the host: the manifest GET pulls it through the fleet; then
+    ollama's five steps end with ollama's layout, the manifest byte for byte."""
+    out = tmp_path / "ollama"
+    pulled = ollama_client.pull(mirrored.url, "library", "tiny", "1", out)
+    host = mirrored.url.removeprefix("http://")
+    stored = out / "manifests" / host / "library" / "tiny" / "1"
+    assert stored.read_bytes() == mirrored.manifest_bytes == pulled.manifest
+    doc = json.loads(pulled.manifest)
+    for layer in [doc["config"], *doc["layers"]]:
+        blob = out / "blobs" / layer["digest"].replace(":", "-")
+        src = mirrored.ollama / "blobs" / blob.name
+        assert blob.read_bytes() == src.read_bytes()
+        assert "sha256:" + hashlib.sha256(blob.read_bytes()).hexdigest() == layer["digest"]
+    assert len(pulled.stalls) >= 16  # the model layer was read in 16 ranges
+    assert max(pulled.stalls) < 30
+
+
+def test_spec_answers(mirrored: Mirrored) -> None:
+    base = mirrored.url
+    r = httpx.get(f"{base}/v2/")
+    assert r.status_code == 200 and r.headers["docker-distribution-api-version"] == "registry/2.0"
+    m = httpx.get(f"{base}/v2/library/tiny/manifests/1", timeout=120)
+    assert m.status_code == 200
+    digest = "sha256:" + hashlib.sha256(m.content).hexdigest()
+    assert m.headers["docker-content-digest"] == digest
+    assert m.headers["content-type"] == "application/vnd.docker.distribution.manifest.v2+json"
+    h = httpx.head(f"{base}/v2/library/tiny/manifests/{digest}")
+    assert h.status_code == 200 and int(h.headers["content-length"]) == len(m.content)
+    layer = json.loads(m.content)["layers"][0]
+    blob = f"{base}/v2/library/tiny/blobs/{layer['digest']}"
+    h = httpx.head(blob)
+    assert int(h.headers["content-length"]) == layer["size"]
+    assert h.headers["docker-content-digest"] == layer["digest"]
+    r = httpx.get(blob)
+    assert r.status_code == 307 and r.headers["location"].endswith(f"{layer['digest']}/data")
+    whole = httpx.get(blob, follow_redirects=True).content
+    assert hashlib.sha256(whole).hexdigest() == layer["digest"].removeprefix("sha256:")
+    r = httpx.get(blob, headers={"Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.content == whole[10:20]
+    assert r.headers["content-range"] == f"bytes 10-19/{len(whole)}"
+    r = httpx.get(blob + "/data", headers={"Range": f"bytes={len(whole)}-"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(whole)}"
+    r = httpx.get(blob + "/data", headers={"Range": "bytes=-5"})
+    assert r.status_code == 206 and r.content == whole[-5:]
+
+
+def test_a_model_from_files_is_an_oci_artifact_with_the_same_digest_everywhere(
+    mirrored: Mirrored,
+) -> None:
+    m = httpx.get(f"{mirrored.url}/v2/library/files/manifests/1", timeout=120)
+    assert m.status_code == 200, m.text
+    assert m.headers["content-type"] == "application/vnd.oci.image.manifest.v1+json"
+    doc = json.loads(m.content)
+    titles = {x["annotations"]["org.opencontainers.image.title"]: x for x in doc["layers"]}
+    assert set(titles) == set(MODEL)
+    for path, layer in titles.items():
+        got = httpx.get(
+            f"{mirrored.url}/v2/library/files/blobs/{layer['digest']}", follow_redirects=True
+        ).content
+        assert got == (mirrored.fleet.srcs["files:1"] / path).read_bytes()
+    config = httpx.get(
+        f"{mirrored.url}/v2/library/files/blobs/{doc['config']['digest']}", follow_redirects=True
+    )
+    assert config.content == b"{}"
+    # derived from the shoal manifest alone: what any host serves
+    from peer.mirror.oci import artifact_manifest
+
+    assert m.content == artifact_manifest(mirrored.fleet.pubs["files:1"].manifest)
+
+
+def skopeo_copy(url: str, name: str, out: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *("skopeo", "copy", "--src-tls-verify=false"),
+            f"docker://{url.removeprefix('http://')}/{name}",
+            f"dir:{out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+
+
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+def test_skopeo_copies_an_artifact_through_the_mirror(mirrored: Mirrored, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    done = skopeo_copy(mirrored.url, "library/files:1", out, tmp_path)
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((out / "manifest.json").read_bytes())
+    for layer in doc["layers"]:
+        path = layer["annotations"]["org.opencontainers.image.title"]
+        got = (out / layer["digest"].removeprefix("sha256:")).read_bytes()
+        assert got == (mirrored.fleet.srcs["files:1"] / path).read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+def test_skopeo_reads_an_ollama_manifest_but_will_not_copy_its_layers(
+    mirrored: Mirrored, tmp_path: Path
+) -> None:
+    """containers/image (skopeo 1.9) refuses a docker v2 manifest whose layers are not
+    image layers, from any registry: ollama's models are copied by ollama's protocol."""
+    port = mirrored.url.rsplit(":", 1)[1]
+    raw = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            f"docker://127.0.0.1:{port}/library/tiny:1",
+        ],
+        capture_output=True,
+        timeout=180,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert raw.returncode == 0 and raw.stdout == mirrored.manifest_bytes, raw.stderr
+    done = skopeo_copy(mirrored.url, "library/tiny:1", tmp_path / "copy", tmp_path)
+    assert done.returncode != 0
+    assert (
+        'unsupported docker v2s2 media type: \\"application/vnd.ollama.image.model' in done.stderr
+    )
+
+
+BAD = [
+    ("GET", "/v2/library/nothere/manifests/1", 404, "MANIFEST_UNKNOWN"),
+    ("GET", "/v2/library/tiny/manifests/sha256:" + "0" * 64, 404, "MANIFEST_UNKNOWN"),
+    ("GET", "/v2/library/tiny/blobs/sha256:" + "0" * 64, 404, "BLOB_UNKNOWN"),
+    ("HEAD", "/v2/library/tiny/blobs/sha256:" + "0" * 64, 404, None),
+    ("GET", "/v2/library/tiny/blobs/sha256:XYZ", 400, "DIGEST_INVALID"),
+    ("GET", "/v2/library/tiny/blobs/md5:abcd", 400, "DIGEST_INVALID"),
+    ("GET", "/v2/library/tiny/manifests/sha256:" + "0" * 63, 400, "DIGEST_INVALID"),
+    ("GET", "/v2/library/tiny/manifests/-bad", 400, "TAG_INVALID"),
+    ("GET", "/v2/library/tiny/manifests/" + "t" * 200, 400, "TAG_INVALID"),
+    ("GET", "/v2/Li..b/tiny/manifests/1", 400, "NAME_INVALID"),
+    ("GET", "/v2/library/%2e%2e/manifests/1", 400, "NAME_INVALID"),
+    ("GET", "/v2/../../etc/passwd/manifests/1", 400, "NAME_INVALID"),
+    ("GET", "/v2/a/b/c/manifests/1", 404, "NAME_UNKNOWN"),
+    ("GET", "/v2/library/tiny/tags/list", 404, "NAME_UNKNOWN"),
+    ("GET", "/etc/passwd", 404, "NAME_UNKNOWN"),
+    ("GET", "/v2/" + "a/" * 600 + "manifests/1", 400, "NAME_INVALID"),
+    ("GET", "/v2/library/tiny/manifests/1?ns=bad%20host", 400, "NAME_INVALID"),
+    ("PUT", "/v2/library/tiny/manifests/1", 405, "UNSUPPORTED"),
+    ("DELETE", "/v2/library/tiny/blobs/sha256:" + "0" * 64, 405, "UNSUPPORTED"),
+]
+
+
+def test_bad_input_is_a_4xx_with_the_specs_error_body(mirrored: Mirrored) -> None:
+    with httpx.Client(base_url=mirrored.url, timeout=60) as c:
+        for method, path, status, code in BAD:
+            r = c.request(method, path)
+            assert r.status_code == status, (method, path, r.status_code, r.text)
+            if code is not None:
+                assert r.json()["errors"][0]["code"] == code, (path, r.text)
+    files = {p.name for p in mirrored.models.rglob("*")}
+    assert "passwd" not in files
