@@ -76,6 +76,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoal.pull")
 RESUME_FILE = "resume.dat"
 JOURNAL_FILE = "verified.log"
+INGEST_POLL, INGEST_POLL_MAX = 0.25, 2.0  # seconds between looks at a pull-through
 
 
 @dataclass(frozen=True)
@@ -266,8 +267,8 @@ async def _resolve(
     if coord is not None:
         try:
             return await asyncio.to_thread(coord.resolve, ref), "coordinator"
-        except NotFound:
-            raise
+        except NotFound as missing:
+            return await _through_upstream(coord, ref, missing), "coordinator"
         except ShoalError as exc:
             problems.append(f"coordinator: {exc.message}")
     if ups is not None and configured:
@@ -303,6 +304,34 @@ async def _resolve(
         f"cannot resolve {ref} ({'; '.join(problems)})",
         "check that the coordinator or an edge is reachable",
     )
+
+
+async def _through_upstream(coord: CoordinatorClient, ref: ModelRef, missing: NotFound) -> Manifest:
+    """A model the registry lacks (``missing``), fetched from its upstream registry for
+    the whole fleet by an origin (seeder/ingest.py): ask for it, or join the fetch under
+    way, and wait. With no origin that fetches from its registry, ``missing`` stands."""
+    try:
+        answer = await asyncio.to_thread(coord.ask_ingest, ref)
+        wait = INGEST_POLL
+        while answer["state"] in ("pending", "running"):
+            await asyncio.sleep(wait)
+            wait = min(INGEST_POLL_MAX, wait * 2)
+            try:
+                answer = await asyncio.to_thread(coord.ingest, ref)
+            except NotFound:  # a restarted coordinator forgot it: ask again
+                answer = await asyncio.to_thread(coord.ask_ingest, ref)
+    except NotFound as exc:
+        hint = "; ".join(h for h in (missing.hint, str(exc)) if h)
+        raise NotFound(missing.message, hint) from None
+    if answer["state"] == "failed":
+        error = str(answer.get("error"))[:500]
+        if answer.get("missing"):
+            raise NotFound(f"{ref} is not in the registry, nor upstream: {error}")
+        raise RemoteError(
+            f"fetching {ref} from its upstream registry failed: {error}",
+            "what was fetched is kept; pull again to resume",
+        )
+    return await asyncio.to_thread(coord.resolve, ref)
 
 
 async def _manifest(digest: Digest, ups: Upstreams | None) -> Manifest:

@@ -40,27 +40,35 @@ class Blob:
 
 class Catalog:
     def __init__(self, models: list[Model]) -> None:
-        self.models = models
-        self._by_ref = {str(m.manifest.ref): m for m in models}
-        self._by_digest = {m.manifest.digest: m for m in models}
-        self._by_name = {m.meta.name: m for m in models}
+        self.models: list[Model] = []
+        self._by_ref: dict[str, Model] = {}
+        self._by_digest: dict[Digest, Model] = {}
+        self._by_name: dict[str, Model] = {}
         self._by_hash: dict[bytes, Model] = {}
         self._blobs: dict[Digest, Blob] = {}
         self._files: dict[tuple[str, str], Blob] = {}
         for m in models:
-            self._by_hash[m.manifest.info_hash_v1] = m
-            if m.manifest.info_hash_v2:
-                self._by_hash[m.manifest.info_hash_v2] = m
-                self._by_hash[m.manifest.info_hash_v2[:20]] = m
-            for f in m.manifest.files:
-                blob = Blob(m.blob_path(f), f.size, f.sha256, m.manifest.chunk_size, f.chunk_hashes)
-                self._blobs.setdefault(f.sha256, blob)
-                self._files[(m.meta.name, f.path.value)] = blob
+            self.add(m)
+
+    def add(self, m: Model) -> None:
+        """Serve ``m`` too (a model ingested while the origin runs): its tag now names it."""
+        self.models.append(m)
+        self._by_ref[str(m.manifest.ref)] = m
+        self._by_digest[m.manifest.digest] = m
+        self._by_name[m.meta.name] = m
+        self._by_hash[m.manifest.info_hash_v1] = m
+        if m.manifest.info_hash_v2:
+            self._by_hash[m.manifest.info_hash_v2] = m
+            self._by_hash[m.manifest.info_hash_v2[:20]] = m
+        for f in m.manifest.files:
+            blob = Blob(m.blob_path(f), f.size, f.sha256, m.manifest.chunk_size, f.chunk_hashes)
+            self._blobs.setdefault(f.sha256, blob)
+            self._files[(m.meta.name, f.path.value)] = blob
 
     @classmethod
     def load(cls, dirs: list[Path]) -> Catalog:
         """Load published directories; raises ``SourceError`` naming what is wrong."""
-        models = [_load_one(d) for d in dirs]
+        models = [load_model(d) for d in dirs]
         names: dict[str, Path] = {}
         for m in models:
             if m.meta.name in names and names[m.meta.name] != m.root:
@@ -92,7 +100,7 @@ class Catalog:
         return self._by_hash.get(info_hash)
 
 
-def _load_one(root: Path) -> Model:
+def load_model(root: Path) -> Model:
     try:
         raw = (root / MANIFEST_MSGPACK).read_bytes()
         torrents = sorted(root.glob("*.torrent"))

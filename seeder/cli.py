@@ -54,9 +54,28 @@ def seed(
     token: TokenOption = None,
     token_file: TokenFileOption = None,
     label: Annotated[list[str] | None, typer.Option(help="k=v label (repeatable).")] = None,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Registry to fetch models the fleet asks for: URL or HOST=URL (repeatable), "
+            "e.g. https://registry.ollama.ai."
+        ),
+    ] = None,
+    upstream_credentials: Annotated[
+        Path | None, typer.Option(help="File of 'HOST USER:PASSWORD' lines for upstreams.")
+    ] = None,
+    upstream_proxy: Annotated[
+        str | None, typer.Option(help="Proxy for upstream requests [$HTTPS_PROXY].")
+    ] = None,
+    ingest_dir: Annotated[
+        Path | None, typer.Option(help="Where models fetched from upstream are kept [ingested].")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([seed] table).")] = None,
 ) -> None:
-    """Serve published models over HTTP (Range, BEP 19 web seed) and seed them over BitTorrent."""
+    """Serve published models over HTTP (Range, BEP 19 web seed) and seed them over BitTorrent.
+
+    With --upstream, also fetch for the fleet, once, any model it asks for that is not
+    published: from that registry, verified, published and served like the rest."""
     import asyncio
 
     from seeder.origin_serve import OriginSettings, run
@@ -72,6 +91,10 @@ def seed(
         coordinator=coordinator,
         token=read_token(token, token_file),
         labels=parse_labels(label) if label else None,
+        upstream=tuple(upstream) if upstream else None,
+        upstream_credentials=upstream_credentials,
+        upstream_proxy=upstream_proxy,
+        ingest_dir=ingest_dir,
     )
     daemon_logging()
     asyncio.run(run(settings))

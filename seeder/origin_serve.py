@@ -5,18 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from seeder.catalog import Catalog
+from seeder.catalog import Catalog, load_model
 from seeder.httpserve import HttpServer
+from seeder.ingest import IngestSettings, Upstream, read_credentials, work_forever
 from seeder.lifecycle import register_forever, until_stopped
 from seeder.origin_http import Origin
 from seeder.torrent_seeder import Seeder, SeedSettings
-from shoal.coordinator_client import announce_url
+from shoal.coordinator_client import CoordinatorClient, announce_url
 from shoal.errors import BadInput, LocalError
 from shoal.settings import ComponentSettings
 
@@ -42,6 +44,24 @@ class OriginSettings(ComponentSettings):
     token: str | None = None  # a host (or fleet) token for the coordinator
     labels: dict[str, str] = Field(default_factory=dict)
     capacity: int = Field(default=0, ge=0)  # bytes/s, advertised to the coordinator
+    # pull-through: registries this origin fetches models from for the fleet
+    # ("URL" or "HOST=URL"), what it fetched kept under ingest_dir (seeder/ingest.py)
+    upstream: tuple[str, ...] = ()
+    upstream_credentials: Path | None = None  # "HOST USER:PASSWORD" lines
+    upstream_proxy: str | None = None
+    ingest_dir: Path = Path("ingested")
+
+    def ingest_settings(self) -> IngestSettings | None:
+        if not self.upstream:
+            return None
+        return IngestSettings(
+            upstreams=tuple(Upstream.parse(u) for u in self.upstream),
+            work=self.ingest_dir,
+            credentials=read_credentials(self.upstream_credentials)
+            if self.upstream_credentials
+            else {},
+            proxy=self.upstream_proxy,
+        )
 
 
 def public_url(host: str, port: int, explicit: str | None = None) -> str:
@@ -54,12 +74,19 @@ def public_url(host: str, port: int, explicit: str | None = None) -> str:
 
 async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> None:
     """Serve until cancelled or SIGTERM/SIGINT."""
-    if not settings.dirs:
+    ingesting = settings.ingest_settings()
+    if ingesting is not None and not (settings.coordinator and settings.token):
+        raise BadInput(
+            "--upstream needs --coordinator and an edge token",
+            "the coordinator queues what the fleet asks this origin to fetch",
+        )
+    ingested = sorted((settings.ingest_dir / "published").glob("*")) if ingesting else []
+    if not settings.dirs and ingesting is None:
         raise BadInput(
             "no published model directories to serve",
-            "give DIR arguments, or 'dirs' in the [seed] table of --config",
+            "give DIR arguments, 'dirs' in the [seed] table of --config, or --upstream",
         )
-    catalog = Catalog.load(list(settings.dirs))
+    catalog = Catalog.load([*settings.dirs, *(d for d in ingested if not d.name.startswith("."))])
     seeder: Seeder | None = None
     bt = Seeder(
         catalog,
@@ -106,10 +133,35 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
     )
     if settings.coordinator and not settings.token:
         log.warning("not listed with the coordinator: listing takes an edge token (--token-file)")
+
+    def serve(root: Path) -> None:
+        model = load_model(root)
+        catalog.add(model)
+        if seeder:
+            seeder.add(model)
+
+    background = registration
+    if ingesting is not None and registration is not None:
+        assert settings.coordinator
+        client = CoordinatorClient(settings.coordinator, settings.token)
+        background = _both(registration, work_forever(client, ingesting, catalog, serve))
+        log.info("fetching from upstream for the fleet: %s", ", ".join(settings.upstream))
     try:
-        await until_stopped(registration, ready)
+        await until_stopped(background, ready)
     finally:
         await server.close()
         if seeder:
             seeder.close()
         log.info("origin stopped")
+
+
+async def _both(a: Coroutine[Any, Any, None], b: Coroutine[Any, Any, None]) -> None:
+    """Run both until either ends (its failure ends the other too)."""
+    tasks = [asyncio.ensure_future(a), asyncio.ensure_future(b)]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            t.result()
+    finally:
+        for t in tasks:
+            t.cancel()

@@ -14,7 +14,7 @@ from typing import Any
 
 import libtorrent as lt
 
-from seeder.catalog import Catalog
+from seeder.catalog import Catalog, Model
 
 log = logging.getLogger("shoal.seed")
 
@@ -58,22 +58,26 @@ class Seeder:
             }
         )
         for model in self.catalog.models:
-            ti = lt.torrent_info(model.torrent)
-            blobs = {f.path: model.blob_path(f).resolve() for f in model.manifest.files}
-            renamed = {
-                index: str(blobs[path])
-                for index, (path, _) in zip(model.meta.file_indices, model.meta.files, strict=True)
-            }
-            params = lt.add_torrent_params()
-            params.ti = ti
-            params.save_path = str(model.root.resolve())
-            params.renamed_files = renamed
-            params.trackers = list(s.trackers)  # libtorrent adds the torrent's own
-            params.flags |= lt.torrent_flags.seed_mode
-            params.flags &= ~lt.torrent_flags.auto_managed
-            params.flags &= ~lt.torrent_flags.paused
-            self.handles[model.meta.name] = self.session.add_torrent(params)
+            self.add(model)
         log.info("seeding %d torrents on port %d", len(self.handles), self.listen_port)
+
+    def add(self, model: Model) -> None:
+        """Seed ``model`` from its blobs (in seed mode: publishing hashed every byte)."""
+        ti = lt.torrent_info(model.torrent)
+        blobs = {f.path: model.blob_path(f).resolve() for f in model.manifest.files}
+        renamed = {
+            index: str(blobs[path])
+            for index, (path, _) in zip(model.meta.file_indices, model.meta.files, strict=True)
+        }
+        params = lt.add_torrent_params()
+        params.ti = ti
+        params.save_path = str(model.root.resolve())
+        params.renamed_files = renamed
+        params.trackers = list(self.settings.trackers)  # libtorrent adds the torrent's own
+        params.flags |= lt.torrent_flags.seed_mode
+        params.flags &= ~lt.torrent_flags.auto_managed
+        params.flags &= ~lt.torrent_flags.paused
+        self.handles[model.meta.name] = self.session.add_torrent(params)
 
     @property
     def listen_port(self) -> int:

@@ -219,6 +219,36 @@ class CoordinatorClient:
     def delete(self, ref: ModelRef) -> None:
         self._call("DELETE", f"/v1/models/{ref}")
 
+    # pull-through (tracker/ingest_api.py)
+
+    def ask_ingest(self, ref: ModelRef) -> dict[str, Any]:
+        """Ask the fleet to fetch ``ref`` from its upstream registry (host token)."""
+        return self._ingest("POST", "/v1/ingests", {"ref": str(ref)})
+
+    def ingest(self, ref: ModelRef) -> dict[str, Any]:
+        return self._ingest("GET", f"/v1/ingests/{ref}", None)
+
+    def claim_ingest(self, hosts: list[str], wait: float) -> dict[str, Any] | None:
+        """The next ingest for an origin fetching from ``hosts`` (edge token), or None."""
+        raw = self._raw(
+            "POST",
+            "/v1/ingests/claim",
+            _RESPONSE_LIMITS.max_body,
+            content=wire.pack({"hosts": hosts, "wait": wait}),
+            headers={"Content-Type": wire.MSGPACK},
+            timeout=wait + 30,
+        )
+        return _ingest_answer(wire.unpack(raw, _RESPONSE_LIMITS), self.base_url) if raw else None
+
+    def update_ingest(self, ref: ModelRef, body: dict[str, Any]) -> dict[str, Any]:
+        return self._ingest("PUT", f"/v1/ingests/{ref}", body)
+
+    def _ingest(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if body is not None:
+            kwargs = {"content": wire.pack(body), "headers": {"Content-Type": wire.MSGPACK}}
+        return _ingest_answer(self._call(method, path, **kwargs), self.base_url)
+
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         return wire.unpack(
             self._raw(method, path, _RESPONSE_LIMITS.max_body, **kwargs), _RESPONSE_LIMITS
@@ -243,6 +273,17 @@ class CoordinatorClient:
         if resp.status_code < 300:
             return body
         raise _error(resp.status_code, body, self.base_url)
+
+
+def _ingest_answer(answer: object, where: str) -> dict[str, Any]:
+    if not isinstance(answer, dict) or answer.get("state") not in (
+        "pending",
+        "running",
+        "done",
+        "failed",
+    ):
+        raise RemoteError(f"coordinator {where} sent a malformed ingest answer")
+    return answer
 
 
 def _error(status: int, body: bytes, where: str) -> Exception:

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from shoal import __version__
-from tracker import bt_http, errors, fleet_api, registry_api
+from tracker import bt_http, errors, fleet_api, ingest_api, registry_api
 from tracker.announce import normalize_ip
 from tracker.auth import load_auth
 from tracker.instances import Instances
@@ -123,6 +123,7 @@ def _api(coordinator: Coordinator, stores: StoreFactory, clock: Callable[[], flo
     errors.install(app)
     app.include_router(registry_api.router)
     app.include_router(fleet_api.router)
+    app.include_router(ingest_api.router)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -16,6 +16,7 @@ from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
 from shoal.ref import ModelRef
 from shoal.torrent import MAX_TORRENT_BYTES, Torrent
 from tracker.respond import read_body, respond, state_of, wants_json
+from tracker.state import CoordinatorState
 from tracker.stores.base import Registry
 
 router = APIRouter(prefix="/v1")
@@ -62,29 +63,38 @@ async def publish(request: Request, authorization: Auth = None) -> Response:
     body = wire.unpack(await read_body(request, PUBLISH_LIMITS.max_body), PUBLISH_LIMITS)
     if not isinstance(body, dict):
         raise BadInput("publish body must be a map with manifest, torrent and ref")
-    manifest_bytes, torrent_bytes = body.get("manifest"), body.get("torrent")
-    if not isinstance(manifest_bytes, bytes) or not isinstance(torrent_bytes, bytes):
-        raise BadInput("publish body needs binary 'manifest' and 'torrent'")
-    manifest = Manifest.load(manifest_bytes)
-    Torrent.load(torrent_bytes).check_matches(manifest)
+    manifest, torrent_bytes = model_of(body)
     raw_ref = body.get("ref")
     if raw_ref is not None and not isinstance(raw_ref, str):
         raise BadInput("'ref' must be text")
     ref = ModelRef.parse(raw_ref) if raw_ref else manifest.ref
-    await _check_consistent(state.registry, manifest, torrent_bytes)
-    moved = await state.registry.put(ref, manifest, torrent_bytes, state.clock())
+    return respond(request, await register(state, ref, manifest, torrent_bytes), 201)
+
+
+def model_of(body: dict[Any, Any]) -> tuple[Manifest, bytes]:
+    """The manifest and torrent of a body, checked against each other."""
+    manifest_bytes, torrent_bytes = body.get("manifest"), body.get("torrent")
+    if not isinstance(manifest_bytes, bytes) or not isinstance(torrent_bytes, bytes):
+        raise BadInput("the body needs binary 'manifest' and 'torrent'")
+    manifest = Manifest.load(manifest_bytes)
+    Torrent.load(torrent_bytes).check_matches(manifest)
+    return manifest, torrent_bytes
+
+
+async def register(
+    state: CoordinatorState, ref: ModelRef, manifest: Manifest, torrent: bytes
+) -> dict[str, object]:
+    """Point ``ref`` at ``manifest`` (with its torrent), if it agrees with what is held."""
+    await _check_consistent(state.registry, manifest, torrent)
+    moved = await state.registry.put(ref, manifest, torrent, state.clock())
     state.metrics.registry_ops.labels("publish").inc()
-    return respond(
-        request,
-        {
-            "ref": str(ref),
-            "digest": str(manifest.digest),
-            "moved": moved,
-            "info_hash_v1": manifest.info_hash_v1.hex(),
-            "info_hash_v2": manifest.info_hash_v2.hex() if manifest.info_hash_v2 else None,
-        },
-        201,
-    )
+    return {
+        "ref": str(ref),
+        "digest": str(manifest.digest),
+        "moved": moved,
+        "info_hash_v1": manifest.info_hash_v1.hex(),
+        "info_hash_v2": manifest.info_hash_v2.hex() if manifest.info_hash_v2 else None,
+    }
 
 
 async def _check_consistent(registry: Registry, manifest: Manifest, torrent: bytes) -> None:

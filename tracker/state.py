@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tracker.auth import Auth
+from tracker.ingest import Ingests
 from tracker.instances import Instances
 from tracker.metrics import Metrics
 from tracker.ratelimit import RateLimiter
@@ -27,3 +28,4 @@ class CoordinatorState:
     trusted_proxies: frozenset[str] = frozenset()
     chunk_counts: dict[str, int] = field(default_factory=dict)  # manifest digest -> chunks
     instances: Instances = field(default_factory=lambda: Instances(16, 90.0))
+    ingests: Ingests = field(default_factory=Ingests)  # pull-through, one process's own

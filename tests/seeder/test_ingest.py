@@ -1,0 +1,188 @@
+"""Issue 29, item 1: pull-through. A model the fleet has never seen is fetched from its
+upstream registry once, by the origin (``shoal seed --upstream``), and reaches every host
+through the fleet; each host's own client asks its agent's registry mirror.
+
+The upstream is Debian's docker-registry holding an ollama-format model pushed through
+the registry API; the clients do what ``ollama serve``'s downloader does
+(tests/peer/mirror/ollama_client.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shoal.coordinator_client import CoordinatorClient
+from shoal.ref import ModelRef
+from shoal.testing import blob_fixture, free_port, stop_processes, wait_listening
+from tests.conftest import SHOAL
+from tests.peer.conftest import Fleet
+from tests.peer.mirror import ollama_client
+from tests.seeder.upstream import UpstreamRegistry, available
+
+pytestmark = pytest.mark.skipif(not available(), reason="docker-registry is not installed")
+
+LAYERS = [
+    ("application/vnd.ollama.image.model", blob_fixture(20 * 1024 * 1024 + 4321, seed=11)),
+    ("application/vnd.ollama.image.template", b"{{ .System }} {{ .Prompt }}"),
+    ("application/vnd.ollama.image.license", b"MIT, of course"),
+]
+CONFIG = b'{"model_format":"gguf","model_family":"llama","rootfs":{"type":"layers"}}'
+
+
+class PullThrough:
+    def __init__(self, tmp: Path, upstream: UpstreamRegistry, fleet: Fleet) -> None:
+        self.tmp, self.upstream, self.fleet = tmp, upstream, fleet
+        self.procs: list[subprocess.Popen[str]] = []
+        self.mirrors: list[str] = []
+        self.manifest = b""
+
+    def start_origin(self, *extra: str) -> None:
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                *(str(SHOAL), "seed", "--host", "127.0.0.1", "--port", str(port)),
+                *("--bt-listen", f"127.0.0.1:{free_port()}", "--no-bittorrent"),
+                *("--coordinator", self.fleet.coord_url, "--token", "edge"),
+                *("--upstream", f"registry.ollama.ai={self.upstream.url}"),
+                *("--ingest-dir", str(self.tmp / "ingest"), *extra),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(proc)
+        wait_listening(port, proc, "shoal seed --upstream")
+
+    def start_agents(self, n: int) -> None:
+        for i in range(n):
+            api, mirror = free_port(), free_port()
+            proc = subprocess.Popen(
+                [
+                    *(str(SHOAL), "agent", "--models-dir", str(self.tmp / f"host{i}")),
+                    *("--api-port", str(api), "--host", "127.0.0.1", "--no-lsd"),
+                    *("--mirror", f"127.0.0.1:{mirror}"),
+                    *("--coordinator", self.fleet.coord_url, "--token", "fleet"),
+                ],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            self.procs.append(proc)
+            wait_listening(mirror, proc, "the agent's mirror")
+            self.mirrors.append(f"http://127.0.0.1:{mirror}")
+
+
+@pytest.fixture
+def pull_through(tmp_path: Path) -> Iterator[PullThrough]:
+    upstream = UpstreamRegistry(tmp_path / "upstream")
+    upstream.start()
+    fleet = Fleet(tmp_path)
+    p = PullThrough(tmp_path, upstream, fleet)
+    try:
+        p.manifest = upstream.push("library/tiny", "1", LAYERS, CONFIG)
+        fleet.start_coordinator()
+        yield p
+    finally:
+        stop_processes([*p.procs, *(x for x in (fleet.coordinator,) if x is not None)])
+        upstream.stop()
+
+
+def test_three_hosts_pull_an_unseen_model_through_their_mirrors_fetched_upstream_once(
+    pull_through: PullThrough,
+) -> None:
+    p = pull_through
+    p.start_origin()
+    p.start_agents(3)
+    with ThreadPoolExecutor(3) as pool:
+        pulled = list(
+            pool.map(
+                lambda i: ollama_client.pull(
+                    p.mirrors[i], "library", "tiny", "1", p.tmp / f"ollama{i}"
+                ),
+                range(3),
+            )
+        )
+    doc = json.loads(p.manifest)
+    for i, got in enumerate(pulled):
+        assert got.manifest == p.manifest  # byte for byte: its digest holds
+        host = p.mirrors[i].removeprefix("http://")
+        assert (p.tmp / f"ollama{i}/manifests/{host}/library/tiny/1").read_bytes() == p.manifest
+        for (_, data), layer in zip(LAYERS, doc["layers"], strict=True):
+            blob = p.tmp / f"ollama{i}/blobs" / layer["digest"].replace(":", "-")
+            assert blob.read_bytes() == data
+    # the upstream sent each blob's bytes once in all, whatever number of ranges
+    for layer in [doc["config"], *doc["layers"]]:
+        _, sent = p.upstream.sent(f"/blobs/{layer['digest']}")
+        assert sent == layer["size"], (layer, sent)
+    # registered for the fleet: later pulls resolve it at the coordinator
+    with CoordinatorClient(p.fleet.coord_url) as c:
+        assert c.resolve(ModelRef.parse("tiny:1")).ref == ModelRef.parse("tiny:1")
+
+
+def test_a_tag_upstream_does_not_have_is_not_found(pull_through: PullThrough) -> None:
+    p = pull_through
+    p.start_origin()
+    p.start_agents(1)
+    r = httpx.get(f"{p.mirrors[0]}/v2/library/nothere/manifests/1", timeout=60)
+    assert r.status_code == 404, r.text
+    assert r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    assert "nothere" in r.json()["errors"][0]["message"]
+
+
+def test_without_an_origin_that_fetches_upstream_an_unknown_model_is_not_found(
+    pull_through: PullThrough, tmp_path: Path
+) -> None:
+    p = pull_through
+    done = subprocess.run(
+        [
+            *(str(SHOAL), "pull", "tiny:1", "--models-dir", str(tmp_path / "solo")),
+            *("--coordinator", p.fleet.coord_url, "--token", "fleet", "--host", "127.0.0.1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "not published here" in done.stderr and "--upstream" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_ingested_model_is_served_again_after_the_origin_restarts(
+    pull_through: PullThrough, tmp_path: Path
+) -> None:
+    p = pull_through
+    p.start_origin()
+    r = subprocess.run(
+        [
+            *(str(SHOAL), "pull", "tiny:1", "--models-dir", str(tmp_path / "a")),
+            *("--coordinator", p.fleet.coord_url, "--token", "fleet", "--host", "127.0.0.1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    stop_processes(p.procs)
+    p.procs.clear()
+    p.upstream.stop()  # the fleet holds it now: no upstream needed
+    p.start_origin()
+    time.sleep(0.5)
+    r = subprocess.run(
+        [
+            *(str(SHOAL), "pull", "tiny:1", "--models-dir", str(tmp_path / "b")),
+            *("--coordinator", p.fleet.coord_url, "--token", "fleet", "--host", "127.0.0.1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert r.returncode == 0, r.stderr
+    blob = tmp_path / "b" / "blobs" / f"sha256-{hashlib.sha256(LAYERS[0][1]).hexdigest()}"
+    assert blob.read_bytes() == LAYERS[0][1]
