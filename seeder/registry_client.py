@@ -165,7 +165,7 @@ class RegistryClient:
             list(
                 pool.map(
                     lambda s: self._range(
-                        name, url, partial, s, min(size, s + span), done[s], note, progress
+                        name, url, partial, s, min(size, s + span), done, note, progress
                     ),
                     starts,
                 )
@@ -194,16 +194,17 @@ class RegistryClient:
         partial: Path,
         start: int,
         end: int,
-        already: int,
+        done: dict[int, int],
         note: Callable[[int, int], None],
         progress: Callable[[int], None] | None,
     ) -> None:
-        count, wait = already, self.retry.first_wait
+        wait = self.retry.first_wait
         for attempt in range(self.retry.attempts + 1):
+            count = done[start]  # what is recorded: flushed to disk before it was
             if start + count >= end:
                 return
             try:
-                count = self._read_range(name, url, partial, start, end, count, note, progress)
+                self._read_range(name, url, partial, start, end, count, note, progress)
                 return
             except (httpx.TransportError, RemoteError) as exc:
                 if isinstance(exc, RemoteError) and exc.http_status < 500:
@@ -273,16 +274,28 @@ class RegistryClient:
     # requests and authentication
 
     def _get(self, name: str, url: str, headers: dict[str, str]) -> httpx.Response:
-        try:
-            r = self.http.get(url, headers={**headers, **self._auth_header(name)})
-            if r.status_code == 401:
-                self._authenticate(name, r.headers.get("www-authenticate", ""))
+        """GET ``url``, authenticating when asked to; an unreachable registry or a 5xx is
+        tried again as a range is (``RetryPolicy``)."""
+        wait = self.retry.first_wait
+        for attempt in range(self.retry.attempts + 1):
+            try:
                 r = self.http.get(url, headers={**headers, **self._auth_header(name)})
-        except httpx.TransportError as exc:
-            raise RemoteError(
-                f"cannot reach the upstream registry {self.base}: {exc}",
-                "check --upstream and the proxy setting",
-            ) from None
+                if r.status_code == 401:
+                    self._authenticate(name, r.headers.get("www-authenticate", ""))
+                    r = self.http.get(url, headers={**headers, **self._auth_header(name)})
+                if r.status_code < 500 or attempt == self.retry.attempts:
+                    break
+                problem = f"it answered {r.status_code}"
+            except httpx.TransportError as exc:
+                if attempt == self.retry.attempts:
+                    raise RemoteError(
+                        f"cannot reach the upstream registry {self.base}: {exc}",
+                        "check --upstream and the proxy setting",
+                    ) from None
+                problem = str(exc)
+            log.warning("upstream %s: %s; retrying", url, problem)
+            time.sleep(wait)
+            wait = min(self.retry.max_wait, wait * 2)
         if r.status_code == 401:
             raise AuthError(
                 f"{self.base} refused access to {name}", "check the upstream credentials"

@@ -21,12 +21,14 @@ import httpx
 import pytest
 
 from shoal.coordinator_client import CoordinatorClient
+from shoal.digest import Digest
+from shoal.errors import NotFound
 from shoal.ref import ModelRef
-from shoal.testing import blob_fixture, free_port, stop_processes, wait_listening
+from shoal.testing import ServerThread, blob_fixture, free_port, stop_processes, wait_listening
 from tests.conftest import SHOAL
 from tests.peer.conftest import Fleet
 from tests.peer.mirror import ollama_client
-from tests.seeder.upstream import UpstreamRegistry, available
+from tests.seeder.upstream import LyingRegistry, SlowProxy, UpstreamRegistry, available
 
 pytestmark = pytest.mark.skipif(not available(), reason="docker-registry is not installed")
 
@@ -186,3 +188,113 @@ def test_an_ingested_model_is_served_again_after_the_origin_restarts(
     assert r.returncode == 0, r.stderr
     blob = tmp_path / "b" / "blobs" / f"sha256-{hashlib.sha256(LAYERS[0][1]).hexdigest()}"
     assert blob.read_bytes() == LAYERS[0][1]
+
+
+def shoal_pull(fleet: Fleet, ref: str, models: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            *(str(SHOAL), "pull", ref, "--models-dir", str(models), "--host", "127.0.0.1"),
+            *("--coordinator", fleet.coord_url, "--token", "fleet"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def start_origin(fleet: Fleet, upstream_url: str, work: Path) -> subprocess.Popen[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            *(str(SHOAL), "seed", "--host", "127.0.0.1", "--port", str(port), "--no-bittorrent"),
+            *("--coordinator", fleet.coord_url, "--token", "edge"),
+            *("--upstream", f"registry.ollama.ai={upstream_url}", "--ingest-dir", str(work)),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_listening(port, proc, "shoal seed --upstream")
+    return proc
+
+
+LIES = [
+    ("badblob", "does not match its digest"),
+    ("moving", "moved upstream during the ingest"),
+    ("baddigest", "its bytes are sha256:"),
+]
+
+
+@pytest.mark.parametrize(("name", "says"), LIES)
+def test_an_upstream_that_lies_is_refused_and_nothing_is_published(
+    tmp_path: Path, name: str, says: str
+) -> None:
+    fleet = Fleet(tmp_path)
+    origin = None
+    try:
+        fleet.start_coordinator()
+        with ServerThread(LyingRegistry()) as liar:
+            origin = start_origin(fleet, liar.url, tmp_path / "ingest")
+            done = shoal_pull(fleet, f"{name}:1", tmp_path / "host")
+        assert done.returncode == 6, done.stderr
+        assert says in done.stderr and "Traceback" not in done.stderr, done.stderr
+        with CoordinatorClient(fleet.coord_url) as c, pytest.raises(NotFound):
+            c.resolve(ModelRef.parse(f"{name}:1"))
+        assert not list((tmp_path / "ingest" / "published").glob("*"))
+        for blob in (tmp_path / "ingest").rglob("sha256-*"):  # named only when it hashed so
+            if not blob.name.endswith((".partial", ".ranges")):
+                assert blob.name == Digest.of(blob.read_bytes()).filename
+        assert not (tmp_path / "host" / "blobs").exists() or not any(
+            (tmp_path / "host" / "blobs").iterdir()
+        )
+    finally:
+        stop_processes([p for p in (origin, fleet.coordinator) if p is not None])
+
+
+def test_an_ingest_cut_by_an_upstream_outage_resumes_when_it_returns(tmp_path: Path) -> None:
+    """The registry is killed while the origin fetches the model layer (each range slowed
+    to 4 MB/s by a relay) and started again 2 s later: the ingest goes on from what it had, and the
+    pull completes with the right bytes."""
+    layer = blob_fixture(96 * 1024 * 1024, seed=21)
+    upstream = UpstreamRegistry(tmp_path / "upstream")
+    upstream.start()
+    fleet = Fleet(tmp_path)
+    origin = None
+    try:
+        upstream.push("library/big", "1", [("application/vnd.ollama.image.model", layer)], CONFIG)
+        fleet.start_coordinator()
+        with SlowProxy(upstream.port, 4 << 20) as relay:
+            origin = start_origin(fleet, f"http://127.0.0.1:{relay.port}", tmp_path / "ingest")
+            with ThreadPoolExecutor(1) as pool:
+                pulling = pool.submit(shoal_pull, fleet, "big:1", tmp_path / "host")
+                partial = tmp_path / "ingest" / "ollama" / "blobs"
+                deadline = time.monotonic() + 60
+                while not any(
+                    p.stat().st_size and _fetched(p) > 12 << 20 for p in partial.glob("*.ranges")
+                ):
+                    assert time.monotonic() < deadline, "the ingest did not start"
+                    time.sleep(0.05)
+                upstream.kill()
+                recorded = sum(_fetched(p) for p in partial.glob("*.ranges"))
+                time.sleep(2)
+                restarted = upstream.log.stat().st_size
+                upstream.start()
+                done = pulling.result(timeout=180)
+        assert done.returncode == 0, done.stderr
+        digest = Digest.of(layer)
+        held = tmp_path / "host" / "blobs" / digest.filename
+        assert held.read_bytes() == layer
+        # resumed from what was recorded: after its restart the registry sent the rest of
+        # the ranges the outage cut, not the layer again
+        _, sent = upstream.sent(f"/blobs/{digest}", since=restarted)
+        assert recorded >= 12 << 20
+        assert 0 < sent <= len(layer) - recorded, (sent, recorded)
+    finally:
+        stop_processes([p for p in (origin, fleet.coordinator) if p is not None])
+        upstream.stop()
+
+
+def _fetched(record: Path) -> int:
+    try:
+        return sum(json.loads(record.read_text())["done"].values())
+    except (OSError, ValueError, KeyError):
+        return 0

@@ -4,11 +4,14 @@ ollama pushes them, and its access log read back (what it sent, per blob)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,11 +102,124 @@ class UpstreamRegistry:
             assert got.content == raw
             return raw
 
-    def sent(self, path_part: str) -> tuple[int, int]:
-        """GET requests whose path holds ``path_part``, and the body bytes they were sent."""
+    def sent(self, path_part: str, since: int = 0) -> tuple[int, int]:
+        """GET requests whose path holds ``path_part``, and the body bytes they were sent
+        (logged from byte ``since`` of the log on). The registry logs a request when it
+        has written its body, into socket buffers included; a killed one never."""
+        text = self.log.read_bytes()[since:].decode(errors="replace")
         count = total = 0
-        for method, path, _status, size in _ACCESS.findall(self.log.read_text(errors="replace")):
+        for method, path, _status, size in _ACCESS.findall(text):
             if method == "GET" and path_part in path:
                 count += 1
                 total += int(size)
         return count, total
+
+
+class LyingRegistry:
+    """A hand-written upstream that lies, as an ASGI app (for ``ServerThread``):
+
+    - ``library/badblob:1`` names a blob by the digest of bytes it never sends;
+    - ``library/moving:1`` is a different manifest at every GET (the tag moves);
+    - ``library/baddigest:1`` says a ``Docker-Content-Digest`` its bytes do not have.
+    """
+
+    def __init__(self) -> None:
+        self.real = blob(1 << 20, b"r")
+        self.fake = blob(1 << 20, b"f")
+        self.gets = 0
+
+    def manifest(self, layer: bytes, extra: str = "") -> bytes:
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": CONFIG_TYPE, "digest": str(Digest.of(b"{}")), "size": 2},
+            "layers": [
+                {
+                    "mediaType": "application/vnd.ollama.image.model",
+                    "digest": str(Digest.of(layer)),
+                    "size": len(layer),
+                    **({"annotations": {"n": extra}} if extra else {}),
+                }
+            ],
+        }
+        return json.dumps(doc).encode()
+
+    async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        path = str(scope["path"])
+        headers: list[tuple[bytes, bytes]] = []
+        status, body = 404, b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"no"}]}'
+        if path.endswith("/manifests/1"):
+            self.gets += 1
+            status = 200
+            if "/badblob/" in path:
+                body = self.manifest(self.real)
+            elif "/moving/" in path:
+                body = self.manifest(self.real, extra=str(self.gets))
+            elif "/baddigest/" in path:
+                body = self.manifest(self.real)
+                headers.append((b"docker-content-digest", str(Digest.of(b"other")).encode()))
+            else:
+                status, body = 404, body
+        elif "/blobs/" in path:
+            status = 200
+            digest = path.rsplit("/", 1)[1]
+            body = b"{}" if digest == str(Digest.of(b"{}")) else self.fake
+            if "/moving/" in path or "/baddigest/" in path:
+                body = b"{}" if digest == str(Digest.of(b"{}")) else self.real
+        headers += [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+
+def blob(size: int, fill: bytes) -> bytes:
+    return (fill * size)[:size]
+
+
+class SlowProxy:
+    """A TCP relay at ``rate`` bytes/s from the upstream to the client, in a thread: a
+    fetch over loopback lasts long enough to cut its upstream in the middle."""
+
+    def __init__(self, target_port: int, rate: int) -> None:
+        self.target_port, self.rate = target_port, rate
+        self.port = free_port()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> SlowProxy:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    async def _serve(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def _relay(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:  # a small receive buffer: what the upstream has sent is what was relayed
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.target_port))
+            ur, uw = await asyncio.open_connection(sock=sock)
+        except OSError:
+            w.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, slow: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+                    if slow:
+                        await asyncio.sleep(len(data) / self.rate)
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(r, uw, False), pipe(ur, w, True))
