@@ -59,6 +59,7 @@ from peer.progress import Progress, Snapshot
 from peer.scheduler import random_rank
 from peer.store import Store, StoreError
 from peer.throttle import Throttle
+from peer.watch import PullWatch
 from shoal import bitfield, wire
 from shoal.chunk_client import UpstreamError, Upstreams
 from shoal.coordinator_client import CoordinatorClient, announce_url, check_token
@@ -111,6 +112,7 @@ class PullOptions:
     # called with the manifest and the bytes it still needs before anything is fetched:
     # the agent evicts to fit its disk budget, or raises to refuse the pull
     make_room: Callable[[Manifest, int], None] | None = None
+    watch: PullWatch | None = None  # what local readers see of the pull, and want first
 
 
 @dataclass
@@ -437,6 +439,8 @@ class _Pull:
         new = self.machine.held(chunks)
         for i in new:
             self.held[self.pcs[i].entry.path.value] += self.lengths[i]
+            if self.opts.watch is not None:
+                self.opts.watch.chunk_verified(i)
         return len(new)
 
     def recover(self, d: Download) -> None:
@@ -454,6 +458,8 @@ class _Pull:
         source = self.machine.verified(i)
         if source is None:  # held already, or not a chunk this pull needs
             return
+        if self.opts.watch is not None:
+            self.opts.watch.chunk_verified(i)
         self.held[self.pcs[i].entry.path.value] += self.lengths[i]
         # libtorrent reports a piece verified while its write may still be queued: a kill
         # then can leave a record whose bytes never reached staging. recover() re-verifies
@@ -546,6 +552,9 @@ async def _download(
 ) -> PullResult:
     st = _Pull(opts, store, manifest, ups, metrics)
     st.staging.mkdir(parents=True, exist_ok=True)
+    if opts.watch is not None:
+        present = {e.sha256 for e in manifest.files} - {e.sha256 for e in store.missing(manifest)}
+        opts.watch.started(manifest, st.staging, store.root / "blobs", present)
     resume_path = st.staging / RESUME_FILE
     resume = resume_path.read_bytes() if resume_path.exists() else None
     trackers = (announce_url(opts.coordinator, opts.token),) if opts.coordinator else ()
@@ -701,6 +710,8 @@ async def _loop(
             dial = None
         edges = st.ups is not None and st.ups.available()
         caches = st.ups is not None and st.ups.caches()
+        if st.opts.watch is not None:
+            m.urgent = st.opts.watch.urgent()
         actions = m.step(now, edges=edges, edge_cache=caches)
         if actions and actions[-1] == AskSwarm(partial=True):  # the plan needs its answer
             d.ask_swarm()

@@ -150,6 +150,7 @@ class PullMachine:
     peers: int = 0
     received: int = 0
     partial: frozenset[int] = frozenset()  # chunks libtorrent fetches from peers now
+    urgent: frozenset[int] = frozenset()  # chunks local readers wait for (peer/watch.py)
     # the coordinator's last answer
     assigned: frozenset[int] = frozenset()
     replicas: list[int] | None = None
@@ -392,6 +393,7 @@ class PullMachine:
                 uncached=frozenset(i for i, t in self.uncached.items() if now - t < UNCACHED_FOR),
                 swarm_partial=self.partial,
                 rank=self.rank,
+                urgent=self.urgent,
             )
         )
         out: list[Action] = []

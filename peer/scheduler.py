@@ -73,6 +73,9 @@ class Moment:
     # fetches the same next ones as that host, and every host that catches up joins the
     # convoy (lan-lsd: the origin sent 3.3 copies). Orders of their own keep them apart.
     rank: Sequence[int] | None = None
+    # chunks a local reader (the registry mirror) waits for: asked of peers first and,
+    # when no connected peer has one, fetched over HTTP at once
+    urgent: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +219,8 @@ def _http(m: Moment, missing: list[int], endgame: bool) -> list[int]:
                 seen.add(c)
                 chosen.append(c)
 
+    waited = [c for c in sorted(m.urgent) if c not in m.have and c not in m.skip]
+    take([c for c in waited if not m.swarm or m.swarm_has[c] == 0])
     if not m.swarm:
         take(missing)
         return chosen
@@ -269,6 +274,9 @@ def _priorities(m: Moment, endgame: bool) -> list[int]:
             NORMAL if r > 0 or s > seeds else SKIP
             for r, s in zip(m.agent_replicas, m.swarm_has, strict=True)
         ]
+    if m.swarm:
+        for c in m.urgent:
+            out[c] = TOP
     if m.swarm and not endgame:
         for c in m.http_inflight - m.cached_inflight:
             out[c] = SKIP

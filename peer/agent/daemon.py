@@ -27,6 +27,7 @@ from peer.caps import LiveCaps
 from peer.events import SessionSettings
 from peer.store import Store
 from peer.view import snapshot_dict, summary
+from peer.watch import PullWatch
 from shoal import bitfield
 from shoal.coordinator_client import CoordinatorClient, announce_url
 from shoal.errors import AuthError, BadInput, Conflict, NotFound, ShoalError
@@ -65,6 +66,7 @@ class Agent:
     budget: Budget = field(init=False)
     evicted: int = 0  # models evicted since start
     _pulling: dict[str, Manifest] = field(default_factory=dict)  # job id: what it fetches
+    watches: dict[str, PullWatch] = field(default_factory=dict)  # job id: its readers' view
     _seeded: dict[str, int] = field(default_factory=dict)  # torrent: upload counted so far
     _tasks: set[asyncio.Future[None]] = field(default_factory=set)
     _running: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # job id: its task
@@ -284,6 +286,7 @@ class Agent:
             host_session=self.session,  # one BitTorrent port for the whole host
             live=self.live,
             make_room=lambda manifest, need: self.make_room(job, manifest, need),
+            watch=self.watches.setdefault(job.id, PullWatch()),
         )
         self._save_pending()
 
@@ -313,6 +316,8 @@ class Agent:
                 return
             finally:
                 self._pulling.pop(job.id, None)
+                watch = self.watches.pop(job.id)
+                watch.finish(job.error if job.state == "failed" else None, job.status)
             job.result = summary(str(ref), result, str(self.store.root))
             self.seed(ref, result.manifest)
             self._report_now.set()  # the coordinator hears at once that it is complete here
@@ -333,16 +338,17 @@ class Agent:
         if task is not None and timeout > 0:
             await asyncio.wait({task}, timeout=timeout)
 
-    async def pulled(self, ref: ModelRef) -> None:
-        """Start or join the pull of ``ref`` and return once it is in the store; a failed
-        pull raises a ``ShoalError`` with its message and HTTP status."""
+    def watch(self, ref: ModelRef) -> PullWatch:
+        """Start the pull of ``ref`` or join the one running: what a reader sees of it."""
         job = self.start_pull(ref)
-        while job.state == "running" and job.id in self._running:
-            await self.ended(job, 60.0)
-        if job.state == "failed":
-            exc = ShoalError(job.error or f"the pull of {ref} failed")
-            exc.http_status = job.status
-            raise exc
+        watch = self.watches.get(job.id)
+        if watch is None:  # it ended already (a model the store held): its end is all
+            watch = PullWatch()
+            watch.finish(job.error if job.state == "failed" else None, job.status)
+        return watch
+
+    def running(self) -> list[tuple[ModelRef, PullWatch]]:
+        return [(ModelRef.parse(self.pulls[j].ref), w) for j, w in self.watches.items()]
 
     def _pending(self) -> list[ModelRef]:
         try:

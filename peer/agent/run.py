@@ -52,7 +52,7 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
     try:
         serving = asyncio.ensure_future(server.serve(sockets=[sock]))
         if mirror_sock is not None:
-            mirror = Mirror(agent.store, agent.pulled, agent.settings.mirror_readers, agent.metrics)
+            mirror = Mirror(agent.store, agent, agent.settings.mirror_readers, agent.metrics)
             quiet = uvicorn.Config(mirror, log_level="warning", lifespan="off", proxy_headers=False)
             mirroring = asyncio.ensure_future(_Quiet(quiet).serve(sockets=[mirror_sock]))
             log.info("registry mirror on %s:%d", *mirror_sock.getsockname()[:2])

@@ -14,22 +14,79 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
+from peer.export import OLLAMA_MANIFEST
 from peer.mirror import catalog, oci
 from peer.store import Store
+from peer.watch import PullWatch
 from shoal import ranges
-from shoal.errors import ShoalError
+from shoal.digest import Digest
+from shoal.errors import IntegrityError, ShoalError
+from shoal.manifest import FileEntry, Manifest
 from shoal.ref import ModelRef
 
 log = logging.getLogger("shoal.mirror")
 
 READ = 1 << 20  # bytes read from the store and sent at a time
 MAX_QUERY = 512
-Pull = Callable[[ModelRef], Awaitable[None]]  # start or join a fleet pull, until done
+
+
+class Pulls(Protocol):
+    """The agent's pulls, as the mirror needs them."""
+
+    def watch(self, ref: ModelRef) -> PullWatch:
+        """Start the pull of ``ref`` (or join the one running); what readers see of it."""
+
+    def running(self) -> Iterable[tuple[ModelRef, PullWatch]]:
+        """The pulls under way."""
+
+
+@dataclass(frozen=True, slots=True)
+class _StoreBlob:
+    size: int
+    path: Path | None  # None: the empty config, from memory
+
+    async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
+        if self.path is None:
+            yield oci.EMPTY_CONFIG[start:end]
+            return
+        with self.path.open("rb") as f:
+            f.seek(start)
+            left = end - start
+            while left > 0:
+                data = await asyncio.to_thread(f.read, min(READ, left))
+                if not data:  # the store changed under the reader: the body is cut
+                    raise OSError(f"{self.path} ended early")
+                left -= len(data)
+                yield data
+
+
+@dataclass(frozen=True, slots=True)
+class _PullingBlob:
+    """A file of a pull under way: its chunks in order, each once verified (and hashed
+    again as read); the chunks a reader waits for go first."""
+
+    watch: PullWatch
+    entry: FileEntry
+    chunk_size: int
+
+    @property
+    def size(self) -> int:
+        return self.entry.size
+
+    async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
+        for c in range(start // self.chunk_size, -(-end // self.chunk_size)):
+            data = await self.watch.chunk(self.entry, c)
+            base = c * self.chunk_size
+            yield data[max(0, start - base) : end - base]
+
+
+_Blob = _StoreBlob | _PullingBlob
 
 _CODES = {404: "MANIFEST_UNKNOWN", 401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS"}
 
@@ -37,7 +94,7 @@ _CODES = {404: "MANIFEST_UNKNOWN", 401: "UNAUTHORIZED", 403: "DENIED", 429: "TOO
 @dataclass
 class Mirror:
     store: Store
-    pull: Pull | None = None  # None: serve what the store holds, start no pull
+    pulls: Pulls | None = None  # None: serve what the store holds, start no pull
     max_readers: int = 64  # blob bodies sent at once; more are answered 429
     metrics: Any = None  # peer.metrics.PullMetrics
     readers: int = field(default=0, init=False)
@@ -83,9 +140,7 @@ class Mirror:
             ]
             await _send(send, 200, headers, s.raw, method)
             return 200
-        b = await asyncio.to_thread(catalog.blob, self.store, r.name, host, r.digest)
-        if b is None:
-            raise oci.MirrorError(404, "BLOB_UNKNOWN", f"blob {r.digest} is not in {r.name}")
+        b = await self._blob(r, host)
         common = [
             (b"docker-content-digest", str(r.digest).encode()),
             (b"accept-ranges", b"bytes"),
@@ -132,6 +187,12 @@ class Mirror:
     async def _manifest(self, r: oci.ManifestReq, host: str | None) -> catalog.Served:
         if r.digest is not None:
             found = await asyncio.to_thread(catalog.by_digest, self.store, r.name, host, r.digest)
+            for _, watch in self._pulling(r.name, host) if found is None else ():
+                assert watch.manifest is not None
+                served = await self._pulling_manifest(watch, watch.manifest)
+                if served.digest == r.digest:
+                    found = served
+                    break
             if found is None:
                 raise oci.MirrorError(
                     404, "MANIFEST_UNKNOWN", f"no manifest {r.digest} of {r.name} here"
@@ -139,17 +200,61 @@ class Mirror:
             return found
         ref = r.ref(host)
         found = await asyncio.to_thread(catalog.by_tag, self.store, ref)
-        if found is None and self.pull is not None:
-            log.info("mirror: %s is not here; pulling it", ref)
-            await self.pull(ref)
+        if found is None and self.pulls is not None:
+            watch = self.pulls.watch(ref)
+            while watch.manifest is None and not watch.ended:
+                await watch.changed(1.0)
+            if watch.manifest is not None and not watch.ended:
+                return await self._pulling_manifest(watch, watch.manifest)
+            if watch.error is not None:
+                failed = ShoalError(watch.error)
+                failed.http_status = watch.status
+                raise failed
             found = await asyncio.to_thread(catalog.by_tag, self.store, ref)
         if found is None:
             raise oci.MirrorError(404, "MANIFEST_UNKNOWN", f"no model {ref} here")
         return found
 
+    async def _pulling_manifest(self, watch: PullWatch, m: Manifest) -> catalog.Served:
+        """A model's manifest as served, while its pull runs: the registry's own manifest
+        is one of its files, read as soon as its chunks are verified."""
+        own = next((f for f in m.files if f.path.value == OLLAMA_MANIFEST), None)
+        if own is None:
+            return catalog.derived(m)
+        raw = b"".join([await watch.chunk(own, c) for c in range(own.num_chunks)])
+        if Digest.of(raw) != own.sha256:  # each chunk was: the whole is, unless lied about
+            raise IntegrityError(f"the registry manifest of {m.ref} does not match its digest")
+        return catalog.from_raw(raw, m)
+
+    def _pulling(self, name: str, host: str | None) -> list[tuple[ModelRef, PullWatch]]:
+        """The pulls under way of models in repository ``name`` whose manifest is known."""
+        return [
+            (ref, watch)
+            for ref, watch in (self.pulls.running() if self.pulls is not None else ())
+            if watch.manifest is not None
+            and f"{ref.namespace}/{ref.name}" == name
+            and (host is None or ref.host == host)
+        ]
+
+    async def _blob(self, r: oci.BlobReq, host: str | None) -> _Blob:
+        b = await asyncio.to_thread(catalog.blob, self.store, r.name, host, r.digest)
+        if b is not None:
+            return _StoreBlob(b.size, b.path)
+        for _, watch in self._pulling(r.name, host):
+            m = watch.manifest
+            assert m is not None
+            entry = watch.entry(r.digest)
+            if entry is not None:
+                return _PullingBlob(watch, entry, m.chunk_size)
+            if r.digest == oci.EMPTY_DIGEST and not any(
+                f.path.value == OLLAMA_MANIFEST for f in m.files
+            ):
+                return _StoreBlob(len(oci.EMPTY_CONFIG), None)
+        raise oci.MirrorError(404, "BLOB_UNKNOWN", f"blob {r.digest} is not in {r.name}")
+
     async def _stream(
         self,
-        b: catalog.Blob,
+        b: _Blob,
         span: ranges.Span,
         headers: list[tuple[bytes, bytes]],
         receive: Any,
@@ -165,24 +270,16 @@ class Mirror:
         watcher = asyncio.ensure_future(watch())
         await send({"type": "http.response.start", "status": span.status, "headers": headers})
         try:
-            if b.path is None:
-                body = oci.EMPTY_CONFIG[span.start : span.end]
-                await send({"type": "http.response.body", "body": body})
-                return
-            with b.path.open("rb") as f:
-                f.seek(span.start)
-                left = span.length
-                while left > 0 and not gone.is_set():
-                    data = await asyncio.to_thread(f.read, min(READ, left))
-                    if not data:  # the store changed under the reader: the body is cut
-                        log.warning("mirror: %s ended early in the store", b.path)
-                        return
-                    left -= len(data)
-                    await send({"type": "http.response.body", "body": data, "more_body": left > 0})
-                    if self.metrics is not None:
-                        self.metrics.mirror_bytes.inc(len(data))
-        except OSError as exc:  # the head is sent: a cut body is all that can tell the client
-            log.warning("mirror: reading %s failed: %s", b.path, exc)
+            left = span.length
+            async for data in b.read(span.start, span.end):
+                if gone.is_set():
+                    return
+                left -= len(data)
+                await send({"type": "http.response.body", "body": data, "more_body": left > 0})
+                if self.metrics is not None:
+                    self.metrics.mirror_bytes.inc(len(data))
+        except (OSError, ShoalError) as exc:  # the head is sent: a cut body tells the client
+            log.warning("mirror: a read of %s was cut: %s", b, exc)
         finally:
             watcher.cancel()
 

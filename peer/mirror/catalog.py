@@ -32,15 +32,23 @@ class Served:
 
 
 def served(store: Store, manifest: Manifest) -> Served:
-    files = {f.path.value: f for f in manifest.files}
-    blobs = {f.sha256 for f in manifest.files}
-    own = files.get(OLLAMA_MANIFEST)
-    if own is not None:
-        raw = store.blob_path(own.sha256).read_bytes()
-    else:
-        raw = oci.artifact_manifest(manifest)
-        blobs.add(oci.EMPTY_DIGEST)
+    own = next((f for f in manifest.files if f.path.value == OLLAMA_MANIFEST), None)
+    if own is None:
+        return derived(manifest)
+    return from_raw(store.blob_path(own.sha256).read_bytes(), manifest)
+
+
+def derived(manifest: Manifest) -> Served:
+    """A model from no registry: the OCI artifact made from its shoal manifest."""
+    raw = oci.artifact_manifest(manifest)
+    blobs = {f.sha256 for f in manifest.files} | {oci.EMPTY_DIGEST}
     return Served(raw, oci.media_type(raw), Digest.of(raw), frozenset(blobs))
+
+
+def from_raw(raw: bytes, manifest: Manifest) -> Served:
+    """A model with its registry's manifest ``raw`` (verified by the caller)."""
+    blobs = frozenset(f.sha256 for f in manifest.files)
+    return Served(raw, oci.media_type(raw), Digest.of(raw), blobs)
 
 
 def _repository(ref: ModelRef, name: str, host: str | None) -> bool:

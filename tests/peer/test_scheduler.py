@@ -75,6 +75,16 @@ def m(**kw):  # type: ignore[no-untyped-def]
         (m(assigned=frozenset({0, 1, 2, 3}), new_slots=2), [0, 1]),
         (m(assigned=frozenset({0, 1, 2}), new_slots=2, http_inflight=frozenset({1})), [0]),
         (m(assigned=frozenset({0, 1}), new_slots=1, http_inflight=frozenset({1})), []),
+        # a local reader waits for 4 and 5, and no connected peer has them: HTTP, first
+        (m(urgent=frozenset({5, 4}), swarm_has=[1, 1, 1, 1, 0, 0, 1, 1]), [4, 5]),
+        (m(urgent=frozenset({4}), assigned=frozenset({1}), swarm_has=[0] * N), [4, 1]),
+        # ... a peer has 4: the swarm brings it (top priority); 5 comes over HTTP
+        (m(urgent=frozenset({4, 5}), swarm_has=[1, 1, 1, 1, 1, 0, 1, 1]), [5]),
+        # ... held, skipped or in flight already: nothing more
+        (m(urgent=frozenset({4}), swarm_has=[0] * N, have=frozenset({4})), []),
+        (m(urgent=frozenset({4}), swarm_has=[0] * N, http_inflight=frozenset({4})), []),
+        (m(urgent=frozenset({4}), swarm_has=[0] * N, skip=frozenset({4})), []),
+        (m(urgent=frozenset({4}), swarm_has=[0] * N, edges=False), []),
     ],
 )
 def test_http_choices(moment: Moment, http: list[int]) -> None:
@@ -126,6 +136,10 @@ def test_http_choices(moment: Moment, http: list[int]) -> None:
             m(have=frozenset({2}), http_inflight=frozenset({2, 4})),
             [SKIP] * 2 + [NORMAL] + [SKIP] * 5,
         ),
+        # what a local reader waits for: from the swarm first, whatever else holds it
+        (m(urgent=frozenset({3})), [SKIP] * 3 + [TOP] + [SKIP] * 4),
+        (m(urgent=frozenset({3}), have=frozenset({3})), [SKIP] * 3 + [NORMAL] + [SKIP] * 4),
+        (m(urgent=frozenset({3}), skip=frozenset({3})), [SKIP] * N),
         # end game: everything missing at top priority, held ones normal
         (
             m(endgame=3, have=frozenset(range(5)), http_inflight=frozenset({6})),

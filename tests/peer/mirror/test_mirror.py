@@ -14,13 +14,16 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from peer.store import Store
 from seeder.ollama import ollama_source
+from shoal.ref import ModelRef
 from shoal.testing import (
     blob_fixture,
     free_port,
@@ -246,3 +249,46 @@ def test_bad_input_is_a_4xx_with_the_specs_error_body(mirrored: Mirrored) -> Non
     conn.close()
     files = {p.name for p in mirrored.models.rglob("*")}
     assert "passwd" not in files
+
+
+def test_a_client_reads_a_model_while_the_swarm_fills_without_stalling(tmp_path: Path) -> None:
+    """The host's pull is capped at 1 MiB/s (about 8 s for the model): the manifest
+    comes back while the pull runs, and ollama's 16 ranged reads get the right bytes as
+    the chunks are verified, the ones they wait for first, never 30 s without bytes."""
+    ollama = tmp_path / "ollama-src"
+    big = [("application/vnd.ollama.image.model", blob_fixture(8 * 1024 * 1024 + 99, seed=8))]
+    write_ollama_store(ollama, "slow:1", big)
+    fleet = Fleet(tmp_path)
+    fleet.add_source("slow:1", ollama_source("slow:1", ollama), ollama)
+    agent = None
+    try:
+        fleet.start_coordinator()
+        fleet.start_seed(bittorrent=False)
+        api, port = free_port(), free_port()
+        models = tmp_path / "host"
+        agent = subprocess.Popen(
+            [
+                *(str(SHOAL), "agent", "--models-dir", str(models), "--api-port", str(api)),
+                *("--host", "127.0.0.1", "--no-lsd", "--mirror", f"127.0.0.1:{port}"),
+                *("--coordinator", fleet.coord_url, "--token", "fleet", "--max-rate", "1M"),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_listening(port, agent, "the agent's mirror")
+        url = f"http://127.0.0.1:{port}"
+        asked = time.monotonic()
+        m = httpx.get(f"{url}/v2/library/slow/manifests/1", timeout=60)
+        answered = time.monotonic() - asked
+        assert m.status_code == 200, m.text
+        assert Store(models).open().resolve(ModelRef.parse("slow:1")) is None  # still pulling
+        pulled = ollama_client.pull(url, "library", "slow", "1", tmp_path / "ollama")
+        took = time.monotonic() - asked
+        assert pulled.manifest == m.content
+        digest = json.loads(m.content)["layers"][0]["digest"]
+        got = (tmp_path / "ollama" / "blobs" / digest.replace(":", "-")).read_bytes()
+        assert got == big[0][1]
+        assert max(pulled.stalls) < 30
+        assert answered < took / 2, (answered, took)  # the manifest did not wait for the model
+    finally:
+        stop_processes([p for p in (agent, fleet.seed, fleet.coordinator) if p is not None])
