@@ -516,3 +516,31 @@ def config_show(
         for key, value in masked(cls.load(config).model_dump(mode="json")).items():
             typer.echo(f"{key} = {json.dumps(value)}")
         typer.echo("")
+
+
+mirror_app = typer.Typer(help="The registry mirror each agent answers.", no_args_is_help=True)
+
+
+@mirror_app.command("config")
+def mirror_config(
+    client: Annotated[
+        str | None,
+        typer.Option(help="ollama, containerd, podman, skopeo, crane or oras [all of them]."),
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model the examples name.")] = "library/deepseek-r1:7b",
+    config: Annotated[Path | None, typer.Option(help="TOML config file ([agent] table).")] = None,
+) -> None:
+    """Print what each client needs to pull through this host's registry mirror."""
+    from peer.agent.settings import AgentSettings
+    from peer.mirror.clients import CLIENTS
+    from peer.mirror.clients import config as client_config
+
+    if client is not None and client not in CLIENTS:
+        raise BadInput(f"no client {client!r}", f"pick one of {', '.join(CLIENTS)}")
+    address = AgentSettings.load(config).mirror_address()
+    if address is None:
+        raise BadInput("the mirror is off in these settings", "set mirror = HOST:PORT in [agent]")
+    host, port = address
+    mirror = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    for name in (client,) if client else CLIENTS:
+        typer.echo(f"## {name}\n{client_config(name, mirror, model)}")

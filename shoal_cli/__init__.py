@@ -17,7 +17,7 @@ from typing import NoReturn
 import typer
 
 from peer.cli import app as peer_app
-from peer.cli import config_app
+from peer.cli import config_app, mirror_app
 from scenarios.cli import app as scenarios_app
 from scenarios.cli import sim_app
 from seeder.cli import app as seeder_app
@@ -41,6 +41,7 @@ app.add_typer(tracker_app, name="tracker")
 app.add_typer(edge_app, name="edge")
 app.add_typer(sim_app, name="sim")
 app.add_typer(config_app, name="config")
+app.add_typer(mirror_app, name="mirror")
 
 
 @app.command()

@@ -292,3 +292,54 @@ def test_a_client_reads_a_model_while_the_swarm_fills_without_stalling(tmp_path:
         assert answered < took / 2, (answered, took)  # the manifest did not wait for the model
     finally:
         stop_processes([p for p in (agent, fleet.seed, fleet.coordinator) if p is not None])
+
+
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+def test_the_printed_registries_conf_sends_skopeo_through_the_mirror(
+    mirrored: Mirrored, tmp_path: Path
+) -> None:
+    """``shoal mirror config --client podman`` as printed: skopeo asked for the model at
+    registry.ollama.ai gets it from this host's mirror."""
+    port = mirrored.url.rsplit(":", 1)[1]
+    printed = subprocess.run(
+        [str(SHOAL), "mirror", "config", "--client", "podman"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SHOAL_AGENT_MIRROR": f"127.0.0.1:{port}"},
+        check=True,
+    ).stdout
+    conf = tmp_path / "registries.conf"
+    conf.write_text(printed.split("\n", 1)[1])  # without the "## podman" title
+    out = tmp_path / "copy"
+    done = subprocess.run(
+        [
+            *("skopeo", "--registries-conf", str(conf), "copy"),
+            *("docker://registry.ollama.ai/library/files:1", f"dir:{out}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads((out / "manifest.json").read_bytes())
+    assert {x["annotations"]["org.opencontainers.image.title"] for x in doc["layers"]} == set(MODEL)
+
+
+def test_mirror_config_names_each_client(tmp_path: Path) -> None:
+    r = subprocess.run([str(SHOAL), "mirror", "config"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    for client in ("ollama", "containerd", "podman", "skopeo", "crane", "oras"):
+        assert f"## {client}\n" in r.stdout
+    assert "ollama pull --insecure 127.0.0.1:8474/library/deepseek-r1:7b" in r.stdout
+    bad = subprocess.run(
+        [str(SHOAL), "mirror", "config", "--client", "docker"], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "pick one of" in bad.stderr
+    off = subprocess.run(
+        [str(SHOAL), "mirror", "config"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SHOAL_AGENT_MIRROR": "off"},
+    )
+    assert off.returncode == 2 and "mirror is off" in off.stderr
