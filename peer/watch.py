@@ -97,14 +97,14 @@ class PullWatch:
         return await self._staged(f, c)
 
     async def _staged(self, f: FileEntry, c: int) -> bytes:
-        assert self.manifest is not None and self.staging is not None
+        assert self.manifest is not None and self.staging is not None and self.blobs is not None
         size = layout.chunk_length(self.manifest, f, c)
-        for _ in range(SETTLE_TRIES):
+        for _ in range(SETTLE_TRIES):  # not written yet (no file, or other bytes): again
             path = self.staging / f.sha256.hex
             data = await asyncio.to_thread(_read, path, c, self.manifest.chunk_size, size)
-            if data is None:  # committed meanwhile: staging moved into the store
+            if data is None and (self.blobs / f.sha256.filename).exists():  # committed
                 return await asyncio.to_thread(self._committed, f, c)
-            if len(data) == size and Digest.of(data) == f.chunk(c):
+            if data is not None and len(data) == size and Digest.of(data) == f.chunk(c):
                 return data
             await asyncio.sleep(SETTLE)
         raise IntegrityError(f"chunk {c} of {f.path} in staging does not match its digest")

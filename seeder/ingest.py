@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from seeder.catalog import Catalog
 from seeder.ollama import ollama_source
 from seeder.publish import Published, PublishOptions, publish
 from seeder.registry_client import RegistryClient
@@ -132,11 +131,13 @@ def ingest(
 async def work_forever(
     coordinator: CoordinatorClient,
     settings: IngestSettings,
-    catalog: Catalog,
     serve: Callable[[Path], None],
+    counted: Callable[[int], None] = lambda _: None,
+    ended: Callable[[str], None] = lambda _: None,
 ) -> None:
     """Claim ingests from the coordinator and do them, one at a time, until cancelled.
-    ``serve`` starts serving a published directory (catalog and BitTorrent)."""
+    ``serve`` starts serving a published directory (catalog and BitTorrent); ``counted``
+    is told the bytes fetched from upstream, ``ended`` each ingest's result."""
     hosts = sorted({u.host for u in settings.upstreams})
     while True:
         try:
@@ -147,7 +148,8 @@ async def work_forever(
             continue
         if item is None:
             continue
-        await _one(coordinator, settings, ModelRef.parse(str(item["ref"])), serve)
+        ref = ModelRef.parse(str(item["ref"]))
+        ended(await _one(coordinator, settings, ref, serve, counted))
 
 
 async def _one(
@@ -155,11 +157,15 @@ async def _one(
     settings: IngestSettings,
     ref: ModelRef,
     serve: Callable[[Path], None],
-) -> None:
+    counted: Callable[[int], None],
+) -> str:
+    """One ingest, start to end; returns "done", "failed" or "refused" (the coordinator
+    did not take the model)."""
     fetched = [0]
 
     def count(n: int) -> None:
         fetched[0] += n
+        counted(n)
 
     async def renew() -> None:
         while True:
@@ -178,7 +184,7 @@ async def _one(
         log.warning("ingest of %s failed: %s", ref, exc)
         body = {"state": "failed", "error": str(exc), "missing": isinstance(exc, NotFound)}
         await _tell(coordinator, ref, body)
-        return
+        return "failed"
     finally:
         renewing.cancel()
     serve(pub.out)
@@ -187,8 +193,10 @@ async def _one(
         "manifest": pub.manifest.canonical_bytes,
         "torrent": pub.torrent_path.read_bytes(),
     }
-    if await _tell(coordinator, ref, body):
-        log.info("ingested %s (%d bytes from upstream)", ref, fetched[0])
+    if not await _tell(coordinator, ref, body):
+        return "refused"
+    log.info("ingested %s (%d bytes from upstream)", ref, fetched[0])
+    return "done"
 
 
 async def _tell(coordinator: CoordinatorClient, ref: ModelRef, body: dict[str, object]) -> bool:

@@ -138,6 +138,16 @@ class Origin:
     def __init__(self, catalog: Catalog, bt_uploaded: Callable[[], int] | None = None) -> None:
         self.catalog = catalog
         self.metrics = ServeMetrics("origin")
+        r = self.metrics.registry
+        self.upstream_bytes = Counter(
+            "shoal_upstream_bytes", "Bytes fetched from upstream registries", registry=r
+        )
+        self.ingests = Counter(
+            "shoal_upstream_ingests",
+            "Models fetched from upstream, by result",
+            ["result"],
+            registry=r,
+        )
         if bt_uploaded is not None:
             Gauge(
                 "shoal_origin_bt_upload_bytes",

@@ -102,7 +102,8 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
     if settings.bittorrent:
         bt.start()
         seeder = bt
-    server = HttpServer(Origin(catalog, seeder.uploaded if seeder else lambda: 0))
+    origin = Origin(catalog, seeder.uploaded if seeder else lambda: 0)
+    server = HttpServer(origin)
     try:
         await server.start(settings.host, settings.port)
     except OSError as exc:
@@ -144,7 +145,16 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
     if ingesting is not None and registration is not None:
         assert settings.coordinator
         client = CoordinatorClient(settings.coordinator, settings.token)
-        background = _both(registration, work_forever(client, ingesting, catalog, serve))
+        background = _both(
+            registration,
+            work_forever(
+                client,
+                ingesting,
+                serve,
+                origin.upstream_bytes.inc,
+                lambda result: origin.ingests.labels(result).inc(),
+            ),
+        )
         log.info("fetching from upstream for the fleet: %s", ", ".join(settings.upstream))
     try:
         await until_stopped(background, ready)

@@ -46,6 +46,7 @@ class PullThrough:
         self.procs: list[subprocess.Popen[str]] = []
         self.mirrors: list[str] = []
         self.manifest = b""
+        self.origin = ""
 
     def start_origin(self, *extra: str) -> None:
         port = free_port()
@@ -62,6 +63,11 @@ class PullThrough:
         )
         self.procs.append(proc)
         wait_listening(port, proc, "shoal seed --upstream")
+        self.origin = f"http://127.0.0.1:{port}"
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.origin}/metrics", timeout=10).text
+        return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name))
 
     def start_agents(self, n: int) -> None:
         for i in range(n):
@@ -123,6 +129,10 @@ def test_three_hosts_pull_an_unseen_model_through_their_mirrors_fetched_upstream
     for layer in [doc["config"], *doc["layers"]]:
         _, sent = p.upstream.sent(f"/blobs/{layer['digest']}")
         assert sent == layer["size"], (layer, sent)
+    # the origin's own count: one ingest, the model's bytes from upstream once
+    assert p.metric('shoal_upstream_ingests_total{result="done"}') == 1
+    sizes = sum(x["size"] for x in [doc["config"], *doc["layers"]])
+    assert p.metric("shoal_upstream_bytes_total") == sizes
     # registered for the fleet: later pulls resolve it at the coordinator
     with CoordinatorClient(p.fleet.coord_url) as c:
         assert c.resolve(ModelRef.parse("tiny:1")).ref == ModelRef.parse("tiny:1")

@@ -343,3 +343,37 @@ def test_mirror_config_names_each_client(tmp_path: Path) -> None:
         env={**os.environ, "SHOAL_AGENT_MIRROR": "off"},
     )
     assert off.returncode == 2 and "mirror is off" in off.stderr
+
+
+def test_a_mirror_read_of_a_model_beyond_the_disk_budget_is_refused_clearly(
+    tmp_path: Path,
+) -> None:
+    ollama = tmp_path / "ollama-src"
+    write_ollama_store(ollama, "tiny:1", LAYERS)
+    fleet = Fleet(tmp_path)
+    fleet.add_source("tiny:1", ollama_source("tiny:1", ollama), ollama)
+    agent = None
+    try:
+        fleet.start_coordinator()
+        fleet.start_seed()
+        api, port = free_port(), free_port()
+        models = tmp_path / "host"
+        agent = subprocess.Popen(
+            [
+                *(str(SHOAL), "agent", "--models-dir", str(models), "--api-port", str(api)),
+                *("--host", "127.0.0.1", "--no-lsd", "--mirror", f"127.0.0.1:{port}"),
+                *("--coordinator", fleet.coord_url, "--token", "fleet"),
+                *("--max-store-size", "1M", "--min-free", "0"),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_listening(port, agent, "the agent's mirror")
+        r = httpx.get(f"http://127.0.0.1:{port}/v2/library/tiny/manifests/1", timeout=60)
+        assert r.status_code == 507, r.text
+        error = r.json()["errors"][0]
+        assert error["code"] == "UNAVAILABLE" and "cannot pull library/tiny:1" in error["message"]
+        blobs = models / "blobs"
+        assert not blobs.exists() or not any(blobs.iterdir())  # nothing half-written
+    finally:
+        stop_processes([p for p in (agent, fleet.seed, fleet.coordinator) if p is not None])
