@@ -34,7 +34,7 @@ log = logging.getLogger("shoal.ingest")
 
 MAX_BLOBS = 1000
 MAX_BLOB = 1 << 40
-CLAIM_WAIT = 20.0
+CLAIM_WAIT = 5.0  # a long poll in a thread: a stopping origin waits for it
 RENEW_EVERY = 15.0
 
 

@@ -212,13 +212,14 @@ def shoal_pull(fleet: Fleet, ref: str, models: Path) -> subprocess.CompletedProc
     )
 
 
-def start_origin(fleet: Fleet, upstream_url: str, work: Path) -> subprocess.Popen[str]:
+def start_origin(fleet: Fleet, upstream_url: str, work: Path, *extra: str) -> subprocess.Popen[str]:
     port = free_port()
     proc = subprocess.Popen(
         [
             *(str(SHOAL), "seed", "--host", "127.0.0.1", "--port", str(port), "--no-bittorrent"),
             *("--coordinator", fleet.coord_url, "--token", "edge"),
             *("--upstream", f"registry.ollama.ai={upstream_url}", "--ingest-dir", str(work)),
+            *extra,
         ],
         stderr=subprocess.PIPE,
         text=True,
@@ -308,3 +309,36 @@ def _fetched(record: Path) -> int:
         return sum(json.loads(record.read_text())["done"].values())
     except (OSError, ValueError, KeyError):
         return 0
+
+
+def test_an_upstream_behind_basic_auth_takes_the_credentials_file(tmp_path: Path) -> None:
+    upstream = UpstreamRegistry(tmp_path / "upstream", user=("puller", "s3cret"))
+    upstream.start()
+    fleet = Fleet(tmp_path)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        upstream.push("library/locked", "1", LAYERS[1:], CONFIG)
+        upstream.push("library/locked", "2", LAYERS[1:], CONFIG)
+        fleet.start_coordinator()
+        assert httpx.get(f"{upstream.url}/v2/library/locked/manifests/1").status_code == 401
+        origin = start_origin(fleet, upstream.url, tmp_path / "ingest")
+        procs.append(origin)
+        refused = shoal_pull(fleet, "locked:1", tmp_path / "a")
+        assert refused.returncode == 6 and "asks for credentials" in refused.stderr, refused.stderr
+        stop_processes(procs)
+        procs.clear()
+        creds = tmp_path / "upstream.creds"
+        creds.write_text("# host user:password\nregistry.ollama.ai puller:s3cret\n")
+        procs.append(
+            start_origin(
+                fleet, upstream.url, tmp_path / "ingest", "--upstream-credentials", str(creds)
+            )
+        )
+        # another tag: the refusal of locked:1 stands for the coordinator's retry_after
+        done = shoal_pull(fleet, "locked:2", tmp_path / "b")
+        assert done.returncode == 0, done.stderr
+        blob = tmp_path / "b" / "blobs" / Digest.of(LAYERS[1][1]).filename
+        assert blob.read_bytes() == LAYERS[1][1]
+    finally:
+        stop_processes([*procs, *(p for p in (fleet.coordinator,) if p is not None)])
+        upstream.stop()

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class UpstreamRegistry:
     root: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    user: tuple[str, str] | None = None  # Basic auth (htpasswd, bcrypt) when given
 
     @property
     def url(self) -> str:
@@ -46,11 +48,20 @@ class UpstreamRegistry:
     def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "config.yml"
+        auth = ""
+        if self.user is not None:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                import crypt  # glibc's bcrypt: the only hash docker-registry's htpasswd takes
+
+                hashed = crypt.crypt(self.user[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
+            (self.root / "htpasswd").write_text(f"{self.user[0]}:{hashed}\n")
+            auth = f"auth: {{htpasswd: {{realm: shoal-test, path: {self.root / 'htpasswd'}}}}}\n"
         config.write_text(
             "version: 0.1\n"
             "log: {level: info, formatter: text, accesslog: {disabled: false}}\n"
             f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}}}}\n"
-            f"http: {{addr: '127.0.0.1:{self.port}'}}\n"
+            f"http: {{addr: '127.0.0.1:{self.port}'}}\n" + auth
         )
         out = self.log.open("ab")
         self.proc = subprocess.Popen(
@@ -71,7 +82,7 @@ class UpstreamRegistry:
 
     def push(self, name: str, tag: str, layers: list[tuple[str, bytes]], config: bytes) -> bytes:
         """Push an ollama-format model; returns the manifest bytes the registry holds."""
-        with httpx.Client(base_url=self.url, timeout=60) as c:
+        with httpx.Client(base_url=self.url, timeout=60, auth=self.user) as c:
 
             def put(data: bytes) -> str:
                 digest = str(Digest.of(data))

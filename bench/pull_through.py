@@ -1,0 +1,228 @@
+"""Benchmark: a model the fleet has never seen, asked for at once by N hosts' own clients
+through their agents' registry mirrors, is fetched from its upstream registry once.
+
+Upstream: Debian's docker-registry holding an ollama-format model, behind a relay that
+caps it at ``--upstream-rate`` in all (an internet link; the fleet's own links are
+loopback). Fleet: a coordinator, an origin with ``--upstream`` (HTTP only) and N agents,
+each asked by a client doing what ``ollama serve`` does (tests/peer/mirror/ollama_client.py).
+A probe on host 0 times the first byte of the model layer from a manifest GET.
+
+Baseline, in the same run: one host fetching the model straight from the same upstream
+through the same relay, with shoal's registry client (4 parallel ranges) - what each host
+would do alone. Figures: upstream bytes / model size (goal 1.00), the fleet's time for N
+hosts over the baseline's time for one, the first-byte latency.
+
+    .venv/bin/python bench/pull_through.py [--size-mib 256] [--hosts 3,8] [--upstream-rate 50M]
+
+Writes bench/results/pull_through.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+
+from seeder.registry_client import RegistryClient  # noqa: E402
+from shoal.digest import Digest  # noqa: E402
+from shoal.testing import blob_fixture, free_port, stop_processes, wait_listening  # noqa: E402
+from shoal.units import parse_size  # noqa: E402
+from tests.peer.mirror import ollama_client  # noqa: E402
+from tests.seeder.upstream import UpstreamRegistry  # noqa: E402
+
+SHOAL = Path(sys.executable).parent / "shoal"
+CONFIG = b'{"model_format":"gguf","model_family":"llama"}'
+
+
+class Relay:
+    """A TCP relay from the upstream at ``rate`` bytes/s shared by all its connections."""
+
+    def __init__(self, target: int, rate: int) -> None:
+        self.target, self.rate, self.port = target, rate, free_port()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.next_free = 0.0
+
+    def __enter__(self) -> Relay:
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self._serve(), self.loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def _serve(self) -> None:
+        self.server = await asyncio.start_server(self._conn, "127.0.0.1", self.port)
+
+    async def _conn(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, paced: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if paced:  # one shared link: each block waits for its turn on it
+                        now = time.monotonic()
+                        start = max(now, self.next_free)
+                        self.next_free = start + len(data) / self.rate
+                        await asyncio.sleep(self.next_free - now)
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(r, uw, False), pipe(ur, w, True))
+
+
+def one_alone(url: str, doc: dict[str, object], work: Path) -> float:
+    client = RegistryClient(url)
+    start = time.monotonic()
+    client.manifest("library/model", "1")
+    for layer in [doc["config"], *doc["layers"]]:  # type: ignore[list-item]
+        d = Digest.parse(layer["digest"])
+        client.blob("library/model", d, int(layer["size"]), work / d.filename)
+    client.close()
+    return time.monotonic() - start
+
+
+def first_byte(mirror: str, digest: str) -> float:
+    start = time.monotonic()
+    m = httpx.get(f"{mirror}/v2/library/model/manifests/1", timeout=600)
+    m.raise_for_status()
+    with httpx.stream(
+        "GET", f"{mirror}/v2/library/model/blobs/{digest}", follow_redirects=True, timeout=600
+    ) as r:
+        for _ in r.iter_raw(1):
+            return time.monotonic() - start
+    raise RuntimeError("no bytes")
+
+
+def fleet_run(tmp: Path, size: int, hosts: int, rate: int) -> dict[str, object]:
+    upstream = UpstreamRegistry(tmp / "upstream")
+    upstream.start()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        layer = blob_fixture(size, seed=hosts)
+        raw = upstream.push(
+            "library/model",
+            "1",
+            [
+                ("application/vnd.ollama.image.model", layer),
+                ("application/vnd.ollama.image.template", b"{{ .Prompt }}"),
+            ],
+            CONFIG,
+        )
+        doc = json.loads(raw)
+        model_bytes = sum(int(x["size"]) for x in [doc["config"], *doc["layers"]])
+        with Relay(upstream.port, rate) as relay:
+            relay_url = f"http://127.0.0.1:{relay.port}"
+            alone = one_alone(relay_url, doc, tmp / "alone")
+            coord, origin = free_port(), free_port()
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *(str(SHOAL), "tracker", "serve", "--host", "127.0.0.1"),
+                        *("--port", str(coord), "--db", str(tmp / "coord.sqlite")),
+                        *("--publish-token", "pub", "--fleet-token", "fleet"),
+                        *("--edge-token", "edge", "--rate-limit", "0"),
+                    ],
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            wait_listening(coord, procs[-1], "tracker")
+            coord_url = f"http://127.0.0.1:{coord}"
+            procs.append(
+                subprocess.Popen(
+                    [
+                        *(str(SHOAL), "seed", "--host", "127.0.0.1", "--port", str(origin)),
+                        *("--no-bittorrent", "--coordinator", coord_url, "--token", "edge"),
+                        *("--upstream", f"registry.ollama.ai={relay_url}"),
+                        *("--ingest-dir", str(tmp / "ingest")),
+                    ],
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            wait_listening(origin, procs[-1], "origin")
+            mirrors = []
+            for i in range(hosts):
+                api, mirror = free_port(), free_port()
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            *(str(SHOAL), "agent", "--models-dir", str(tmp / f"h{i}")),
+                            *("--api-port", str(api), "--host", "127.0.0.1", "--no-lsd"),
+                            *("--mirror", f"127.0.0.1:{mirror}", "--min-free", "0"),
+                            *("--coordinator", coord_url, "--token", "fleet"),
+                        ],
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+                wait_listening(mirror, procs[-1], "agent mirror")
+                mirrors.append(f"http://127.0.0.1:{mirror}")
+            start = time.monotonic()
+            with ThreadPoolExecutor(hosts + 1) as pool:
+                probe = pool.submit(first_byte, mirrors[0], doc["layers"][0]["digest"])
+                pulls = [
+                    pool.submit(ollama_client.pull, m, "library", "model", "1", tmp / f"ollama{i}")
+                    for i, m in enumerate(mirrors)
+                ]
+                for p in pulls:
+                    p.result(timeout=1800)
+                took = time.monotonic() - start
+                latency = probe.result(timeout=60)
+        metrics = httpx.get(f"http://127.0.0.1:{origin}/metrics").text
+        fetched = sum(
+            float(x.rsplit(" ", 1)[1])
+            for x in metrics.splitlines()
+            if x.startswith("shoal_upstream_bytes_total")
+        )
+        _, logged = upstream.sent("/blobs/")
+        return {
+            "hosts": hosts,
+            "model_bytes": model_bytes,
+            "upstream_bytes": int(fetched),
+            "upstream_bytes_logged": logged,
+            "upstream_over_model": round(fetched / model_bytes, 4),
+            "one_host_alone_s": round(alone, 2),
+            "fleet_s": round(took, 2),
+            "fleet_over_one_alone": round(took / alone, 3),
+            "first_byte_s": round(latency, 2),
+        }
+    finally:
+        stop_processes(procs)
+        upstream.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--hosts", default="3,8")
+    ap.add_argument("--upstream-rate", default="50M")
+    a = ap.parse_args()
+    rate = parse_size(a.upstream_rate)
+    runs = []
+    for n in (int(x) for x in a.hosts.split(",")):
+        with tempfile.TemporaryDirectory(prefix="shoal-pt-") as tmp:
+            runs.append(fleet_run(Path(tmp), a.size_mib << 20, n, rate))
+            print(json.dumps(runs[-1]), flush=True)
+    out = {"size_mib": a.size_mib, "upstream_rate": a.upstream_rate, "runs": runs}
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "pull_through.json").write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
