@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,7 +38,7 @@ import httpx  # noqa: E402
 
 from seeder.registry_client import RegistryClient  # noqa: E402
 from shoal.digest import Digest  # noqa: E402
-from shoal.testing import blob_fixture, free_port, stop_processes, wait_listening  # noqa: E402
+from shoal.testing import free_port, stop_processes, wait_listening  # noqa: E402
 from shoal.units import parse_size  # noqa: E402
 from tests.peer.mirror import ollama_client  # noqa: E402
 from tests.seeder.upstream import UpstreamRegistry  # noqa: E402
@@ -116,7 +117,7 @@ def fleet_run(tmp: Path, size: int, hosts: int, rate: int) -> dict[str, object]:
     upstream.start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        layer = blob_fixture(size, seed=hosts)
+        layer = os.urandom(size)
         raw = upstream.push(
             "library/model",
             "1",

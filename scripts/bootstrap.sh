@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 apt_packages=()
 python3 -c "import ensurepip, venv" 2>/dev/null || apt_packages+=(python3-venv)
-[[ "${1:-}" == "--dev" ]] && apt_packages+=(aria2 transmission-cli qbittorrent-nox redis-server nginx-light curl iproute2 procps openssl skopeo docker-registry)
+[[ "${1:-}" == "--dev" ]] && apt_packages+=(aria2 transmission-cli qbittorrent-nox redis-server nginx-light curl iproute2 procps openssl skopeo docker-registry containerd)
 missing=()
 for p in "${apt_packages[@]+"${apt_packages[@]}"}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

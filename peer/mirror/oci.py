@@ -34,6 +34,7 @@ EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
 EMPTY_CONFIG = b"{}"  # the spec's empty descriptor: the config of an artifact
 EMPTY_DIGEST = Digest.of(EMPTY_CONFIG)
 TITLE = "org.opencontainers.image.title"
+EMPTY_FILES = "io.shoal.empty-files"  # a JSON list of the paths of the model's empty files
 OCTET_STREAM = "application/octet-stream"
 
 # distribution-spec: a repository name is path components of [a-z0-9] runs joined by
@@ -151,7 +152,9 @@ def artifact_manifest(m: Manifest) -> bytes:
     """The OCI manifest of a model that came from no registry: an artifact with one layer
     per file, titled with its path. Made from the shoal manifest alone and written in one
     form (sorted keys, no spaces), so every host serves the same bytes: its digest is the
-    same fleet-wide."""
+    same fleet-wide. Empty files are named in the annotation ``EMPTY_FILES`` instead of
+    as layers: containerd refuses to fetch a descriptor of size 0."""
+    empty = [f.path.value for f in m.files if not f.size]
     doc = {
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
@@ -169,8 +172,12 @@ def artifact_manifest(m: Manifest) -> bytes:
                 "annotations": {TITLE: f.path.value},
             }
             for f in m.files
+            if f.size
         ],
-        "annotations": {"io.shoal.manifest": str(m.digest)},
+        "annotations": {
+            "io.shoal.manifest": str(m.digest),
+            **({EMPTY_FILES: json.dumps(empty, separators=(",", ":"))} if empty else {}),
+        },
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 

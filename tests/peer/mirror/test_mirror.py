@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,7 +137,9 @@ def test_a_model_from_files_is_an_oci_artifact_with_the_same_digest_everywhere(
     assert m.headers["content-type"] == "application/vnd.oci.image.manifest.v1+json"
     doc = json.loads(m.content)
     titles = {x["annotations"]["org.opencontainers.image.title"]: x for x in doc["layers"]}
-    assert set(titles) == set(MODEL)
+    empty = {p for p, size in MODEL.items() if not size}
+    assert set(titles) == set(MODEL) - empty  # empty files are named, not layers
+    assert json.loads(doc["annotations"]["io.shoal.empty-files"]) == sorted(empty)
     for path, layer in titles.items():
         got = httpx.get(
             f"{mirrored.url}/v2/library/files/blobs/{layer['digest']}", follow_redirects=True
@@ -323,7 +326,8 @@ def test_the_printed_registries_conf_sends_skopeo_through_the_mirror(
     )
     assert done.returncode == 0, done.stderr
     doc = json.loads((out / "manifest.json").read_bytes())
-    assert {x["annotations"]["org.opencontainers.image.title"] for x in doc["layers"]} == set(MODEL)
+    titles = {x["annotations"]["org.opencontainers.image.title"] for x in doc["layers"]}
+    assert titles == {p for p, size in MODEL.items() if size}
 
 
 def test_mirror_config_names_each_client(tmp_path: Path) -> None:
@@ -377,3 +381,72 @@ def test_a_mirror_read_of_a_model_beyond_the_disk_budget_is_refused_clearly(
         assert not blobs.exists() or not any(blobs.iterdir())  # nothing half-written
     finally:
         stop_processes([p for p in (agent, fleet.seed, fleet.coordinator) if p is not None])
+
+
+@pytest.mark.skipif(
+    shutil.which("containerd") is None or shutil.which("ctr") is None,
+    reason="containerd is not installed",
+)
+@pytest.mark.parametrize("model", ["library/files:1", "library/tiny:1"])
+def test_containerd_fetches_through_the_mirror_as_its_hosts_toml_says(
+    mirrored: Mirrored, model: str
+) -> None:
+    """Debian's containerd 1.6 with the hosts.toml ``shoal mirror config`` prints:
+    ``ctr content fetch registry.ollama.ai/...`` takes every blob from the agent's mirror."""
+    port = mirrored.url.rsplit(":", 1)[1]
+    printed = subprocess.run(
+        [str(SHOAL), "mirror", "config", "--client", "containerd"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SHOAL_AGENT_MIRROR": f"127.0.0.1:{port}"},
+        check=True,
+    ).stdout
+    base = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))  # a socket path is short
+    hosts = base / "certs.d" / "registry.ollama.ai" / "hosts.toml"
+    hosts.parent.mkdir(parents=True)
+    hosts.write_text(printed.split("\n", 1)[1])
+    sock = base / "sock"
+    config = base / "config.toml"
+    config.write_text(
+        f'version = 2\nroot = "{base / "root"}"\nstate = "{base / "state"}"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{sock}"\n'
+    )
+    daemon = subprocess.Popen(
+        ["containerd", "--config", str(config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            assert time.monotonic() < deadline and daemon.poll() is None, "containerd did not start"
+            time.sleep(0.1)
+        ctr = ["ctr", "-a", str(sock)]
+        done = subprocess.run(
+            [
+                *ctr,
+                "content",
+                "fetch",
+                "--hosts-dir",
+                str(base / "certs.d"),
+                f"registry.ollama.ai/{model}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert done.returncode == 0, done.stderr
+        manifest = httpx.get(
+            f"{mirrored.url}/v2/{model.replace(':', '/manifests/')}", timeout=60
+        ).content
+        doc = json.loads(manifest)
+        for layer in doc["layers"]:
+            got = subprocess.run(
+                [*ctr, "content", "get", layer["digest"]], capture_output=True, timeout=60
+            )
+            assert got.returncode == 0, got.stderr
+            assert hashlib.sha256(got.stdout).hexdigest() == layer["digest"].removeprefix("sha256:")
+    finally:
+        stop_processes([daemon])
+        shutil.rmtree(base, ignore_errors=True)

@@ -63,7 +63,7 @@ def test_registry_from_containerds_ns() -> None:
 
 
 def test_the_artifact_manifest_is_one_text_for_one_model() -> None:
-    m = manifest_fixture({"b/weights.bin": b"w" * 100, "a.json": b"{}"})
+    m = manifest_fixture({"b/weights.bin": b"w" * 100, "a.json": b"{}", "z/empty": b""})
     raw = oci.artifact_manifest(m)
     assert raw == oci.artifact_manifest(m)
     doc = json.loads(raw)
@@ -73,8 +73,10 @@ def test_the_artifact_manifest_is_one_text_for_one_model() -> None:
         "digest": str(oci.EMPTY_DIGEST),
         "size": 2,
     }
-    assert [x["annotations"][oci.TITLE] for x in doc["layers"]] == [f.path.value for f in m.files]
-    assert [x["digest"] for x in doc["layers"]] == [str(f.sha256) for f in m.files]
+    files = [f for f in m.files if f.size]  # the empty one is named, not a layer
+    assert [x["annotations"][oci.TITLE] for x in doc["layers"]] == [f.path.value for f in files]
+    assert [x["digest"] for x in doc["layers"]] == [str(f.sha256) for f in files]
+    assert json.loads(doc["annotations"][oci.EMPTY_FILES]) == ["z/empty"]
     assert raw == json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
