@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from seeder.catalog import load_model
 from seeder.ollama import ollama_source
 from seeder.publish import Published, PublishOptions, publish
 from seeder.registry_client import RegistryClient
@@ -99,6 +100,10 @@ def ingest(
     client = RegistryClient(up.url, settings.credentials.get(ref.host), settings.proxy)
     try:
         raw, digest = client.manifest(name, ref.tag)
+        out = settings.work / "published" / f"{ref.slug}-{digest.hex[:12]}"
+        held = _published(out, ref)
+        if held is not None:  # the tag still names what was ingested: nothing to fetch
+            return held
         try:
             doc = om.parse(raw, f"of {ref} from {up.url}")
             if om.is_list(doc):
@@ -122,10 +127,21 @@ def ingest(
     finally:
         client.close()
     atomic_write(store / "manifests" / ref.ollama_path, raw)
-    out = settings.work / "published" / f"{ref.slug}-{digest.hex[:12]}"
     if out.exists():
         shutil.rmtree(out)  # an attempt that stopped after publishing: published anew
     return publish(ollama_source(str(ref), store), PublishOptions(ref=ref, out=out))
+
+
+def _published(out: Path, ref: ModelRef) -> Published | None:
+    """The model published at ``out`` by an earlier ingest of ``ref``, if it is whole."""
+    try:
+        model = load_model(out)
+    except (ShoalError, OSError):
+        return None
+    if model.manifest.ref != ref:
+        return None
+    torrent = next(out.glob("*.torrent"))
+    return Published(out, model.manifest, torrent, 0)
 
 
 async def work_forever(

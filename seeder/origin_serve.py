@@ -137,6 +137,8 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
 
     def serve(root: Path) -> None:
         model = load_model(root)
+        if catalog.by_digest(model.manifest.digest) is not None:
+            return  # a tag checked again upstream that still names this model
         catalog.add(model)
         if seeder:
             seeder.add(model)

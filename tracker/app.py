@@ -21,6 +21,7 @@ from shoal import __version__
 from tracker import bt_http, errors, fleet_api, ingest_api, registry_api
 from tracker.announce import normalize_ip
 from tracker.auth import load_auth
+from tracker.ingest import Ingests
 from tracker.instances import Instances
 from tracker.ratelimit import RateLimiter
 from tracker.settings import TrackerSettings
@@ -109,6 +110,7 @@ def _api(coordinator: Coordinator, stores: StoreFactory, clock: Callable[[], flo
             clock=clock,
             trusted_proxies=frozenset(normalize_ip(p) for p in settings.trusted_proxies),
             instances=Instances(settings.max_instances, settings.availability_ttl),
+            ingests=Ingests(tag_ttl=settings.tag_ttl),
         )
         app.state.coordinator = coordinator.state = state
         try:

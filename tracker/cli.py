@@ -46,6 +46,12 @@ def tracker_serve(
         list[str] | None, typer.Option(help="Address whose ip= is believed (repeatable).")
     ] = None,
     private: Annotated[bool | None, typer.Option(help="Require /announce/<passkey>.")] = None,
+    tag_ttl: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds after which a tag fetched from upstream is checked again [3600]."
+        ),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([tracker] table).")] = None,
 ) -> None:
     """Run the coordinator until SIGTERM or Ctrl-C."""
@@ -69,6 +75,7 @@ def tracker_serve(
         rate_limit=rate_limit,
         trusted_proxies=tuple(trusted_proxy) if trusted_proxy else None,
         private=private,
+        tag_ttl=tag_ttl,
     )
     daemon_logging()
     # opened here, not in the app's start-up: a damaged database or tokens file is

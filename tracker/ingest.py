@@ -8,6 +8,11 @@ fetches from; it holds a claim for ``lease`` seconds and renews it while it fetc
 with the model it published (the caller registers it) or with an error, which every host
 waiting on that reference is told and which stands for ``retry_after`` seconds before a
 new request queues the reference again.
+
+Tags move upstream. A reference registered by an ingest is checked again when it is
+resolved more than ``tag_ttl`` seconds after its last ingest (``stale``): the host gets
+the version registered now, and an ingest runs beside it; it registers a new version if
+the tag names another manifest now (a new version moves only the blobs that changed).
 """
 
 from __future__ import annotations
@@ -47,8 +52,10 @@ class Ingests:
     lease: float = LEASE
     worker_ttl: float = WORKER_TTL
     retry_after: float = RETRY_AFTER
+    tag_ttl: float = 3600.0
     items: dict[str, Ingest] = field(default_factory=dict)
     workers: dict[str, tuple[float, frozenset[str]]] = field(default_factory=dict)
+    ingested: dict[str, float] = field(default_factory=dict)  # ref: its last ingest's end
 
     def request(self, ref: ModelRef, now: float) -> Ingest:
         """The ingest of ``ref``: the one under way, or a new one. ``NotFound`` when no
@@ -67,6 +74,19 @@ class Ingests:
             )
         item = self.items[key] = Ingest(ref)
         return item
+
+    def stale(self, ref: ModelRef, now: float) -> bool:
+        """Whether ``ref`` (just resolved) came from upstream long enough ago to be asked
+        of it again; if so, and a worker can, that ingest is queued."""
+        done = self.ingested.get(str(ref))
+        if done is None or now - done < self.tag_ttl or str(ref) in self.items:
+            return False
+        try:
+            self.request(ref, now)
+        except NotFound:
+            return False
+        self.ingested[str(ref)] = now  # one check per ttl, whatever its end
+        return True
 
     def status(self, ref: ModelRef, now: float) -> Ingest | None:
         """The ingest of ``ref``, if any; ``NotFound`` when it waits for a worker and none
@@ -110,9 +130,11 @@ class Ingests:
         item.worker = None
         return item
 
-    def forget(self, ref: ModelRef) -> None:
-        """A done ingest once its model is registered: the registry answers from then on."""
+    def forget(self, ref: ModelRef, now: float) -> None:
+        """A done ingest once its model is registered: the registry answers from then on,
+        and the tag is asked of upstream again after ``tag_ttl``."""
         self.items.pop(str(ref), None)
+        self.ingested[str(ref)] = now
 
     def _held(self, ref: ModelRef, worker: str) -> Ingest:
         item = self.items.get(str(ref))

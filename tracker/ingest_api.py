@@ -125,5 +125,5 @@ async def update(request: Request, ref: str, authorization: Auth = None) -> Resp
     state.ingests.renew(model, worker, {}, now)  # still this origin's: checked first
     answer: dict[str, Any] = await register(state, model, manifest, torrent)
     state.ingests.finish(model, worker, now, None)
-    state.ingests.forget(model)
+    state.ingests.forget(model, now)
     return respond(request, {**answer, "state": "done"})

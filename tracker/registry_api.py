@@ -147,6 +147,8 @@ async def resolve(request: Request, ref: RefPath) -> Response:
             "check the name against what the coordinator lists (its /v1/models)",
         )
     state.metrics.registry_ops.labels("resolve").inc()
+    if state.ingests.stale(model, state.clock()):  # answered now; checked upstream beside
+        state.metrics.registry_ops.labels("ingest_recheck").inc()
     view: Any = Manifest.load(data).to_json() if wants_json(request) else data
     return respond(request, {"ref": str(model), "digest": str(digest), "manifest": view})
 

@@ -38,6 +38,8 @@ class TrackerSettings(ComponentSettings):
     max_edges_per_token: int = Field(default=16, ge=1)
     max_want: int = Field(default=256, ge=1)
     max_instances: int = Field(default=16, ge=1)  # X-Shoal-Instance names per token and address
+    # a tag fetched from upstream is asked of it again when resolved this long after
+    tag_ttl: float = Field(default=3600.0, gt=0)
 
     @property
     def peer_ttl(self) -> float:

@@ -342,3 +342,62 @@ def test_an_upstream_behind_basic_auth_takes_the_credentials_file(tmp_path: Path
     finally:
         stop_processes([*procs, *(p for p in (fleet.coordinator,) if p is not None)])
         upstream.stop()
+
+
+def test_a_tag_that_moves_upstream_is_checked_again_and_only_what_changed_moves(
+    tmp_path: Path,
+) -> None:
+    """With --tag-ttl 1, a resolve of the tag a second after its ingest still answers the
+    registered version and has the origin ask upstream again; the tag now names a new
+    manifest (a new template, the same weights): it is registered, and a host that pulls
+    it again fetches only the changed layer, while the upstream sent the weights once."""
+    upstream = UpstreamRegistry(tmp_path / "upstream")
+    upstream.start()
+    fleet = Fleet(tmp_path)
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        first = upstream.push("library/tiny", "1", LAYERS, CONFIG)
+        fleet.coordinator = subprocess.Popen(
+            [
+                *(str(SHOAL), "tracker", "serve", "--host", "127.0.0.1"),
+                *("--port", str(fleet.coord_port), "--db", str(tmp_path / "coord.sqlite")),
+                *("--publish-token", "pub", "--fleet-token", "fleet", "--edge-token", "edge"),
+                *("--rate-limit", "0", "--tag-ttl", "1"),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_listening(fleet.coord_port, fleet.coordinator, "shoal tracker serve")
+        procs.append(start_origin(fleet, upstream.url, tmp_path / "ingest"))
+        assert shoal_pull(fleet, "tiny:1", tmp_path / "host").returncode == 0
+        changed = [LAYERS[0], ("application/vnd.ollama.image.template", b"{{ .New }}"), LAYERS[2]]
+        second = upstream.push("library/tiny", "1", changed, CONFIG)
+        assert second != first
+        time.sleep(1.2)
+        ref = ModelRef.parse("tiny:1")
+        with CoordinatorClient(fleet.coord_url) as c:
+            old = c.resolve(ref)  # the registered version, at once; the check runs beside
+            deadline = time.monotonic() + 60
+            while (new := c.resolve(ref)).digest == old.digest:
+                assert time.monotonic() < deadline, "the moved tag was not ingested again"
+                time.sleep(0.2)
+        assert {f.sha256 for f in new.files} != {f.sha256 for f in old.files}
+        again = subprocess.run(
+            [
+                *(str(SHOAL), "pull", "tiny:1", "--models-dir", str(tmp_path / "host")),
+                *("--host", "127.0.0.1", "--json"),
+                *("--coordinator", fleet.coord_url, "--token", "fleet"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert again.returncode == 0, again.stderr
+        done = json.loads(again.stdout.splitlines()[-1])
+        assert int(done["bytes_reused"]) >= len(LAYERS[0][1]), done  # the weights stayed
+        weights = Digest.of(LAYERS[0][1])
+        _, sent = upstream.sent(f"/blobs/{weights}")
+        assert sent == len(LAYERS[0][1])  # fetched from upstream once, in both versions
+    finally:
+        stop_processes([*procs, *(p for p in (fleet.coordinator,) if p is not None)])
+        upstream.stop()
