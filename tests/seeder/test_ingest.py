@@ -47,6 +47,7 @@ class PullThrough:
         self.mirrors: list[str] = []
         self.manifest = b""
         self.origin = ""
+        self.edge = ""
 
     def start_origin(self, *extra: str) -> None:
         port = free_port()
@@ -68,6 +69,35 @@ class PullThrough:
     def metric(self, name: str) -> float:
         text = httpx.get(f"{self.origin}/metrics", timeout=10).text
         return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith(name))
+
+    def start_edge(self) -> None:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen(
+            [
+                *(str(SHOAL), "edge", "serve", "--upstream", self.origin),
+                *("--host", "127.0.0.1", "--port", str(port), "--public-url", url),
+                *("--cache-dir", str(self.tmp / "edge"), "--coordinator", self.fleet.coord_url),
+                *("--token", "edge"),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(proc)
+        wait_listening(port, proc, "shoal edge serve")
+        deadline = time.monotonic() + 20
+        while url not in {e["url"] for e in CoordinatorClient(self.fleet.coord_url).edges()}:
+            assert time.monotonic() < deadline, "the edge did not register"
+            time.sleep(0.1)
+        self.edge = url
+
+    def edge_served(self) -> float:
+        text = httpx.get(f"{self.edge}/metrics", timeout=10).text
+        return sum(
+            float(x.rsplit(" ", 1)[1])
+            for x in text.splitlines()
+            if x.startswith("shoal_edge_bytes_served_total")
+        )
 
     def start_agents(self, n: int) -> None:
         for i in range(n):
@@ -105,8 +135,10 @@ def pull_through(tmp_path: Path) -> Iterator[PullThrough]:
 def test_three_hosts_pull_an_unseen_model_through_their_mirrors_fetched_upstream_once(
     pull_through: PullThrough,
 ) -> None:
+    """Coordinator, origin with upstream access, an edge in front of it, three agents."""
     p = pull_through
     p.start_origin()
+    p.start_edge()
     p.start_agents(3)
     with ThreadPoolExecutor(3) as pool:
         pulled = list(
@@ -129,6 +161,7 @@ def test_three_hosts_pull_an_unseen_model_through_their_mirrors_fetched_upstream
     for layer in [doc["config"], *doc["layers"]]:
         _, sent = p.upstream.sent(f"/blobs/{layer['digest']}")
         assert sent == layer["size"], (layer, sent)
+    assert p.edge_served() > 0  # the hosts fetched over HTTP through the edge
     # the origin's own count: one ingest, the model's bytes from upstream once
     assert p.metric('shoal_upstream_ingests_total{result="done"}') == 1
     sizes = sum(x["size"] for x in [doc["config"], *doc["layers"]])

@@ -71,18 +71,24 @@ def pull(base: str, ns: str, model: str, tag: str, models: Path, stall_s: float 
             part = -(-size // PARTS) if size else 0
             spans = [(o, min(part, size - o)) for o in range(0, size, part)] if part else []
             with ThreadPoolExecutor(PARTS) as pool:
-                out.stalls += pool.map(
-                    _part,
-                    repeat(location),
-                    repeat(partial),
-                    [o for o, _ in spans],
-                    [n for _, n in spans],
-                    repeat(stall_s),
+                parts = list(
+                    pool.map(
+                        _part,
+                        repeat(location),
+                        repeat(partial),
+                        [o for o, _ in spans],
+                        [n for _, n in spans],
+                        repeat(stall_s),
+                    )
                 )
+            out.stalls += [stall for stall, _ in parts]
             got = hashlib.sha256(partial.read_bytes()).hexdigest()
             if f"sha256:{got}" != digest:
                 partial.unlink()
-                raise OllamaPullError(f"digest mismatch, file must be downloaded again: {digest}")
+                answers = [a for _, part in parts for a in part]  # what each part was answered
+                raise OllamaPullError(
+                    f"digest mismatch, file must be downloaded again: {digest} ({answers})"
+                )
             partial.rename(target)
         manifest = models / "manifests" / host / ns / model / tag
         manifest.parent.mkdir(parents=True, exist_ok=True)
@@ -110,8 +116,11 @@ def _direct_url(client: httpx.Client, url: str) -> str:
     raise OllamaPullError("stopped after 10 redirects")
 
 
-def _part(url: str, path: Path, offset: int, size: int, stall_s: float) -> float:
+def _part(url: str, path: Path, offset: int, size: int, stall_s: float) -> tuple[float, list[str]]:
+    """One part: the longest wait for bytes, and each answer's status and Content-Range
+    (not looked at, as ollama does not: kept to tell what happened if the digest fails)."""
     done, longest = 0, 0.0
+    answers: list[str] = []
     for _ in range(6):
         asked = time.monotonic()
         try:
@@ -122,6 +131,7 @@ def _part(url: str, path: Path, offset: int, size: int, stall_s: float) -> float
                 ) as r,  # the status is not looked at, as ollama does not
                 path.open("r+b") as f,
             ):
+                answers.append(f"{r.status_code} {r.headers.get('content-range')}")
                 f.seek(offset + done)
                 for data in r.iter_bytes():
                     longest = max(longest, time.monotonic() - asked)
@@ -130,9 +140,9 @@ def _part(url: str, path: Path, offset: int, size: int, stall_s: float) -> float
                     done += len(data)
                     asked = time.monotonic()
                     if done >= size:
-                        return longest
+                        return longest, answers
         except httpx.TimeoutException:
             longest = max(longest, time.monotonic() - asked)
         if done >= size:
-            return longest
+            return longest, answers
     raise OllamaPullError(f"part at {offset} stalled: max retries exceeded")
