@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -73,16 +74,15 @@ class Relay:
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, paced: bool) -> None:
             try:
-                while data := await src.read(65536):
-                    if paced:  # one shared link: each block waits for its turn on it
-                        now = time.monotonic()
-                        start = max(now, self.next_free)
-                        self.next_free = start + len(data) / self.rate
-                        await asyncio.sleep(self.next_free - now)
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
+                with contextlib.suppress(OSError):  # a side closed: so does the relay
+                    while data := await src.read(65536):
+                        if paced:  # one shared link: each block waits for its turn on it
+                            now = time.monotonic()
+                            start = max(now, self.next_free)
+                            self.next_free = start + len(data) / self.rate
+                            await asyncio.sleep(self.next_free - now)
+                        dst.write(data)
+                        await dst.drain()
             finally:
                 dst.close()
 

@@ -263,8 +263,9 @@ class Mirror:
         gone = asyncio.Event()
 
         async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            message = await receive()
+            while message["type"] != "http.disconnect":  # a GET's empty body first
+                message = await receive()
             gone.set()
 
         watcher = asyncio.ensure_future(watch())

@@ -5,6 +5,7 @@ ollama pushes them, and its access log read back (what it sent, per blob)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
@@ -223,13 +224,12 @@ class SlowProxy:
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, slow: bool) -> None:
             try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-                    if slow:
-                        await asyncio.sleep(len(data) / self.rate)
-            except (OSError, asyncio.IncompleteReadError):
-                pass
+                with contextlib.suppress(OSError):  # a side closed: so does the relay
+                    while data := await src.read(65536):
+                        dst.write(data)
+                        await dst.drain()
+                        if slow:
+                            await asyncio.sleep(len(data) / self.rate)
             finally:
                 dst.close()
 

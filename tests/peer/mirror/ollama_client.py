@@ -35,7 +35,7 @@ PARTS = 16
 
 
 class OllamaPullError(Exception):
-    pass
+    """What ollama would report, in its words where the tests match them."""
 
 
 @dataclass
