@@ -28,7 +28,13 @@ from shoal.testing import ServerThread, blob_fixture, free_port, stop_processes,
 from tests.conftest import SHOAL
 from tests.peer.conftest import Fleet
 from tests.peer.mirror import ollama_client
-from tests.seeder.upstream import LyingRegistry, SlowProxy, UpstreamRegistry, available
+from tests.seeder.upstream import (
+    LyingRegistry,
+    SlowProxy,
+    TokenRegistry,
+    UpstreamRegistry,
+    available,
+)
 
 pytestmark = pytest.mark.skipif(not available(), reason="docker-registry is not installed")
 
@@ -434,3 +440,40 @@ def test_a_tag_that_moves_upstream_is_checked_again_and_only_what_changed_moves(
     finally:
         stop_processes([*procs, *(p for p in (fleet.coordinator,) if p is not None)])
         upstream.stop()
+
+
+def test_an_upstream_that_wants_a_bearer_token_gets_one_from_its_token_service(
+    tmp_path: Path,
+) -> None:
+    """As registry.ollama.ai and Docker Hub: a 401 names the token service; the origin
+    asks it (with the credentials file's Basic credentials) for a token of the scope the
+    challenge gave, and fetches with it. Without credentials the service refuses."""
+    fleet = Fleet(tmp_path)
+    registry = TokenRegistry(("puller", "s3cret"))
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        fleet.start_coordinator()
+        with ServerThread(registry) as server:
+            registry.url = server.url
+            procs.append(start_origin(fleet, server.url, tmp_path / "ingest"))
+            refused = shoal_pull(fleet, "tok:1", tmp_path / "a")
+            assert refused.returncode == 6, refused.stderr
+            assert "token service" in refused.stderr and "401" in refused.stderr
+            stop_processes(procs)
+            procs.clear()
+            creds = tmp_path / "creds"
+            creds.write_text("registry.ollama.ai puller:s3cret\n")
+            procs.append(
+                start_origin(
+                    fleet, server.url, tmp_path / "ingest2", "--upstream-credentials", str(creds)
+                )
+            )
+            # another tag: the refusal of tok:1 stands for the coordinator's retry_after
+            done = shoal_pull(fleet, "tok:2", tmp_path / "b")
+        assert done.returncode == 0, done.stderr
+        blob = tmp_path / "b" / "blobs" / Digest.of(registry.layer).filename
+        assert blob.read_bytes() == registry.layer
+        assert set(registry.token_asks) == {"repository:library/tok:pull"}
+        assert len(registry.token_asks) == 2  # refused once, then one token for the fetch
+    finally:
+        stop_processes([*procs, *(p for p in (fleet.coordinator,) if p is not None)])

@@ -5,6 +5,7 @@ ollama pushes them, and its access log read back (what it sent, per blob)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import re
@@ -16,6 +17,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import httpx
 
@@ -234,3 +236,45 @@ class SlowProxy:
                 dst.close()
 
         await asyncio.gather(pipe(r, uw, False), pipe(ur, w, True))
+
+
+class TokenRegistry:
+    """A hand-written upstream that wants a Bearer token, as registry.ollama.ai and Docker
+    Hub do: a 401 names the token service (``realm``), which gives a token for Basic
+    credentials ``user``; with the token it serves ``library/tok:1`` and ``:2`` honestly."""
+
+    def __init__(self, user: tuple[str, str]) -> None:
+        self.user, self.url, self.token = user, "", "t0k3n-for-puller"
+        self.layer = blob(300_000, b"t")
+        self.raw = LyingRegistry().manifest(self.layer)
+        self.token_asks: list[str] = []  # the scope asked each time
+
+    async def __call__(self, scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        path = str(scope["path"])
+        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}  # type: ignore[attr-defined]
+        status, body, extra = 401, b'{"errors":[{"code":"UNAUTHORIZED"}]}', []
+        if path == "/token":
+            query = parse_qs(bytes(scope["query_string"]).decode())  # type: ignore[arg-type]
+            self.token_asks.append(query.get("scope", [""])[0])
+            basic = "Basic " + base64.b64encode(":".join(self.user).encode()).decode()
+            if headers.get("authorization") == basic:
+                status, body = 200, json.dumps({"token": self.token}).encode()
+        elif headers.get("authorization") != f"Bearer {self.token}":
+            challenge = (
+                f'Bearer realm="{self.url}/token",service="shoal-test",'
+                'scope="repository:library/tok:pull"'
+            )
+            extra = [(b"www-authenticate", challenge.encode())]
+        elif path in ("/v2/library/tok/manifests/1", "/v2/library/tok/manifests/2"):
+            status, body = 200, self.raw
+        elif path.startswith("/v2/library/tok/blobs/"):
+            digest = path.rsplit("/", 1)[1]
+            status = 200
+            body = b"{}" if digest == str(Digest.of(b"{}")) else self.layer
+        else:
+            status, body = 404, b'{"errors":[{"code":"NAME_UNKNOWN"}]}'
+        headers_out = [(b"content-length", str(len(body)).encode()), *extra]
+        await send({"type": "http.response.start", "status": status, "headers": headers_out})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
