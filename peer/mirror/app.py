@@ -2,12 +2,14 @@
 host's store, on a port of its own (``shoal agent --mirror``).
 
 A manifest asked for by tag that the store lacks starts the fleet pull of that model (or
-joins the one running) and is answered when the pull is done. A blob GET without a Range
-answers 307 at once to its data URL: ollama accepts only a 307 (or a 200 with
-``Location``) there, follows a redirect to the same host, and then reads the final URL
-with up to 16 Range GETs whose status it does not check, so the data URL answers a Range
-exactly (206, or 416) and a plain GET with 200, the body and ``Location`` pointing at
-itself. Errors are the spec's JSON bodies; bad input is a 4xx, never a 5xx.
+joins the one running) and is answered as soon as the pull has it; the blobs of a pull
+under way are read chunk by chunk as they are verified (peer/watch.py).
+
+A blob GET without a Range answers 307 at once to its data URL: ollama accepts only a 307
+(or a 200 with ``Location``) there, follows a redirect to the same host, and then reads
+the final URL with up to 16 Range GETs whose status it does not check, so the data URL
+answers a Range exactly (206, or 416) and a plain GET with 200, the body and ``Location``
+pointing at itself. Errors are the spec's JSON bodies; bad input is a 4xx, never a 5xx.
 """
 
 from __future__ import annotations
