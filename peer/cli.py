@@ -462,6 +462,10 @@ def agent(
             help="Registry mirror (OCI, ollama) address, loopback, or off [127.0.0.1:8474]."
         ),
     ] = None,
+    mirror_token_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding the mirror's token: readers must show it (LAN use)."),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([agent] table).")] = None,
 ) -> None:
     """The host's daemon: seeds the store, runs pulls, keeps the disk budget and caps.
@@ -492,6 +496,7 @@ def agent(
         max_store_size=max_store_size,
         min_free=min_free,
         mirror=mirror,
+        mirror_token=read_token(None, mirror_token_file) if mirror_token_file else None,
     )
     store = Store(store_dir(models_dir)).open()
     daemon_logging()

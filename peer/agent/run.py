@@ -16,6 +16,7 @@ from peer.agent.api import create_app
 from peer.agent.client import AGENT_FILE
 from peer.agent.daemon import Agent
 from peer.mirror.app import Mirror
+from peer.mirror.auth import MirrorAuth
 from shoal.coordinator_client import CoordinatorClient, check_token
 from shoal.errors import LocalError
 from shoal.fsutil import atomic_write
@@ -52,7 +53,14 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
     try:
         serving = asyncio.ensure_future(server.serve(sockets=[sock]))
         if mirror_sock is not None:
-            mirror = Mirror(agent.store, agent, agent.settings.mirror_readers, agent.metrics)
+            token = agent.settings.mirror_token
+            mirror = Mirror(
+                agent.store,
+                agent,
+                agent.settings.mirror_readers,
+                agent.metrics,
+                MirrorAuth(token) if token else None,
+            )
             quiet = uvicorn.Config(mirror, log_level="warning", lifespan="off", proxy_headers=False)
             mirroring = asyncio.ensure_future(_Quiet(quiet).serve(sockets=[mirror_sock]))
             log.info("registry mirror on %s:%d", *mirror_sock.getsockname()[:2])

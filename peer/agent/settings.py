@@ -6,7 +6,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from peer.budget import Budget
@@ -39,7 +39,8 @@ class AgentSettings(ComponentSettings):
     min_free: str = "1G"  # free disk space to leave
     request_queue: int = Field(default=REQUEST_QUEUE, ge=2, le=2000)
     peers: int = Field(default=PEERS, ge=1, le=1000)
-    mirror: str = "127.0.0.1:8474"  # the registry mirror's address (loopback), or "off"
+    mirror: str = "127.0.0.1:8474"  # the registry mirror's address, or "off"
+    mirror_token: str | None = None  # asked of every reader; needed beyond loopback
     mirror_readers: int = Field(default=64, ge=1, le=10_000)  # blob reads at once
 
     @field_validator("mirror")
@@ -47,6 +48,16 @@ class AgentSettings(ComponentSettings):
     def _mirror(cls, value: str) -> str:
         _checked(mirror_address, value)
         return value
+
+    @model_validator(mode="after")
+    def _mirror_beyond_loopback(self) -> AgentSettings:
+        address = mirror_address(self.mirror)
+        if address is not None and not self.mirror_token and not _loopback(address[0]):
+            raise ValueError(
+                f"the mirror on {address[0]} would answer anyone: give it a token "
+                "(--mirror-token-file), or a loopback address"
+            )
+        return self
 
     def mirror_address(self) -> tuple[str, int] | None:
         return mirror_address(self.mirror)
@@ -82,26 +93,23 @@ class AgentSettings(ComponentSettings):
 
 
 def mirror_address(value: str) -> tuple[str, int] | None:
-    """``HOST:PORT`` on loopback, or ``off`` (None). The mirror has no authentication yet,
-    so it answers this host only."""
+    """``HOST:PORT``, or ``off`` (None)."""
     if value == "off":
         return None
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise BadInput(
             f"invalid mirror address {value!r}", "give HOST:PORT, e.g. 127.0.0.1:8474, or off"
         )
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = host == "localhost"
-    if not loopback:
-        raise BadInput(
-            f"the mirror cannot listen on {host}: it has no authentication yet",
-            "give a loopback address (127.0.0.1:8474), or off",
-        )
     return host, int(port)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _checked(parse: Callable[[Any], object], value: object) -> None:

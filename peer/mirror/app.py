@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from urllib.parse import parse_qs
 
 from peer.export import OLLAMA_MANIFEST
 from peer.mirror import catalog, oci
+from peer.mirror.auth import MirrorAuth
 from peer.store import Store
 from peer.watch import PullWatch
 from shoal import ranges
@@ -99,6 +101,7 @@ class Mirror:
     pulls: Pulls | None = None  # None: serve what the store holds, start no pull
     max_readers: int = 64  # blob bodies sent at once; more are answered 429
     metrics: Any = None  # peer.metrics.PullMetrics
+    auth: MirrorAuth | None = None  # None: loopback only, nobody is asked
     readers: int = field(default=0, init=False)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -111,11 +114,16 @@ class Mirror:
                 raise oci.MirrorError(405, "UNSUPPORTED", f"{method} is not served: pull only")
             r = oci.route(scope["path"])
             label = type(r).__name__
-            host = oci.registry_host(_query(scope).get("ns"))
+            query = _query(scope)
+            host = oci.registry_host(query.get("ns"))
+            self._check(r, scope, query.get("cap"))
             status = await self._answer(r, host, scope, receive, send)
         except oci.MirrorError as exc:
             status = exc.status
-            await _send(send, exc.status, _json_headers(len(exc.body())), exc.body(), method)
+            headers = _json_headers(len(exc.body()))
+            if exc.status == 401:
+                headers.append((b"www-authenticate", b'Basic realm="shoal mirror"'))
+            await _send(send, exc.status, headers, exc.body(), method)
         except ShoalError as exc:
             status = exc.http_status
             code = _CODES.get(status, "UNAVAILABLE" if status >= 500 else "DENIED")
@@ -124,6 +132,20 @@ class Mirror:
         finally:
             if self.metrics is not None:
                 self.metrics.mirror_requests.labels(label, str(status)).inc()
+
+    def _check(self, r: oci.Route, scope: dict[str, Any], cap: str | None) -> None:
+        """With a token, every request shows it, but a blob's data URL may carry the
+        capability its 307 gave instead (ollama's ranged reads send no Authorization)."""
+        if self.auth is None:
+            return
+        if (
+            isinstance(r, oci.BlobReq)
+            and r.data
+            and self.auth.valid(scope["path"], cap, time.time())
+        ):
+            return
+        if not self.auth.allows(_text(_headers(scope).get(b"authorization"))):
+            raise oci.MirrorError(401, "UNAUTHORIZED", "this mirror needs its token")
 
     async def _answer(
         self, r: oci.Route, host: str | None, scope: dict[str, Any], receive: Any, send: Any
@@ -156,8 +178,12 @@ class Mirror:
             return 200
         if not r.data and not wants_range:
             location = _raw_path(scope) + "/data"
-            if scope.get("query_string"):
-                location += "?" + scope["query_string"].decode("latin-1")
+            query = scope.get("query_string", b"").decode("latin-1")
+            if self.auth is not None:
+                cap = self.auth.capability(scope["path"] + "/data", time.time())
+                query = "&".join(q for q in (query, f"cap={cap}") if q)
+            if query:
+                location += "?" + query
             headers = [*common, (b"location", location.encode()), (b"content-length", b"0")]
             await _send(send, 307, headers, b"", method)
             return 307
@@ -170,8 +196,10 @@ class Mirror:
         headers = [*common, _OCTET, (b"content-length", str(span.length).encode())]
         if span.content_range():
             headers.append((b"content-range", span.content_range().encode()))  # type: ignore[union-attr]
-        if span.status == 200:
-            headers.append((b"location", _raw_path(scope).encode()))
+        if span.status == 200:  # ollama reads its parts where this says: the cap too
+            query = scope.get("query_string", b"").decode("latin-1")
+            here = _raw_path(scope) + (f"?{query}" if query else "")
+            headers.append((b"location", here.encode()))
         if span.status == 416:
             await _send(send, 416, headers, b"", method)
             return 416

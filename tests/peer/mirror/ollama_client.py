@@ -44,9 +44,20 @@ class Pulled:
     stalls: list[float] = field(default_factory=list)  # longest wait for bytes, per part
 
 
-def pull(base: str, ns: str, model: str, tag: str, models: Path, stall_s: float = 30.0) -> Pulled:
+def pull(
+    base: str,
+    ns: str,
+    model: str,
+    tag: str,
+    models: Path,
+    stall_s: float = 30.0,
+    authorization: str | None = None,
+) -> Pulled:
+    """``authorization`` is sent on the registry requests (steps 1 to 3), as ollama sends
+    its own token there, and not on the ranged reads of the data URL, as ollama does not."""
     host = urlsplit(base).netloc
-    with httpx.Client(timeout=httpx.Timeout(None, connect=10)) as client:
+    auth = {"Authorization": authorization} if authorization else {}
+    with httpx.Client(timeout=httpx.Timeout(None, connect=10), headers=auth) as client:
         r = client.get(f"{base}/v2/{ns}/{model}/manifests/{tag}", headers={"Accept": ACCEPT})
         if r.status_code == 404:
             raise OllamaPullError("pull model manifest: file does not exist")

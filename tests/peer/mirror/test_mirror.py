@@ -450,3 +450,65 @@ def test_containerd_fetches_through_the_mirror_as_its_hosts_toml_says(
     finally:
         stop_processes([daemon])
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_mirror_beyond_loopback_asks_for_its_token(tmp_path: Path) -> None:
+    """``--mirror 0.0.0.0:P`` needs ``--mirror-token-file``; then every request shows the
+    token (Bearer, or as a Basic password), except ollama's ranged reads of a data URL,
+    which carry the capability the 307 gave: forged or moved to another blob, refused."""
+    ollama = tmp_path / "ollama-src"
+    write_ollama_store(ollama, "tiny:1", LAYERS)
+    fleet = Fleet(tmp_path)
+    fleet.add_source("tiny:1", ollama_source("tiny:1", ollama), ollama)
+    agent = None
+    port = free_port()
+    common = [
+        *(str(SHOAL), "agent", "--models-dir", str(tmp_path / "host")),
+        *("--host", "127.0.0.1", "--no-lsd", "--mirror", f"0.0.0.0:{port}"),
+    ]
+    refused = subprocess.run(
+        [*common, "--api-port", str(free_port())], capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and "--mirror-token-file" in refused.stderr
+    token = tmp_path / "mirror.token"
+    token.write_text("m1rr0r-secret\n")
+    try:
+        fleet.start_coordinator()
+        fleet.start_seed()
+        agent = subprocess.Popen(
+            [
+                *common,
+                *("--api-port", str(free_port()), "--mirror-token-file", str(token)),
+                *("--coordinator", fleet.coord_url, "--token", "fleet"),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        wait_listening(port, agent, "the agent's mirror")
+        url = f"http://127.0.0.1:{port}"
+        r = httpx.get(f"{url}/v2/library/tiny/manifests/1")
+        assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+        assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
+        assert httpx.get(f"{url}/v2/", auth=("x", "wrong")).status_code == 401
+        assert httpx.get(f"{url}/v2/", auth=("anyone", "m1rr0r-secret")).status_code == 200
+        bearer = "Bearer m1rr0r-secret"
+        out = tmp_path / "ollama"
+        pulled = ollama_client.pull(url, "library", "tiny", "1", out, authorization=bearer)
+        doc = json.loads(pulled.manifest)
+        layer = doc["layers"][0]
+        got = (out / "blobs" / layer["digest"].replace(":", "-")).read_bytes()
+        assert got == LAYERS[0][1]
+        # the capability names one blob's data URL, for a while, signed by this process
+        moved = httpx.get(
+            f"{url}/v2/library/tiny/blobs/{layer['digest']}", headers={"Authorization": bearer}
+        )
+        location = moved.headers["location"]
+        assert moved.status_code == 307 and "cap=" in location
+        assert httpx.get(f"{url}{location}", headers={"Range": "bytes=0-9"}).status_code == 206
+        other = doc["layers"][1]["digest"]
+        elsewhere = location.replace(layer["digest"], other)
+        assert httpx.get(f"{url}{elsewhere}").status_code == 401
+        forged = location[:-4] + ("0000" if not location.endswith("0000") else "1111")
+        assert httpx.get(f"{url}{forged}").status_code == 401
+    finally:
+        stop_processes([p for p in (agent, fleet.seed, fleet.coordinator) if p is not None])
