@@ -15,6 +15,7 @@ pointing at itself. Errors are the spec's JSON bodies; bad input is a 4xx, never
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -73,7 +74,13 @@ class _StoreBlob:
 @dataclass(frozen=True, slots=True)
 class _PullingBlob:
     """A file of a pull under way: its chunks in order, each once verified (and hashed
-    again as read); the chunks a reader waits for go first."""
+    again as read); the chunks a reader waits for go first.
+
+    Chunk digests prove chunks, not the file's name: a manifest may list a file digest
+    its chunks do not add up to (peer/store.py). A read of the whole file is hashed as it
+    goes and its last bytes are sent only if the whole hashes to the name; a read of a
+    part cannot be proven so, and its client checks the whole (ollama and every OCI
+    client do)."""
 
     watch: PullWatch
     entry: FileEntry
@@ -84,10 +91,21 @@ class _PullingBlob:
         return self.entry.size
 
     async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
-        for c in range(start // self.chunk_size, -(-end // self.chunk_size)):
+        whole = hashlib.sha256() if (start, end) == (0, self.size) else None
+        if whole is not None and not self.size and whole.hexdigest() != self.entry.sha256.hex:
+            raise IntegrityError(f"{self.entry.path} is empty, not {self.entry.sha256}")
+        last = -(-end // self.chunk_size) - 1
+        for c in range(start // self.chunk_size, last + 1):
             data = await self.watch.chunk(self.entry, c)
             base = c * self.chunk_size
-            yield data[max(0, start - base) : end - base]
+            part = data[max(0, start - base) : end - base]
+            if whole is not None:
+                whole.update(part)
+                if c == last and whole.hexdigest() != self.entry.sha256.hex:
+                    raise IntegrityError(
+                        f"{self.entry.path}'s chunks do not add up to {self.entry.sha256}"
+                    )
+            yield part
 
 
 _Blob = _StoreBlob | _PullingBlob

@@ -33,10 +33,7 @@ from tests.seeder.upstream import (
     SlowProxy,
     TokenRegistry,
     UpstreamRegistry,
-    available,
 )
-
-pytestmark = pytest.mark.skipif(not available(), reason="docker-registry is not installed")
 
 LAYERS = [
     ("application/vnd.ollama.image.model", blob_fixture(20 * 1024 * 1024 + 4321, seed=11)),

@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
+import pytest
 
 from shoal.digest import Digest
 from shoal.testing import free_port, stop_processes, wait_listening
@@ -27,10 +28,6 @@ from shoal.testing import free_port, stop_processes, wait_listening
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_TYPE = "application/vnd.docker.container.image.v1+json"
 _ACCESS = re.compile(r'"(GET|HEAD) (\S+) HTTP/1\.1" (\d{3}) (\d+)')
-
-
-def available() -> bool:
-    return shutil.which("docker-registry") is not None
 
 
 @dataclass
@@ -49,6 +46,8 @@ class UpstreamRegistry:
         return self.root / "access.log"
 
     def start(self) -> None:
+        if shutil.which("docker-registry") is None:
+            pytest.fail("docker-registry is not installed: run scripts/test.sh, which installs it")
         self.root.mkdir(parents=True, exist_ok=True)
         config = self.root / "config.yml"
         auth = ""

@@ -36,6 +36,14 @@ from tests.conftest import SHOAL
 from tests.peer.conftest import MODEL, Fleet
 from tests.peer.mirror import ollama_client
 
+
+def need(*programs: str) -> None:
+    """Fail, not skip: scripts/test.sh installs them, so a missing one is a broken setup."""
+    for program in programs:
+        if shutil.which(program) is None:
+            pytest.fail(f"{program} is not installed: run scripts/test.sh, which installs it")
+
+
 LAYERS = [
     ("application/vnd.ollama.image.model", blob_fixture(3 * 1024 * 1024 + 777, seed=5)),
     ("application/vnd.ollama.image.template", b"{{ .Prompt }}"),
@@ -169,8 +177,8 @@ def skopeo_copy(url: str, name: str, out: Path, tmp_path: Path) -> subprocess.Co
     )
 
 
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
 def test_skopeo_copies_an_artifact_through_the_mirror(mirrored: Mirrored, tmp_path: Path) -> None:
+    need("skopeo")
     out = tmp_path / "copy"
     done = skopeo_copy(mirrored.url, "library/files:1", out, tmp_path)
     assert done.returncode == 0, done.stderr
@@ -181,12 +189,12 @@ def test_skopeo_copies_an_artifact_through_the_mirror(mirrored: Mirrored, tmp_pa
         assert got == (mirrored.fleet.srcs["files:1"] / path).read_bytes()
 
 
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
 def test_skopeo_reads_an_ollama_manifest_but_will_not_copy_its_layers(
     mirrored: Mirrored, tmp_path: Path
 ) -> None:
     """containers/image (skopeo 1.9) refuses a docker v2 manifest whose layers are not
     image layers, from any registry: ollama's models are copied by ollama's protocol."""
+    need("skopeo")
     port = mirrored.url.rsplit(":", 1)[1]
     raw = subprocess.run(
         [
@@ -297,12 +305,12 @@ def test_a_client_reads_a_model_while_the_swarm_fills_without_stalling(tmp_path:
         stop_processes([p for p in (agent, fleet.seed, fleet.coordinator) if p is not None])
 
 
-@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
 def test_the_printed_registries_conf_sends_skopeo_through_the_mirror(
     mirrored: Mirrored, tmp_path: Path
 ) -> None:
     """``shoal mirror config --client podman`` as printed: skopeo asked for the model at
     registry.ollama.ai gets it from this host's mirror."""
+    need("skopeo")
     port = mirrored.url.rsplit(":", 1)[1]
     printed = subprocess.run(
         [str(SHOAL), "mirror", "config", "--client", "podman"],
@@ -383,16 +391,13 @@ def test_a_mirror_read_of_a_model_beyond_the_disk_budget_is_refused_clearly(
         stop_processes([p for p in (agent, fleet.seed, fleet.coordinator) if p is not None])
 
 
-@pytest.mark.skipif(
-    shutil.which("containerd") is None or shutil.which("ctr") is None,
-    reason="containerd is not installed",
-)
 @pytest.mark.parametrize("model", ["library/files:1", "library/tiny:1"])
 def test_containerd_fetches_through_the_mirror_as_its_hosts_toml_says(
     mirrored: Mirrored, model: str
 ) -> None:
     """Debian's containerd 1.6 with the hosts.toml ``shoal mirror config`` prints:
     ``ctr content fetch registry.ollama.ai/...`` takes every blob from the agent's mirror."""
+    need("containerd", "ctr")
     port = mirrored.url.rsplit(":", 1)[1]
     printed = subprocess.run(
         [str(SHOAL), "mirror", "config", "--client", "containerd"],
