@@ -97,7 +97,7 @@ async def run(settings: EdgeSettings, ready: asyncio.Event | None = None) -> Non
     if settings.coordinator and not settings.token:
         log.warning("not listed with the coordinator: listing takes an edge token (--token-file)")
     try:
-        await until_stopped(registration, ready)
+        await until_stopped(registration, ready=ready)
     finally:
         await server.close()
         await upstreams.close()

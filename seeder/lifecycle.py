@@ -45,17 +45,17 @@ async def register_forever(
 
 
 async def until_stopped(
-    background: Coroutine[Any, Any, None] | None, ready: asyncio.Event | None = None
+    *background: Coroutine[Any, Any, None] | None, ready: asyncio.Event | None = None
 ) -> None:
-    """Run ``background`` (if any) until SIGTERM or SIGINT; its failure ends the wait too."""
+    """Run ``background`` (those not None) until SIGTERM or SIGINT; the end or failure of
+    any of them ends the wait too."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     tasks: list[asyncio.Task[Any]] = [asyncio.create_task(stop.wait())]
-    if background is not None:
-        tasks.append(asyncio.create_task(background))
+    tasks += [asyncio.create_task(b) for b in background if b is not None]
     if ready is not None:
         ready.set()
     try:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -143,37 +142,22 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
         if seeder:
             seeder.add(model)
 
-    background = registration
+    ingest_work = None
     if ingesting is not None and registration is not None:
         assert settings.coordinator
         client = CoordinatorClient(settings.coordinator, settings.token)
-        background = _both(
-            registration,
-            work_forever(
-                client,
-                ingesting,
-                serve,
-                origin.upstream_bytes.inc,
-                lambda result: origin.ingests.labels(result).inc(),
-            ),
+        ingest_work = work_forever(
+            client,
+            ingesting,
+            serve,
+            origin.upstream_bytes.inc,
+            lambda result: origin.ingests.labels(result).inc(),
         )
         log.info("fetching from upstream for the fleet: %s", ", ".join(settings.upstream))
     try:
-        await until_stopped(background, ready)
+        await until_stopped(registration, ingest_work, ready=ready)
     finally:
         await server.close()
         if seeder:
             seeder.close()
         log.info("origin stopped")
-
-
-async def _both(a: Coroutine[Any, Any, None], b: Coroutine[Any, Any, None]) -> None:
-    """Run both until either ends (its failure ends the other too)."""
-    tasks = [asyncio.ensure_future(a), asyncio.ensure_future(b)]
-    try:
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for t in done:
-            t.result()
-    finally:
-        for t in tasks:
-            t.cancel()

@@ -207,40 +207,26 @@ def test_an_ingested_model_is_served_again_after_the_origin_restarts(
 ) -> None:
     p = pull_through
     p.start_origin()
-    r = subprocess.run(
-        [
-            *(str(SHOAL), "pull", "tiny:1", "--models-dir", str(tmp_path / "a")),
-            *("--coordinator", p.fleet.coord_url, "--token", "fleet", "--host", "127.0.0.1"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    r = shoal_pull(p.fleet, "tiny:1", tmp_path / "a")
     assert r.returncode == 0, r.stderr
     stop_processes(p.procs)
     p.procs.clear()
     p.upstream.stop()  # the fleet holds it now: no upstream needed
     p.start_origin()
     time.sleep(0.5)
-    r = subprocess.run(
-        [
-            *(str(SHOAL), "pull", "tiny:1", "--models-dir", str(tmp_path / "b")),
-            *("--coordinator", p.fleet.coord_url, "--token", "fleet", "--host", "127.0.0.1"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    r = shoal_pull(p.fleet, "tiny:1", tmp_path / "b")
     assert r.returncode == 0, r.stderr
     blob = tmp_path / "b" / "blobs" / f"sha256-{hashlib.sha256(LAYERS[0][1]).hexdigest()}"
     assert blob.read_bytes() == LAYERS[0][1]
 
 
-def shoal_pull(fleet: Fleet, ref: str, models: Path) -> subprocess.CompletedProcess[str]:
+def shoal_pull(
+    fleet: Fleet, ref: str, models: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             *(str(SHOAL), "pull", ref, "--models-dir", str(models), "--host", "127.0.0.1"),
-            *("--coordinator", fleet.coord_url, "--token", "fleet"),
+            *("--coordinator", fleet.coord_url, "--token", "fleet", *extra),
         ],
         capture_output=True,
         text=True,
@@ -418,16 +404,7 @@ def test_a_tag_that_moves_upstream_is_checked_again_and_only_what_changed_moves(
                 assert time.monotonic() < deadline, "the moved tag was not ingested again"
                 time.sleep(0.2)
         assert {f.sha256 for f in new.files} != {f.sha256 for f in old.files}
-        again = subprocess.run(
-            [
-                *(str(SHOAL), "pull", "tiny:1", "--models-dir", str(tmp_path / "host")),
-                *("--host", "127.0.0.1", "--json"),
-                *("--coordinator", fleet.coord_url, "--token", "fleet"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        again = shoal_pull(fleet, "tiny:1", tmp_path / "host", "--json")
         assert again.returncode == 0, again.stderr
         done = json.loads(again.stdout.splitlines()[-1])
         assert int(done["bytes_reused"]) >= len(LAYERS[0][1]), done  # the weights stayed

@@ -44,6 +44,21 @@ def need(*programs: str) -> None:
             pytest.fail(f"{program} is not installed: run scripts/test.sh, which installs it")
 
 
+def start_mirror_agent(fleet: Fleet, models: Path, port: int, *extra: str) -> subprocess.Popen[str]:
+    """An agent of ``fleet`` with its mirror on 127.0.0.1:``port``, once it listens."""
+    agent = subprocess.Popen(
+        [
+            *(str(SHOAL), "agent", "--models-dir", str(models), "--api-port", str(free_port())),
+            *("--host", "127.0.0.1", "--no-lsd", "--mirror", f"127.0.0.1:{port}"),
+            *("--coordinator", fleet.coord_url, "--token", "fleet", *extra),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_listening(port, agent, "the agent's mirror")
+    return agent
+
+
 LAYERS = [
     ("application/vnd.ollama.image.model", blob_fixture(3 * 1024 * 1024 + 777, seed=5)),
     ("application/vnd.ollama.image.template", b"{{ .Prompt }}"),
@@ -71,18 +86,9 @@ def mirrored(tmp_path: Path) -> Iterator[Mirrored]:
     try:
         fleet.start_coordinator()
         fleet.start_seed()
-        api, port = free_port(), free_port()
+        port = free_port()
         models = tmp_path / "host"
-        agent = subprocess.Popen(
-            [
-                *(str(SHOAL), "agent", "--models-dir", str(models), "--api-port", str(api)),
-                *("--host", "127.0.0.1", "--no-lsd", "--mirror", f"127.0.0.1:{port}"),
-                *("--coordinator", fleet.coord_url, "--token", "fleet"),
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_listening(port, agent, "the agent's mirror")
+        agent = start_mirror_agent(fleet, models, port)
         yield Mirrored(fleet, f"http://127.0.0.1:{port}", models, ollama)
     finally:
         stop_processes([p for p in (agent, fleet.seed, fleet.coordinator) if p is not None])
@@ -275,18 +281,9 @@ def test_a_client_reads_a_model_while_the_swarm_fills_without_stalling(tmp_path:
     try:
         fleet.start_coordinator()
         fleet.start_seed(bittorrent=False)
-        api, port = free_port(), free_port()
+        port = free_port()
         models = tmp_path / "host"
-        agent = subprocess.Popen(
-            [
-                *(str(SHOAL), "agent", "--models-dir", str(models), "--api-port", str(api)),
-                *("--host", "127.0.0.1", "--no-lsd", "--mirror", f"127.0.0.1:{port}"),
-                *("--coordinator", fleet.coord_url, "--token", "fleet", "--max-rate", "1M"),
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_listening(port, agent, "the agent's mirror")
+        agent = start_mirror_agent(fleet, models, port, "--max-rate", "1M")
         url = f"http://127.0.0.1:{port}"
         asked = time.monotonic()
         m = httpx.get(f"{url}/v2/library/slow/manifests/1", timeout=60)
@@ -368,19 +365,9 @@ def test_a_mirror_read_of_a_model_beyond_the_disk_budget_is_refused_clearly(
     try:
         fleet.start_coordinator()
         fleet.start_seed()
-        api, port = free_port(), free_port()
+        port = free_port()
         models = tmp_path / "host"
-        agent = subprocess.Popen(
-            [
-                *(str(SHOAL), "agent", "--models-dir", str(models), "--api-port", str(api)),
-                *("--host", "127.0.0.1", "--no-lsd", "--mirror", f"127.0.0.1:{port}"),
-                *("--coordinator", fleet.coord_url, "--token", "fleet"),
-                *("--max-store-size", "1M", "--min-free", "0"),
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        wait_listening(port, agent, "the agent's mirror")
+        agent = start_mirror_agent(fleet, models, port, "--max-store-size", "1M", "--min-free", "0")
         r = httpx.get(f"http://127.0.0.1:{port}/v2/library/tiny/manifests/1", timeout=60)
         assert r.status_code == 507, r.text
         error = r.json()["errors"][0]
