@@ -234,8 +234,9 @@ class Mirror:
 
     async def _manifest(self, r: oci.ManifestReq, host: str | None) -> catalog.Served:
         if r.digest is not None:
+            pulling = self._pulling(r.name, host)  # before the store: see _blob
             found = await asyncio.to_thread(catalog.by_digest, self.store, r.name, host, r.digest)
-            for _, watch in self._pulling(r.name, host) if found is None else ():
+            for _, watch in pulling if found is None else ():
                 assert watch.manifest is not None
                 served = await self._pulling_manifest(watch, watch.manifest)
                 if served.digest == r.digest:
@@ -285,10 +286,14 @@ class Mirror:
         ]
 
     async def _blob(self, r: oci.BlobReq, host: str | None) -> _Blob:
+        # the pulls under way are taken before the store is read: a pull puts its model
+        # in the store before it leaves the list, so one that ends in between is found in
+        # one or the other (taken after, it could be in neither: a 404 mid-read)
+        pulling = self._pulling(r.name, host)
         b = await asyncio.to_thread(catalog.blob, self.store, r.name, host, r.digest)
         if b is not None:
             return _StoreBlob(b.size, b.path)
-        for _, watch in self._pulling(r.name, host):
+        for _, watch in pulling:
             m = watch.manifest
             assert m is not None
             entry = watch.entry(r.digest)
