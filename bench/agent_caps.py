@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import libtorrent as lt  # noqa: E402
 
-from seeder.publish import PublishOptions, publish  # noqa: E402
-from seeder.sources import directory_source  # noqa: E402
+from shoal.publishing.publish import PublishOptions, publish  # noqa: E402
+from shoal.publishing.sources import directory_source  # noqa: E402
 from shoal.ref import ModelRef  # noqa: E402
 from shoal.testing import (  # noqa: E402
     free_port,

@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from seeder.publish import PublishOptions, publish  # noqa: E402
-from seeder.sources import directory_source  # noqa: E402
+from shoal.publishing.publish import PublishOptions, publish  # noqa: E402
+from shoal.publishing.sources import directory_source  # noqa: E402
 from shoal.ref import ModelRef  # noqa: E402
 from shoal.testing import write_blob  # noqa: E402
 

@@ -37,10 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from seeder.registry_client import RegistryClient  # noqa: E402
 from shoal.digest import Digest  # noqa: E402
 from shoal.testing import free_port, stop_processes, wait_listening  # noqa: E402
 from shoal.units import parse_size  # noqa: E402
+from shoal.upstream.client import RegistryClient  # noqa: E402
 from tests.peer.mirror import ollama_client  # noqa: E402
 from tests.seeder.upstream import UpstreamRegistry  # noqa: E402
 

@@ -37,9 +37,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from seeder.publish import PublishOptions, publish  # noqa: E402
-from seeder.sources import file_source  # noqa: E402
 from shoal.coordinator_client import CoordinatorClient  # noqa: E402
+from shoal.publishing.publish import PublishOptions, publish  # noqa: E402
+from shoal.publishing.sources import file_source  # noqa: E402
 from shoal.ref import ModelRef  # noqa: E402
 from shoal.testing import free_port, stop_processes, wait_listening, write_blob  # noqa: E402
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from seeder.publish import MANIFEST_MSGPACK
 from shoal.digest import Digest
 from shoal.errors import SourceError
 from shoal.manifest import FileEntry, Manifest
+from shoal.publishing.publish import MANIFEST_MSGPACK
 from shoal.ref import ModelRef
 from shoal.torrent import Torrent
 

@@ -24,7 +24,7 @@ from shoal.ref import ModelRef
 from shoal.units import format_size, parse_size
 
 if TYPE_CHECKING:
-    from seeder.sources import Source
+    from shoal.publishing.sources import Source
 
 
 app = typer.Typer()  # its commands join the root's at the top level
@@ -185,10 +185,10 @@ def publish(
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
     """Hash a model into chunks and write its manifest, torrent and blobs."""
-    from seeder.publish import PublishOptions
-    from seeder.publish import publish as run_publish
     from seeder.settings import PublishSettings
     from shoal.coordinator_client import CoordinatorClient
+    from shoal.publishing.publish import PublishOptions
+    from shoal.publishing.publish import publish as run_publish
 
     settings = PublishSettings.load(
         config, coordinator=coordinator, token=read_token(token, token_file)
@@ -245,8 +245,8 @@ def publish(
 
 
 def _open_source(spec: str, ollama_models: Path | None) -> Source:
-    from seeder.ollama import default_models_dir, ollama_source
-    from seeder.sources import directory_source, file_source
+    from shoal.publishing.ollama import default_models_dir, ollama_source
+    from shoal.publishing.sources import directory_source, file_source
 
     if spec.startswith("ollama:"):
         return ollama_source(spec.removeprefix("ollama:"), ollama_models or default_models_dir())

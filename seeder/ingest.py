@@ -16,120 +16,36 @@ import asyncio
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from seeder.catalog import load_model
-from seeder.ollama import ollama_source
-from seeder.publish import Published, PublishOptions, publish
-from seeder.registry_client import RegistryClient
-from shoal import ollama_manifest as om
 from shoal.coordinator_client import CoordinatorClient
-from shoal.errors import BadInput, IntegrityError, NotFound, ShoalError, SourceError
-from shoal.fsutil import atomic_write
-from shoal.ref import DEFAULT_HOST, ModelRef
-from shoal.urls import check_url
+from shoal.errors import NotFound, ShoalError
+from shoal.publishing.ollama import ollama_source
+from shoal.publishing.publish import Published, PublishOptions, publish
+from shoal.ref import ModelRef
+from shoal.upstream.fetch import Fetch, UpstreamSettings
 
 log = logging.getLogger("shoal.ingest")
 
-MAX_BLOBS = 1000
-MAX_BLOB = 1 << 40
 CLAIM_WAIT = 5.0  # a long poll in a thread: a stopping origin waits for it
 RENEW_EVERY = 15.0
 
 
-@dataclass(frozen=True, slots=True)
-class Upstream:
-    """A registry host as references name it, and the URL it is fetched from."""
-
-    host: str
-    url: str
-
-    @classmethod
-    def parse(cls, text: str) -> Upstream:
-        """``URL`` (its own host) or ``HOST=URL`` (references to HOST fetched from URL,
-        e.g. ``registry.ollama.ai=http://mirror.internal:5000``)."""
-        host, eq, url = text.partition("=")
-        if not eq:
-            host, url = "", text
-        check_url(url, "upstream registry")
-        if not host:
-            netloc = urlsplit(url).netloc
-            host = DEFAULT_HOST if netloc == "registry.ollama.ai" else netloc
-        ModelRef(host, "library", "x", "latest")  # a host references can name
-        return cls(host, url.rstrip("/"))
-
-
-@dataclass
-class IngestSettings:
-    upstreams: tuple[Upstream, ...]
-    work: Path  # the ollama-layout store and the published models
-    credentials: dict[str, tuple[str, str]] = field(default_factory=dict)  # by host
-    proxy: str | None = None
-    parts: int = 4
-
-
-def read_credentials(path: Path) -> dict[str, tuple[str, str]]:
-    """``HOST USER:PASSWORD`` per line (``#`` starts a comment)."""
-    out: dict[str, tuple[str, str]] = {}
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise BadInput(f"cannot read upstream credentials {path}: {exc.strerror}") from None
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        host, _, pair = line.partition(" ")
-        user, colon, password = pair.strip().partition(":")
-        if not host or not colon or not user:
-            raise BadInput(f"{path}:{n}: expected HOST USER:PASSWORD")
-        out[host] = (user, password)
-    return out
-
-
 def ingest(
-    ref: ModelRef, settings: IngestSettings, progress: Callable[[int], None] | None = None
+    ref: ModelRef, settings: UpstreamSettings, progress: Callable[[int], None] | None = None
 ) -> Published:
     """Fetch ``ref`` from its upstream and publish it; returns the published model."""
-    up = next((u for u in settings.upstreams if u.host == ref.host), None)
-    if up is None:
-        raise NotFound(f"no upstream registry configured for {ref.host}")
-    name, store = f"{ref.namespace}/{ref.name}", settings.work / "ollama"
-    client = RegistryClient(up.url, settings.credentials.get(ref.host), settings.proxy)
-    try:
-        raw, digest = client.manifest(name, ref.tag)
+    with Fetch(ref, settings) as fetch:
+        raw, digest = fetch.manifest()
         out = settings.work / "published" / f"{ref.slug}-{digest.hex[:12]}"
         held = _published(out, ref)
         if held is not None:  # the tag still names what was ingested: nothing to fetch
             return held
-        try:
-            doc = om.parse(raw, f"of {ref} from {up.url}")
-            if om.is_list(doc):
-                raise SourceError(f"{ref} is a manifest list; shoal ingests plain manifests")
-            blobs = om.blobs(doc, f"of {ref} from {up.url}")
-        except BadInput as exc:
-            raise IntegrityError(f"the upstream manifest of {ref}: {exc.message}") from None
-        if len(blobs) > MAX_BLOBS or any(b.size > MAX_BLOB for b in blobs):
-            raise IntegrityError(f"the upstream manifest of {ref} names too many or too big blobs")
-        for b in blobs:
-            dest = store / "blobs" / b.digest.filename
-            if dest.exists() and dest.stat().st_size == b.size:
-                continue  # renamed there only after it was hashed
-            client.blob(name, b.digest, b.size, dest, settings.parts, progress)
-        _, now = client.manifest(name, ref.tag)
-        if now != digest:
-            raise IntegrityError(
-                f"the tag {ref} moved upstream during the ingest ({digest} then {now})",
-                "nothing was published; ask again to ingest what it names now",
-            )
-    finally:
-        client.close()
-    atomic_write(store / "manifests" / ref.ollama_path, raw)
+        fetch.blobs(raw, digest, progress)
     if out.exists():
         shutil.rmtree(out)  # an attempt that stopped after publishing: published anew
-    return publish(ollama_source(str(ref), store), PublishOptions(ref=ref, out=out))
+    return publish(ollama_source(str(ref), settings.store), PublishOptions(ref=ref, out=out))
 
 
 def _published(out: Path, ref: ModelRef) -> Published | None:
@@ -146,7 +62,7 @@ def _published(out: Path, ref: ModelRef) -> Published | None:
 
 async def work_forever(
     coordinator: CoordinatorClient,
-    settings: IngestSettings,
+    settings: UpstreamSettings,
     serve: Callable[[Path], None],
     counted: Callable[[int], None] = lambda _: None,
     ended: Callable[[str], None] = lambda _: None,
@@ -170,7 +86,7 @@ async def work_forever(
 
 async def _one(
     coordinator: CoordinatorClient,
-    settings: IngestSettings,
+    settings: UpstreamSettings,
     ref: ModelRef,
     serve: Callable[[Path], None],
     counted: Callable[[int], None],

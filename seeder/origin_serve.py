@@ -13,13 +13,14 @@ from pydantic_settings import SettingsConfigDict
 
 from seeder.catalog import Catalog, load_model
 from seeder.httpserve import HttpServer
-from seeder.ingest import IngestSettings, Upstream, read_credentials, work_forever
+from seeder.ingest import work_forever
 from seeder.lifecycle import register_forever, until_stopped
 from seeder.origin_http import Origin
 from seeder.torrent_seeder import Seeder, SeedSettings
 from shoal.coordinator_client import CoordinatorClient, announce_url
 from shoal.errors import BadInput, LocalError
 from shoal.settings import ComponentSettings
+from shoal.upstream.fetch import Upstream, UpstreamSettings, read_credentials
 
 log = logging.getLogger("shoal.seed")
 
@@ -50,10 +51,10 @@ class OriginSettings(ComponentSettings):
     upstream_proxy: str | None = None
     ingest_dir: Path = Path("ingested")
 
-    def ingest_settings(self) -> IngestSettings | None:
+    def ingest_settings(self) -> UpstreamSettings | None:
         if not self.upstream:
             return None
-        return IngestSettings(
+        return UpstreamSettings(
             upstreams=tuple(Upstream.parse(u) for u in self.upstream),
             work=self.ingest_dir,
             credentials=read_credentials(self.upstream_credentials)

@@ -14,10 +14,10 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from seeder.sources import Source, SourceFile, canonical
 from shoal import ollama_manifest as om
 from shoal.digest import Digest
 from shoal.errors import BadInput, SourceError
+from shoal.publishing.sources import Source, SourceFile, canonical
 from shoal.ref import ModelRef
 from shoal.relpath import RelPath
 

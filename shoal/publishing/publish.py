@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from seeder.hashing import FileHashes, Hasher
-from seeder.sources import Source, SourceFile
 from shoal import torrent
 from shoal.chunking import check_chunk_size, choose_chunk_size
 from shoal.coordinator_client import CoordinatorClient
 from shoal.errors import OutputExists, ShoalError, SourceError
 from shoal.fsutil import fsync_dir
 from shoal.manifest import FileEntry, Manifest
+from shoal.publishing.hashing import FileHashes, Hasher
+from shoal.publishing.sources import Source, SourceFile
 from shoal.ref import ModelRef
 from shoal.urls import check_url, directory_url
 

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from peer.store import Store
-from seeder.publish import Published, PublishOptions, publish
-from seeder.sources import Source, directory_source
 from shoal.coordinator_client import CoordinatorClient
+from shoal.publishing.publish import Published, PublishOptions, publish
+from shoal.publishing.sources import Source, directory_source
 from shoal.ref import ModelRef
 from shoal.testing import free_port, stop_processes, wait_listening, write_model_dir
 from tests.conftest import SHOAL

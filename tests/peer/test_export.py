@@ -12,10 +12,10 @@ import pytest
 
 from peer.export import export_hf, export_ollama
 from peer.store import Store
-from seeder.ollama import ollama_source
-from seeder.publish import PublishOptions, publish
-from seeder.sources import directory_source
 from shoal.errors import BadInput
+from shoal.publishing.ollama import ollama_source
+from shoal.publishing.publish import PublishOptions, publish
+from shoal.publishing.sources import directory_source
 from shoal.ref import ModelRef
 from shoal.testing import write_ollama_store
 from tests.peer.test_store import fill, published

@@ -12,8 +12,8 @@ from peer.journal import Journal
 from peer.metrics import PullMetrics
 from peer.store import Store, StoreError
 from peer.throttle import Throttle
-from seeder.publish import PublishOptions, publish
-from seeder.sources import directory_source
+from shoal.publishing.publish import PublishOptions, publish
+from shoal.publishing.sources import directory_source
 from shoal.ref import ModelRef
 from shoal.testing import write_model_dir
 from tests.peer.conftest import CHUNK

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from seeder.publish import MANIFEST_MSGPACK
 from shoal.coordinator_client import CoordinatorClient
 from shoal.manifest import Manifest
+from shoal.publishing.publish import MANIFEST_MSGPACK
 from shoal.testing import ServerThread, free_port, start_local_seed, stop_processes
 from tests.conftest import SHOAL
 from tests.peer.conftest import MODEL, Fleet, finish, only_verified_blobs, running_fleet

@@ -10,9 +10,9 @@ from typing import Any
 from peer.engine import PullOptions, _coordinate, _Pull
 from peer.metrics import PullMetrics
 from peer.store import Store
-from seeder.publish import PublishOptions, publish
-from seeder.sources import directory_source
 from shoal.chunk_client import UpstreamError
+from shoal.publishing.publish import PublishOptions, publish
+from shoal.publishing.sources import directory_source
 from shoal.ref import ModelRef
 from shoal.testing import write_model_dir
 from tests.peer.conftest import CHUNK

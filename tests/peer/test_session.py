@@ -23,9 +23,9 @@ from peer.session import (
     TorrentSession,
 )
 from peer.store import Store
-from seeder.publish import PublishOptions, publish
-from seeder.sources import directory_source
 from shoal import bencode
+from shoal.publishing.publish import PublishOptions, publish
+from shoal.publishing.sources import directory_source
 from shoal.ref import ModelRef
 from shoal.testing import write_model_dir
 from tests.conftest import quiet_lt_session

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from peer.store import Store, StoreError
-from seeder.publish import Published, PublishOptions, publish
-from seeder.sources import directory_source
 from shoal.errors import BadInput, IntegrityError
+from shoal.publishing.publish import Published, PublishOptions, publish
+from shoal.publishing.sources import directory_source
 from shoal.ref import ModelRef
 from shoal.testing import write_model_dir
 

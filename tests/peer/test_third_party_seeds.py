@@ -22,10 +22,10 @@ from urllib.parse import quote_from_bytes
 import httpx
 import pytest
 
-from seeder.publish import Published, PublishOptions, publish
-from seeder.sources import directory_source
 from shoal.bencode import decode
 from shoal.coordinator_client import CoordinatorClient
+from shoal.publishing.publish import Published, PublishOptions, publish
+from shoal.publishing.sources import directory_source
 from shoal.ref import ModelRef
 from shoal.testing import free_port, stop_processes, write_model_dir
 from tests.peer.conftest import Fleet, finish

@@ -18,10 +18,10 @@ import pytest
 
 from seeder.cache import ChunkCache
 from seeder.edge import PREFETCH, Edge
-from seeder.publish import Published, PublishOptions, publish
-from seeder.sources import directory_source
 from shoal.chunk_client import Upstreams
 from shoal.coordinator_client import CoordinatorClient
+from shoal.publishing.publish import Published, PublishOptions, publish
+from shoal.publishing.sources import directory_source
 from shoal.ref import ModelRef
 from shoal.testing import ServerThread, write_model_dir
 from tests.conftest import aria2_webseed_download

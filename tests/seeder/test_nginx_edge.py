@@ -95,8 +95,8 @@ def test_ranges_and_cache_hits_through_nginx(stack: tuple[Origin, str]) -> None:
 def test_aria2c_through_nginx(stack: tuple[Origin, str], tmp_path: Path) -> None:
     if shutil.which("aria2c") is None:
         pytest.skip("needs Debian's aria2")
-    from seeder.publish import PublishOptions, publish
-    from seeder.sources import directory_source
+    from shoal.publishing.publish import PublishOptions, publish
+    from shoal.publishing.sources import directory_source
     from shoal.ref import ModelRef
 
     origin, url = stack

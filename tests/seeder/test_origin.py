@@ -18,11 +18,11 @@ import libtorrent as lt
 import msgpack
 import pytest
 
-from seeder.publish import Published, PublishOptions, publish
-from seeder.sources import directory_source
 from shoal.bencode import decode
 from shoal.coordinator_client import CoordinatorClient
 from shoal.manifest import Manifest
+from shoal.publishing.publish import Published, PublishOptions, publish
+from shoal.publishing.sources import directory_source
 from shoal.ref import ModelRef
 from shoal.testing import ServerThread, free_port, start_local_seed, write_model_dir
 from tests.conftest import SHOAL, aria2_webseed_download, quiet_lt_session

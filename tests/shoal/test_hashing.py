@@ -3,9 +3,9 @@ import io
 
 import pytest
 
-from seeder.hashing import Hasher
 from shoal import merkle
 from shoal.errors import SourceError
+from shoal.publishing.hashing import Hasher
 from shoal.testing import blob_fixture
 
 KiB = 1024

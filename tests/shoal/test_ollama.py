@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from seeder.ollama import MANIFEST_PATH, ollama_source
 from shoal.digest import Digest
 from shoal.errors import SourceError
+from shoal.publishing.ollama import MANIFEST_PATH, ollama_source
 from shoal.testing import write_ollama_store
 
 MODEL = "application/vnd.ollama.image.model"

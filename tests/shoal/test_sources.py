@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from seeder.sources import directory_source, file_source
 from shoal.errors import SourceError
+from shoal.publishing.sources import directory_source, file_source
 
 
 def paths(src) -> list[str]:  # type: ignore[no-untyped-def]

@@ -8,9 +8,9 @@ from typing import Any
 import libtorrent as lt
 import pytest
 
-from seeder.hashing import Hasher
 from shoal import bencode, torrent
 from shoal.errors import InvalidTorrent
+from shoal.publishing.hashing import Hasher
 from shoal.relpath import RelPath
 from shoal.testing import manifest_fixture, write_blob
 

@@ -15,8 +15,8 @@ from urllib.parse import quote_from_bytes
 import httpx
 import pytest
 
-from seeder.publish import Published, PublishOptions, publish
-from seeder.sources import directory_source
+from shoal.publishing.publish import Published, PublishOptions, publish
+from shoal.publishing.sources import directory_source
 from shoal.ref import ModelRef
 from shoal.testing import ServerThread, free_port, write_model_dir
 from tracker.app import Coordinator, create_app

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from peer.store import Store
-from seeder.ollama import ollama_source
+from shoal.publishing.ollama import ollama_source
 from shoal.ref import ModelRef
 from shoal.testing import (
     blob_fixture,
