@@ -466,6 +466,23 @@ def agent(
         Path | None,
         typer.Option(help="File holding the mirror's token: readers must show it (LAN use)."),
     ] = None,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="No coordinator: a registry this host fetches from, URL or HOST=URL "
+            "(repeatable); the LAN shares what one host fetched."
+        ),
+    ] = None,
+    upstream_credentials: Annotated[
+        Path | None, typer.Option(help="File of 'HOST USER:PASSWORD' lines for --upstream.")
+    ] = None,
+    upstream_proxy: Annotated[
+        str | None, typer.Option(help="HTTP(S) proxy for --upstream [the environment's].")
+    ] = None,
+    lan_group: Annotated[
+        str | None,
+        typer.Option(help="Multicast ADDR:PORT where agents with --upstream meet, or off."),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([agent] table).")] = None,
 ) -> None:
     """The host's daemon: seeds the store, runs pulls, keeps the disk budget and caps.
@@ -497,6 +514,10 @@ def agent(
         min_free=min_free,
         mirror=mirror,
         mirror_token=read_token(None, mirror_token_file) if mirror_token_file else None,
+        upstream=tuple(upstream) if upstream else None,
+        upstream_credentials=upstream_credentials,
+        upstream_proxy=upstream_proxy,
+        lan_group=lan_group,
     )
     store = Store(store_dir(models_dir)).open()
     daemon_logging()

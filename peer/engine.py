@@ -121,6 +121,7 @@ class PullResult:
     seconds: float = 0.0
     bytes_peer: int = 0  # payload from peers, bytes_redundant included
     bytes_edge: int = 0
+    bytes_upstream: int = 0  # from the model's registry (an agent without a coordinator)
     bytes_redundant: int = 0  # peer payload received twice (libtorrent's end game)
     bytes_reused: int = 0  # files the store held already
     chunks: int = 0  # chunks this pull needed

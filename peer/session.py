@@ -201,6 +201,26 @@ class TorrentSession:
         self.downloads[name] = d
         return d
 
+    def fetch_by_hash(
+        self, info_hash: bytes, staging: Path, peers: Iterable[tuple[str, int]]
+    ) -> ByHash:
+        """A torrent known only by its v1 info-hash: its info dictionary from ``peers``
+        (BEP 9: libtorrent checks it against the hash), LSD finding more, then every
+        piece, each checked against the torrent. ``remove_by_hash`` ends it."""
+        params = lt.add_torrent_params()
+        params.info_hashes = lt.info_hash_t(lt.sha1_hash(info_hash))
+        params.save_path = str(staging.resolve())
+        staging.mkdir(parents=True, exist_ok=True)
+        params.flags &= ~lt.torrent_flags.auto_managed
+        params.flags &= ~lt.torrent_flags.paused
+        handle = self.lt.add_torrent(params)
+        for peer in peers:
+            handle.connect_peer(peer)
+        return ByHash(handle, staging.resolve())
+
+    def remove_by_hash(self, fetch: ByHash) -> None:
+        self.lt.remove_torrent(fetch.handle)
+
     def set_upload_limit(self, rate: int) -> None:
         """Bytes/s for the whole session from now on; 0 = unlimited."""
         self.lt.apply_settings({"upload_rate_limit": rate})
@@ -385,6 +405,34 @@ class Download:
     def flush(self) -> None:
         """Push queued writes to disk; a ``Flushed`` event says when."""
         self.handle.flush_cache()
+
+
+class ByHash:
+    """A torrent fetched by its info-hash (``TorrentSession.fetch_by_hash``)."""
+
+    def __init__(self, handle: Any, staging: Path) -> None:
+        self.handle, self.staging = handle, staging
+
+    def info(self) -> bytes | None:
+        """The info dictionary, once a peer sent it; None before."""
+        if not self.handle.status(0).has_metadata:
+            return None
+        section: bytes = self.handle.torrent_file().info_section()
+        return section
+
+    def connect(self, peers: Iterable[tuple[str, int]]) -> None:
+        for peer in peers:
+            self.handle.connect_peer(peer)
+
+    def progress(self) -> tuple[int, int, bool]:
+        """Bytes verified, peers connected, and whether every piece is."""
+        st = self.handle.status(0)
+        return int(st.total_wanted_done), int(st.num_peers), bool(st.is_seeding)
+
+    def path(self, index: int) -> Path:
+        """Where file ``index`` of the torrent is written."""
+        relative: str = self.handle.torrent_file().files().file_path(index)
+        return self.staging / relative
 
 
 def staged_names(meta: Torrent, manifest: Manifest, staging: Path) -> dict[int, str]:

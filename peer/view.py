@@ -27,6 +27,7 @@ def summary(ref: str, result: PullResult, models_dir: str) -> dict[str, object]:
         "seconds": round(result.seconds, 3),
         "bytes_peer": result.bytes_peer,
         "bytes_edge": result.bytes_edge,
+        "bytes_upstream": result.bytes_upstream,
         "bytes_redundant": result.bytes_redundant,
         "bytes_reused": result.bytes_reused,
         "chunks": result.chunks,
@@ -50,9 +51,12 @@ def sentence(summary: dict[str, Any]) -> str:
         f"{format_size(int(summary['bytes_peer']))} from peers,",
         f"{format_size(int(summary['bytes_edge']))} from edges",
     ]
+    if summary.get("bytes_upstream"):
+        parts[-1] += ","
+        parts.append(f"{format_size(int(summary['bytes_upstream']))} from its upstream registry")
     if summary["bytes_reused"]:
         parts.append(f"({format_size(int(summary['bytes_reused']))} already held)")
-    fetched = int(summary["bytes_peer"]) + int(summary["bytes_edge"])
+    fetched = sum(int(summary.get(k, 0)) for k in ("bytes_peer", "bytes_edge", "bytes_upstream"))
     twice = fetched - (int(summary["bytes"]) - int(summary["bytes_reused"]))
     if twice > 0:  # hedged chunks and duplicate blocks: what the total above exceeds
         parts.append(f"({format_size(twice)} of it received twice)")

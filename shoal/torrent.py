@@ -116,6 +116,22 @@ class Torrent:
         except (BadInput, UnicodeDecodeError, TypeError, ValueError) as exc:
             raise InvalidTorrent(f"invalid torrent: {exc}") from None
 
+    @classmethod
+    def from_info(cls, info: bytes) -> Torrent:
+        """A torrent known by its info dictionary alone (fetched from peers by its
+        info-hash, BEP 9): validated as ``load`` does, but for the v2 piece layers, which
+        live outside it (libtorrent asks peers for them, checked against each root)."""
+        try:
+            decoded = bencode.decode(info, max_size=MAX_TORRENT_BYTES)
+        except bencode.BencodeError as exc:
+            raise InvalidTorrent(f"torrent info is not valid bencoding: {exc}") from None
+        try:
+            return _from_meta({b"info": decoded}, layers=False)
+        except InvalidTorrent:
+            raise
+        except (BadInput, UnicodeDecodeError, TypeError, ValueError) as exc:
+            raise InvalidTorrent(f"invalid torrent: {exc}") from None
+
     def check_matches(self, manifest: Manifest) -> None:
         """Raise ``InvalidTorrent`` unless this torrent describes exactly ``manifest``."""
         if self.info_hash_v1 != manifest.info_hash_v1:
@@ -128,7 +144,7 @@ class Torrent:
             raise InvalidTorrent("torrent's files differ from the manifest's")
 
 
-def _from_meta(meta: Any) -> Torrent:
+def _from_meta(meta: Any, layers: bool = True) -> Torrent:
     if not isinstance(meta, dict) or not isinstance(meta.get(b"info"), dict):
         raise InvalidTorrent("torrent has no info dictionary")
     info = meta[b"info"]
@@ -175,7 +191,7 @@ def _from_meta(meta: Any) -> Torrent:
     v2 = None
     if info.get(b"meta version") == 2:
         v2 = hashlib.sha256(encoded).digest()
-        _check_v2(info, meta.get(b"piece layers", {}), files, plen)
+        _check_v2(info, meta.get(b"piece layers", {}) if layers else None, files, plen)
     elif b"piece layers" in meta or b"file tree" in info:
         raise InvalidTorrent("v2 fields in a torrent without 'meta version' 2")
     trackers = [_text(t, "announce") for t in [meta.get(b"announce", b"")] if t]
@@ -200,11 +216,14 @@ def _check_v2(
 ) -> None:
     """The v2 half of a hybrid torrent describes the same files as its v1 half, and every
     piece layer (outside the info dict, so outside both info-hashes) hashes up to its
-    file's ``pieces root``: swapped layers would make libtorrent fail good pieces."""
+    file's ``pieces root``: swapped layers would make libtorrent fail good pieces.
+    ``layers`` None: not known yet (only the info dictionary is)."""
     leaves: list[tuple[RelPath, int, bytes | None]] = []
     _walk_tree(info.get(b"file tree"), [], leaves)
     if [(p, n) for p, n, _ in leaves] != files:
         raise InvalidTorrent("torrent's v2 file tree differs from its v1 file list")
+    if layers is None:
+        return
     if not isinstance(layers, dict):
         raise InvalidTorrent("torrent's 'piece layers' is not a dictionary")
     wanted: set[bytes] = set()

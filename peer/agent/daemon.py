@@ -4,7 +4,9 @@ runs pulls asked for through its local API (``peer.agent_api``) and seeds each m
 pulled, keeps the store within its disk budget (evicting the least recently used models
 that are neither pinned nor in use) and applies its bandwidth caps and their schedule live.
 
-Pulls run in the agent's libtorrent session too: one BitTorrent port per host.
+Pulls run in the agent's libtorrent session too: one BitTorrent port per host. With no
+coordinator and ``--upstream``, a model from a registry is pulled by peer/solo.py: from
+LAN hosts that have it, else from upstream once for the LAN (peer/lan.py).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from peer.view import snapshot_dict, summary
 from peer.watch import PullWatch
 from shoal import bitfield
 from shoal.coordinator_client import CoordinatorClient, announce_url
+from shoal.digest import Digest
 from shoal.errors import AuthError, BadInput, Conflict, NotFound, ShoalError
 from shoal.fsutil import atomic_write
 from shoal.manifest import Manifest
@@ -71,6 +74,9 @@ class Agent:
     _tasks: set[asyncio.Future[None]] = field(default_factory=set)
     _running: dict[str, asyncio.Future[None]] = field(default_factory=dict)  # job id: its task
     _report_now: asyncio.Event = field(default_factory=asyncio.Event)
+    solo: Any = None  # peer.solo.Solo: no coordinator, --upstream given (start_lan)
+    _by_upstream: dict[Digest, Manifest] = field(default_factory=dict)  # seeded, by
+    # the digest of the registry manifest each was published from
 
     def __post_init__(self) -> None:
         self.live = self.settings.caps()
@@ -104,7 +110,34 @@ class Agent:
             self.session.port,
         )
 
+    async def start_lan(self) -> None:
+        """With ``--upstream`` (and so no coordinator): join the LAN group, answer for
+        what this host seeds, and pull registry models through peer/solo.py."""
+        from peer.lan import DEFAULT_GROUP, Beacon, parse_group
+        from peer.solo import Solo
+
+        upstream = self.settings.upstream_settings(self.store.root)
+        if upstream is None:
+            return
+        alone = self.settings.lan_group == "off"  # a beacon never started: nobody hears
+        group = parse_group(DEFAULT_GROUP if alone else self.settings.lan_group)
+        interface = self.settings.host if self.settings.host != "0.0.0.0" else None  # noqa: S104
+        beacon = Beacon(group, interface, self._held_upstream)
+        if not alone:
+            await beacon.start()
+        self.solo = Solo(upstream, beacon, listen=0.0 if alone else Solo.listen)
+        for digest in self._by_upstream:
+            beacon.have(digest)
+
+    def _held_upstream(self, digest: Digest) -> tuple[bytes, int] | None:
+        m = self._by_upstream.get(digest)
+        if m is None or self.session is None or m.digest.hex not in self.session.downloads:
+            return None
+        return m.info_hash_v1, int(self.session.port)
+
     def seed(self, ref: ModelRef, manifest: Manifest) -> None:
+        from peer.solo import upstream_digest
+
         torrent = self.store.torrent(manifest)
         if torrent is None:
             log.warning("%s: no torrent kept with it; not seeding", ref)
@@ -115,6 +148,11 @@ class Agent:
             self.session.seed(
                 manifest.digest.hex, manifest, torrent, self.store.blobs, trackers=trackers
             )
+        upstream = upstream_digest(manifest)
+        if upstream is not None:
+            self._by_upstream[upstream] = manifest
+            if self.solo is not None:
+                self.solo.beacon.have(upstream)  # those waiting for it hear at once
 
     async def report_forever(self) -> None:
         """Tell the coordinator, under this agent's BitTorrent port, what it seeds."""
@@ -295,7 +333,12 @@ class Agent:
 
         async def run_job() -> None:
             try:
-                result = await pull(opts, progress, self.metrics)
+                if self.solo is not None and self.solo.covers(ref):
+                    from peer import solo
+
+                    result = await solo.pull(ref, self.solo, self.store, self.session)
+                else:
+                    result = await pull(opts, progress, self.metrics)
             except ShoalError as exc:
                 job.state, job.error, job.status = "failed", exc.message, exc.http_status
                 job.resumable = not isinstance(exc, BadInput | NotFound | AuthError)
@@ -368,6 +411,9 @@ class Agent:
         atomic_write(self.store.root / PENDING_FILE, json.dumps(running).encode())
 
     def close(self) -> None:
+        if self.solo is not None:
+            self.solo.beacon.close()
+            self.solo = None
         if self.session is not None:
             self.session.close()
             self.session = None

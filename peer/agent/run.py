@@ -38,6 +38,7 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
         ) from None
     mirror_sock = _mirror_socket(agent)
     agent.start()
+    await agent.start_lan()
     reporter = asyncio.ensure_future(agent.report_forever())
     learner = asyncio.ensure_future(agent.learn_forever())
     capper = asyncio.ensure_future(agent.caps_forever())

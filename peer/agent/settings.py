@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
@@ -12,8 +13,10 @@ from pydantic_settings import SettingsConfigDict
 from peer.budget import Budget
 from peer.caps import Caps, LiveCaps, parse_rate, parse_schedule
 from peer.events import PEERS, REQUEST_QUEUE
+from peer.lan import DEFAULT_GROUP, parse_group
 from shoal.errors import BadInput
 from shoal.settings import ComponentSettings
+from shoal.upstream.fetch import Upstream, UpstreamSettings, read_credentials
 
 
 class AgentSettings(ComponentSettings):
@@ -42,6 +45,50 @@ class AgentSettings(ComponentSettings):
     mirror: str = "127.0.0.1:8474"  # the registry mirror's address, or "off"
     mirror_token: str | None = None  # asked of every reader; needed beyond loopback
     mirror_readers: int = Field(default=64, ge=1, le=10_000)  # blob reads at once
+    # with no coordinator: registries this host fetches models from itself ("URL" or
+    # "HOST=URL"), sharing them with the LAN (peer/solo.py)
+    upstream: tuple[str, ...] = ()
+    upstream_credentials: Path | None = None  # "HOST USER:PASSWORD" lines
+    upstream_proxy: str | None = None
+    lan_group: str = DEFAULT_GROUP  # where agents without a coordinator meet, or "off"
+
+    @field_validator("upstream")
+    @classmethod
+    def _upstream(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            _checked(Upstream.parse, text)
+        return value
+
+    @field_validator("lan_group")
+    @classmethod
+    def _lan_group(cls, value: str) -> str:
+        if value != "off":
+            _checked(parse_group, value)
+        return value
+
+    @model_validator(mode="after")
+    def _upstream_without_coordinator(self) -> AgentSettings:
+        if self.upstream and self.coordinator:
+            raise ValueError(
+                "--upstream is for agents without a coordinator: with one, the origin "
+                "fetches from upstream for the fleet (shoal seed --upstream)"
+            )
+        return self
+
+    def upstream_settings(self, store_root: Path) -> UpstreamSettings | None:
+        """What this agent fetches from upstream with, if anything; its work directory
+        is under the store, on the same file system, so blobs move in by rename."""
+        if not self.upstream:
+            return None
+        credentials = (
+            read_credentials(self.upstream_credentials) if self.upstream_credentials else {}
+        )
+        return UpstreamSettings(
+            upstreams=tuple(Upstream.parse(u) for u in self.upstream),
+            work=store_root / "upstream",
+            credentials=credentials,
+            proxy=self.upstream_proxy,
+        )
 
     @field_validator("mirror")
     @classmethod

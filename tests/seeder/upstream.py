@@ -22,6 +22,7 @@ from urllib.parse import parse_qs
 import httpx
 import pytest
 
+from scenarios.netns import call_in, exec_argv, wait_port
 from shoal.digest import Digest
 from shoal.testing import free_port, stop_processes, wait_listening
 
@@ -36,10 +37,12 @@ class UpstreamRegistry:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     user: tuple[str, str] | None = None  # Basic auth (htpasswd, bcrypt) when given
+    host: str = "127.0.0.1"
+    netns: str | None = None  # a network namespace to run in (scenarios/netns.py)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def log(self) -> Path:
@@ -63,13 +66,16 @@ class UpstreamRegistry:
             "version: 0.1\n"
             "log: {level: info, formatter: text, accesslog: {disabled: false}}\n"
             f"storage: {{filesystem: {{rootdirectory: {self.root / 'data'}}}}}\n"
-            f"http: {{addr: '127.0.0.1:{self.port}'}}\n" + auth
+            f"http: {{addr: '{self.host}:{self.port}'}}\n" + auth
         )
         out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            ["docker-registry", "serve", str(config)], stdout=out, stderr=out
-        )
-        wait_listening(self.port, self.proc, "docker-registry")
+        argv = ["docker-registry", "serve", str(config)]
+        if self.netns is None:
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=out)
+            wait_listening(self.port, self.proc, "docker-registry")
+        else:
+            self.proc = subprocess.Popen(exec_argv(self.netns, argv), stdout=out, stderr=out)
+            wait_port(self.netns, self.host, self.port, self.proc)
 
     def kill(self) -> None:
         if self.proc is not None:
@@ -84,6 +90,12 @@ class UpstreamRegistry:
 
     def push(self, name: str, tag: str, layers: list[tuple[str, bytes]], config: bytes) -> bytes:
         """Push an ollama-format model; returns the manifest bytes the registry holds."""
+        if self.netns is not None:
+            ns, self.netns = self.netns, None
+            try:
+                return call_in(ns, lambda: self.push(name, tag, layers, config))
+            finally:
+                self.netns = ns
         with httpx.Client(base_url=self.url, timeout=60, auth=self.user) as c:
 
             def put(data: bytes) -> str:
