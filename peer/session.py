@@ -429,11 +429,6 @@ class ByHash:
         st = self.handle.status(0)
         return int(st.total_wanted_done), int(st.num_peers), bool(st.is_seeding)
 
-    def path(self, index: int) -> Path:
-        """Where file ``index`` of the torrent is written."""
-        relative: str = self.handle.torrent_file().files().file_path(index)
-        return self.staging / relative
-
 
 def staged_names(meta: Torrent, manifest: Manifest, staging: Path) -> dict[int, str]:
     """Torrent file index -> absolute staging path named by content (pad files left out)."""

@@ -162,23 +162,24 @@ async def _from_lan(
     ``blobs`` and the manifest, then hash each file whole into the upstream store."""
     info_hash = Counter(hosts.values()).most_common(1)[0][0]
     staging = solo.upstream.work / "lan" / info_hash.hex()
-    by_hash = ses.fetch_by_hash(
-        info_hash, staging, [h for h, ih in hosts.items() if ih == info_hash]
-    )
+    sources = [h for h, ih in hosts.items() if ih == info_hash]
     try:
-        torrent = Torrent.from_info(await _info(by_hash, solo.metadata_timeout))
-        expected = {(RelPath(MANIFEST_PATH), len(raw))} | {
-            (RelPath(f"blobs/{b.digest.filename}"), b.size) for b in blobs
-        }
-        if len(torrent.files) != len(expected) or set(torrent.files) != expected:
-            raise IntegrityError(
-                f"the torrent {info_hash.hex()} LAN hosts named does not hold this model's blobs"
-            )
-        await _complete(by_hash, solo.stall_timeout)
-        paths = [by_hash.path(i) for i in torrent.file_indices]
-    finally:
-        ses.remove_by_hash(by_hash)
-    try:
+        by_hash = ses.fetch_by_hash(info_hash, staging, sources)
+        try:
+            torrent = Torrent.from_info(await _info(by_hash, solo.metadata_timeout))
+            expected = {(RelPath(MANIFEST_PATH), len(raw))} | {
+                (RelPath(f"blobs/{b.digest.filename}"), b.size) for b in blobs
+            }
+            if len(torrent.files) != len(expected) or set(torrent.files) != expected:
+                raise IntegrityError(
+                    f"the torrent {info_hash.hex()} LAN hosts named does not hold this "
+                    "model's blobs"
+                )
+            await _complete(by_hash, solo.stall_timeout)
+        finally:
+            ses.remove_by_hash(by_hash)
+        # a multi-file torrent is written under its name (checked to be a relative path)
+        paths = [staging / torrent.name / path.value for path, _ in torrent.files]
         await asyncio.to_thread(_adopt, paths, torrent, raw, solo.upstream.store)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -107,3 +107,20 @@ def test_agent_caps_budget_and_schedule(tmp_path: Path) -> None:
     ):
         with pytest.raises(BadInput, match=named):
             AgentSettings.load(None, **bad)
+
+
+def test_an_agent_fetches_from_upstream_itself_only_without_a_coordinator(tmp_path: Path) -> None:
+    from peer.agent.settings import AgentSettings
+
+    alone = AgentSettings.load(None, upstream=("registry.ollama.ai=http://10.0.0.5:5000",))
+    up = alone.upstream_settings(tmp_path)
+    assert up is not None and up.upstreams[0].host == "registry.ollama.ai"
+    assert up.work == tmp_path / "upstream"  # under the store: blobs move by rename
+    assert AgentSettings.load(None).upstream_settings(tmp_path) is None
+    with pytest.raises(BadInput, match="without a coordinator"):
+        AgentSettings.load(None, upstream=("http://r:5000",), coordinator="http://c:8470")
+    with pytest.raises(BadInput, match="upstream registry"):
+        AgentSettings.load(None, upstream=("ftp://r",))
+    with pytest.raises(BadInput, match="LAN group"):
+        AgentSettings.load(None, upstream=("http://r:5000",), lan_group="10.0.0.1:6772")
+    assert AgentSettings.load(None, lan_group="off").lan_group == "off"

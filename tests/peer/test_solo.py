@@ -8,6 +8,7 @@ what ``ollama serve``'s downloader does, against its own agent's mirror.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -18,14 +19,24 @@ from pathlib import Path
 
 import pytest
 
+from peer import lan as lan_mod
+from peer.session import SessionSettings, TorrentSession
+from peer.solo import Solo, _from_lan
 from peer.store import Store
 from scenarios.netns import Fleet, Node, call_in, exec_argv, wait_port
+from shoal import ollama_manifest as om
+from shoal.digest import Digest
+from shoal.errors import IntegrityError
+from shoal.publishing.ollama import MANIFEST_PATH
+from shoal.publishing.publish import PublishOptions, publish
+from shoal.publishing.sources import directory_source
 from shoal.ref import ModelRef
-from shoal.testing import stop_processes
+from shoal.testing import blob_fixture, stop_processes
+from shoal.upstream.fetch import Upstream, UpstreamSettings, blobs_of
 from tests.conftest import SHOAL
 from tests.peer.mirror import ollama_client
 from tests.seeder.test_ingest import CONFIG, LAYERS
-from tests.seeder.upstream import UpstreamRegistry
+from tests.seeder.upstream import CONFIG_TYPE, UpstreamRegistry
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 MIRROR = 8474
@@ -123,3 +134,73 @@ def test_three_hosts_without_a_coordinator_fetch_a_model_upstream_once_for_the_l
     late = lan.hosts[-1]
     lan.check(late, lan.pull(late))
     assert lan.upstream_sent() == lan.sizes()
+
+
+# A LAN host that lies, in one process: it seeds a torrent and names it for the model.
+
+REAL = blob_fixture(300_000, seed=3)
+
+
+def upstream_model() -> tuple[bytes, list[om.Blob]]:
+    """An upstream manifest of one layer (``REAL``) and a config, and its blobs."""
+    config = b'{"model_format":"gguf"}'
+    layers = [(CONFIG_TYPE, config), ("application/vnd.ollama.image.model", REAL)]
+    doc = {
+        "schemaVersion": 2,
+        "config": {"mediaType": CONFIG_TYPE, "digest": str(Digest.of(config)), "size": 23},
+        "layers": [
+            {"mediaType": m, "digest": str(Digest.of(d)), "size": len(d)} for m, d in layers[1:]
+        ],
+    }
+    raw = json.dumps(doc).encode()
+    return raw, blobs_of(raw, REF, "the test")
+
+
+def liar_seeds(tmp: Path, files: dict[str, bytes]) -> tuple[TorrentSession, bytes]:
+    """A session seeding ``files`` published as a model; returns it and the info-hash."""
+    src = tmp / "liar-src"
+    for rel, data in files.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(data)
+    pub = publish(directory_source(src), PublishOptions(ref=REF, out=tmp / "liar-pub"))
+    ses = TorrentSession(SessionSettings(host="127.0.0.1", enable_lsd=False))
+    ses.seed("liar", pub.manifest, pub.torrent_path.read_bytes(), pub.out / "blobs")
+    return ses, pub.manifest.info_hash_v1
+
+
+def from_liar(tmp: Path, files: dict[str, bytes], raw: bytes, blobs: list[om.Blob]) -> Path:
+    """``_from_lan`` against the liar; returns the upstream store it would fill."""
+    liar, info_hash = liar_seeds(tmp, files)
+    ses = TorrentSession(SessionSettings(host="127.0.0.1", enable_lsd=False))
+    settings = UpstreamSettings((Upstream.parse("http://127.0.0.1:9"),), tmp / "work")
+    beacon = lan_mod.Beacon(lan_mod.parse_group(lan_mod.DEFAULT_GROUP), None, lambda _: None)
+    solo = Solo(settings, beacon, metadata_timeout=20, stall_timeout=20)
+    try:
+        with pytest.raises(IntegrityError) as info:
+            asyncio.run(_from_lan(solo, ses, {("127.0.0.1", liar.port): info_hash}, raw, blobs))
+        assert not any((settings.work / "lan").iterdir())  # what it sent is gone
+        assert "LAN" in info.value.message
+        return settings.store
+    finally:
+        ses.close()
+        liar.close()
+
+
+def test_a_torrent_from_the_lan_that_lists_other_files_is_refused(tmp_path: Path) -> None:
+    raw, blobs = upstream_model()
+    store = from_liar(tmp_path, {"weights.bin": REAL, "other.txt": b"x"}, raw, blobs)
+    assert not store.exists()
+
+
+def test_a_lan_file_under_a_blob_s_name_with_other_bytes_is_never_given_that_name(
+    tmp_path: Path,
+) -> None:
+    raw, blobs = upstream_model()
+    model = next(b for b in blobs if b.size == len(REAL))
+    lie = {  # the right names and sizes; one blob's bytes are not those its name says
+        MANIFEST_PATH: raw,
+        **{f"blobs/{b.digest.filename}": b'{"model_format":"gguf"}' for b in blobs if b != model},
+        f"blobs/{model.digest.filename}": blob_fixture(len(REAL), seed=4),
+    }
+    store = from_liar(tmp_path, lie, raw, blobs)
+    assert not (store / "blobs" / model.digest.filename).exists()
