@@ -81,6 +81,7 @@ class TorrentSession:
                 "user_agent": "shoal",
                 "aio_threads": s.disk_threads,
                 "num_want": s.peers,
+                "min_reconnect_time": s.reconnect_after,
             },
             0,  # no default extensions: they are added below, all but peer exchange
         )
@@ -216,7 +217,7 @@ class TorrentSession:
         handle = self.lt.add_torrent(params)
         for peer in peers:
             handle.connect_peer(peer)
-        return ByHash(handle, staging.resolve())
+        return ByHash(handle)
 
     def remove_by_hash(self, fetch: ByHash) -> None:
         self.lt.remove_torrent(fetch.handle)
@@ -410,8 +411,8 @@ class Download:
 class ByHash:
     """A torrent fetched by its info-hash (``TorrentSession.fetch_by_hash``)."""
 
-    def __init__(self, handle: Any, staging: Path) -> None:
-        self.handle, self.staging = handle, staging
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
 
     def info(self) -> bytes | None:
         """The info dictionary, once a peer sent it; None before."""
@@ -419,10 +420,6 @@ class ByHash:
             return None
         section: bytes = self.handle.torrent_file().info_section()
         return section
-
-    def connect(self, peers: Iterable[tuple[str, int]]) -> None:
-        for peer in peers:
-            self.handle.connect_peer(peer)
 
     def progress(self) -> tuple[int, int, bool]:
         """Bytes verified, peers connected, and whether every piece is."""

@@ -94,6 +94,8 @@ class Agent:
                 upload_rate_limit=self.live.now().upload,
                 request_queue=self.settings.request_queue,
                 peers=self.settings.peers,
+                # a LAN without a coordinator finds its peers by LSD too (peer/solo.py)
+                reconnect_after=2 if self.settings.upstream else 60,
             )
         )
         from peer.metrics import PullMetrics
