@@ -47,3 +47,8 @@ class PullMetrics:
         self.mirror_bytes = Counter(
             "shoal_mirror_bytes", "Blob bytes the registry mirror sent to local clients", registry=r
         )
+        self.upstream_bytes = Counter(
+            "shoal_upstream_bytes",
+            "Bytes this host fetched from upstream registries itself (no coordinator)",
+            registry=r,
+        )

@@ -17,6 +17,7 @@ import logging
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,15 @@ class Solo:
         return self.upstream.upstream(ref) is not None
 
 
-async def pull(ref: ModelRef, solo: Solo, store: Store, ses: TorrentSession) -> PullResult:
+async def pull(
+    ref: ModelRef,
+    solo: Solo,
+    store: Store,
+    ses: TorrentSession,
+    make_room: Callable[[int], None] | None = None,
+) -> PullResult:
+    """``make_room``: told the bytes the model needs before any is fetched (the agent
+    evicts to fit its budget, or raises to refuse the pull)."""
     started = time.monotonic()
     with Fetch(ref, solo.upstream) as fetch:
         try:
@@ -70,6 +79,8 @@ async def pull(ref: ModelRef, solo: Solo, store: Store, ses: TorrentSession) -> 
             return PullResult(held, already_present=True)
         blobs = blobs_of(raw, ref, fetch.up.url)
         need = sum(b.size for b in blobs) + len(raw)
+        if make_room is not None:
+            make_room(need)
         if need > store.free():
             raise LocalError(
                 f"{ref} needs {format_size(need)} but {store.root} has "

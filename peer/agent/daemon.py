@@ -239,9 +239,23 @@ class Agent:
         others = [m for jid, m in self._pulling.items() if jid != job.id]
         self._pulling[job.id] = manifest
         reserved = sum(self.store.needed(m) for m in others)  # started, not yet written
-        deficit = self.budget.deficit(
-            self.store.usage() + reserved, self.store.free() - reserved, need
-        )
+        try:
+            self.evict_for(
+                str(manifest.ref),
+                self.budget.deficit(
+                    self.store.usage() + reserved, self.store.free() - reserved, need
+                ),
+            )
+        except BudgetError:
+            del self._pulling[job.id]
+            raise
+
+    def make_room_for(self, ref: ModelRef, need: int) -> None:
+        """The same for a pull from upstream or the LAN (peer/solo.py), whose manifest
+        is made only once its bytes are here."""
+        self.evict_for(str(ref), self.budget.deficit(self.store.usage(), self.store.free(), need))
+
+    def evict_for(self, what: str, deficit: int) -> None:
         if deficit <= 0:
             return
         keep = self._in_use()
@@ -261,8 +275,7 @@ class Agent:
         try:
             refs = evictions(held, sizes, deficit, keep)
         except BudgetError as exc:
-            del self._pulling[job.id]
-            raise BudgetError(f"cannot pull {manifest.ref}: {exc.message}", exc.hint) from None
+            raise BudgetError(f"cannot pull {what}: {exc.message}", exc.hint) from None
         for ref in refs:
             freed = self.remove(ref)
             self.evicted += 1
@@ -338,7 +351,14 @@ class Agent:
                 if self.solo is not None and self.solo.covers(ref):
                     from peer import solo
 
-                    result = await solo.pull(ref, self.solo, self.store, self.session)
+                    result = await solo.pull(
+                        ref,
+                        self.solo,
+                        self.store,
+                        self.session,
+                        lambda need: self.make_room_for(ref, need),
+                    )
+                    self.metrics.upstream_bytes.inc(result.bytes_upstream)
                 else:
                     result = await pull(opts, progress, self.metrics)
             except ShoalError as exc:

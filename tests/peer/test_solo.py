@@ -17,11 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from peer import lan as lan_mod
+from peer.budget import BudgetError
 from peer.session import SessionSettings, TorrentSession
-from peer.solo import Solo, _from_lan
+from peer.solo import Solo, _from_lan, pull
 from peer.store import Store
 from scenarios.netns import Fleet, Node, call_in, exec_argv, wait_port
 from shoal import ollama_manifest as om
@@ -36,7 +38,7 @@ from shoal.upstream.fetch import Upstream, UpstreamSettings, blobs_of
 from tests.conftest import SHOAL
 from tests.peer.mirror import ollama_client
 from tests.seeder.test_ingest import CONFIG, LAYERS
-from tests.seeder.upstream import CONFIG_TYPE, UpstreamRegistry
+from tests.seeder.upstream import CONFIG_TYPE, DOCKER_MANIFEST, UpstreamRegistry
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 MIRROR = 8474
@@ -204,3 +206,36 @@ def test_a_lan_file_under_a_blob_s_name_with_other_bytes_is_never_given_that_nam
     }
     store = from_liar(tmp_path, lie, raw, blobs)
     assert not (store / "blobs" / model.digest.filename).exists()
+
+
+def test_a_model_over_the_budget_is_refused_before_a_byte_is_fetched(tmp_path: Path) -> None:
+    upstream = UpstreamRegistry(tmp_path / "upstream")
+    upstream.start()
+    ses = TorrentSession(SessionSettings(host="127.0.0.1", enable_lsd=False))
+    try:
+        upstream.push("library/tiny", "1", LAYERS, CONFIG)
+        settings = UpstreamSettings(
+            (Upstream.parse(f"registry.ollama.ai={upstream.url}"),), tmp_path / "store/upstream"
+        )
+        beacon = lan_mod.Beacon(lan_mod.parse_group(lan_mod.DEFAULT_GROUP), None, lambda _: None)
+        store = Store(tmp_path / "store").open()
+        asked: list[int] = []
+
+        def no_room(need: int) -> None:
+            asked.append(need)
+            raise BudgetError("the store's budget is 1 MiB", "raise --max-store-size")
+
+        with pytest.raises(BudgetError):
+            asyncio.run(pull(REF, Solo(settings, beacon, listen=0), store, ses, no_room))
+        assert asked == [sum(len(d) for _, d in LAYERS) + len(CONFIG) + len(upstream_raw(upstream))]
+        assert upstream.sent("/blobs/") == (0, 0)  # nothing fetched
+        assert store.resolve(REF) is None and not any(store.blobs.iterdir())
+    finally:
+        ses.close()
+        upstream.stop()
+
+
+def upstream_raw(upstream: UpstreamRegistry) -> bytes:
+    with httpx.Client(base_url=upstream.url) as c:
+        r = c.get("/v2/library/tiny/manifests/1", headers={"Accept": DOCKER_MANIFEST})
+        return r.content
