@@ -12,9 +12,16 @@ through the same relay, with shoal's registry client (4 parallel ranges) - what 
 would do alone. Figures: upstream bytes / model size (goal 1.00), the fleet's time for N
 hosts over the baseline's time for one, the first-byte latency.
 
-    .venv/bin/python bench/pull_through.py [--size-mib 256] [--hosts 3,8] [--upstream-rate 50M]
+With ``--lan`` (root): no coordinator and no origin. The hosts are network namespaces on
+one bridge, each agent started with ``--upstream`` (peer/solo.py: the LAN fetches the model
+from upstream once, the hosts find each other by multicast and LSD); the upstream is a
+host of its own whose uplink is shaped with tbf at ``--upstream-rate``. The baseline is
+the same: one host alone with shoal's registry client, over the same shaped link.
 
-Writes bench/results/pull_through.json.
+    .venv/bin/python bench/pull_through.py [--size-mib 256] [--hosts 3,8] [--upstream-rate 50M]
+        [--lan]
+
+Writes bench/results/pull_through.json (with --lan: pull_through_lan.json).
 """
 
 from __future__ import annotations
@@ -208,21 +215,99 @@ def fleet_run(tmp: Path, size: int, hosts: int, rate: int) -> dict[str, object]:
         upstream.stop()
 
 
+def lan_run(tmp: Path, size: int, hosts: int, rate: int) -> dict[str, object]:
+    """The same figures for a LAN of agents with ``--upstream`` and no coordinator."""
+    from scenarios.netns import Fleet, call_in, exec_argv, wait_port
+
+    fleet = Fleet(queue_ms=20, tcp_congestion=None)
+    fleet.create()
+    procs: list[subprocess.Popen[bytes]] = []
+    upstream: UpstreamRegistry | None = None
+    try:
+        up = fleet.add("up", up_bps=rate * 8)
+        nodes = [fleet.add(f"h{i}") for i in range(hosts)]
+        fleet.pin_neighbours()
+        upstream = UpstreamRegistry(tmp / "upstream", port=5000, host=up.addr, netns=up.ns)
+        upstream.start()
+        layer = os.urandom(size)
+        raw = upstream.push(
+            "library/model",
+            "1",
+            [
+                ("application/vnd.ollama.image.model", layer),
+                ("application/vnd.ollama.image.template", b"{{ .Prompt }}"),
+            ],
+            CONFIG,
+        )
+        doc = json.loads(raw)
+        model_bytes = sum(int(x["size"]) for x in [doc["config"], *doc["layers"]])
+        alone = call_in(nodes[0].ns, lambda: one_alone(upstream.url, doc, tmp / "alone"))
+        since = upstream.log.stat().st_size
+        for n in nodes:
+            argv = [
+                *(str(SHOAL), "agent", "--models-dir", str(tmp / n.name)),
+                *("--host", n.addr, "--port", "6881", "--mirror", "127.0.0.1:8474"),
+                *("--upstream", f"registry.ollama.ai={upstream.url}", "--min-free", "0"),
+            ]
+            procs.append(subprocess.Popen(exec_argv(n.ns, argv), stderr=subprocess.DEVNULL))
+        for n, proc in zip(nodes, procs, strict=True):
+            wait_port(n.ns, "127.0.0.1", 8474, proc)
+        mirror = "http://127.0.0.1:8474"
+        start = time.monotonic()
+        with ThreadPoolExecutor(hosts + 1) as pool:
+            probe = pool.submit(
+                call_in, nodes[0].ns, lambda: first_byte(mirror, doc["layers"][0]["digest"])
+            )
+            pulls = [
+                pool.submit(
+                    call_in,
+                    n.ns,
+                    lambda n=n: ollama_client.pull(
+                        mirror, "library", "model", "1", tmp / f"ollama-{n.name}"
+                    ),
+                )
+                for n in nodes
+            ]
+            for p in pulls:
+                p.result(timeout=1800)
+            took = time.monotonic() - start
+            latency = probe.result(timeout=60)
+        _, fetched = upstream.sent("/blobs/", since)
+        return {
+            "hosts": hosts,
+            "model_bytes": model_bytes,
+            "upstream_bytes_logged": fetched,
+            "upstream_over_model": round(fetched / model_bytes, 4),
+            "one_host_alone_s": round(alone, 2),
+            "fleet_s": round(took, 2),
+            "fleet_over_one_alone": round(took / alone, 3),
+            "first_byte_s": round(latency, 2),
+        }
+    finally:
+        stop_processes(procs)
+        if upstream is not None:
+            upstream.stop()
+        fleet.teardown()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--hosts", default="3,8")
     ap.add_argument("--upstream-rate", default="50M")
+    ap.add_argument("--lan", action="store_true", help="No coordinator: agents on a LAN.")
     a = ap.parse_args()
     rate = parse_size(a.upstream_rate)
+    run = lan_run if a.lan else fleet_run
     runs = []
     for n in (int(x) for x in a.hosts.split(",")):
         with tempfile.TemporaryDirectory(prefix="shoal-pt-") as tmp:
-            runs.append(fleet_run(Path(tmp), a.size_mib << 20, n, rate))
+            runs.append(run(Path(tmp), a.size_mib << 20, n, rate))
             print(json.dumps(runs[-1]), flush=True)
-    out = {"size_mib": a.size_mib, "upstream_rate": a.upstream_rate, "runs": runs}
+    out = {"size_mib": a.size_mib, "upstream_rate": a.upstream_rate, "lan": a.lan, "runs": runs}
+    name = "pull_through_lan.json" if a.lan else "pull_through.json"
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "pull_through.json").write_text(json.dumps(out, indent=1))
+    (ROOT / "bench" / "results" / name).write_text(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
