@@ -13,7 +13,9 @@ upstream manifest before it is given its name, then published as the origin publ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import shutil
 import time
 from collections import Counter
@@ -87,6 +89,7 @@ async def pull(
                 f"{format_size(store.free())} free",
                 "free some space (shoal rm) or use another --models-dir",
             )
+        _reuse(blobs, store, solo.upstream.store)
         try:  # a host that fetches from upstream says so until it seeds: the others wait
             peer_bytes, upstream_bytes = await _fetch(ref, solo, ses, fetch, raw, digest)
             manifest = await asyncio.to_thread(_import, ref, raw, blobs, solo.upstream, store)
@@ -99,6 +102,17 @@ async def pull(
         bytes_peer=peer_bytes,
         bytes_upstream=upstream_bytes,
     )
+
+
+def _reuse(blobs: list[om.Blob], store: Store, upstream_store: Path) -> None:
+    """Link the blobs the store holds already (an earlier version of the tag, another
+    model) where the fetch looks first: only what changed moves."""
+    for b in blobs:
+        held, dest = store.blob_path(b.digest), upstream_store / "blobs" / b.digest.filename
+        with contextlib.suppress(OSError):  # not held, or held at another size: fetched
+            if held.stat().st_size == b.size and not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.link(held, dest)
 
 
 def _held(store: Store, ref: ModelRef, digest: Digest) -> Manifest | None:

@@ -23,7 +23,7 @@ import pytest
 from peer import lan as lan_mod
 from peer.budget import BudgetError
 from peer.session import SessionSettings, TorrentSession
-from peer.solo import Solo, _from_lan, pull
+from peer.solo import Solo, _from_lan, pull, upstream_digest
 from peer.store import Store
 from scenarios.netns import Fleet, Node, call_in, exec_argv, wait_port
 from shoal import ollama_manifest as om
@@ -239,3 +239,33 @@ def upstream_raw(upstream: UpstreamRegistry) -> bytes:
     with httpx.Client(base_url=upstream.url) as c:
         r = c.get("/v2/library/tiny/manifests/1", headers={"Accept": DOCKER_MANIFEST})
         return r.content
+
+
+def test_a_tag_that_moved_upstream_fetches_only_the_changed_blobs(tmp_path: Path) -> None:
+    """One host alone (its LAN group off): the tag is read upstream at every pull, and
+    a new manifest fetches only the blobs the store lacks."""
+    upstream = UpstreamRegistry(tmp_path / "upstream")
+    upstream.start()
+    ses = TorrentSession(SessionSettings(host="127.0.0.1", enable_lsd=False))
+    try:
+        first = upstream.push("library/tiny", "1", LAYERS, CONFIG)
+        settings = UpstreamSettings(
+            (Upstream.parse(f"registry.ollama.ai={upstream.url}"),), tmp_path / "store/upstream"
+        )
+        beacon = lan_mod.Beacon(lan_mod.parse_group(lan_mod.DEFAULT_GROUP), None, lambda _: None)
+        solo, store = Solo(settings, beacon, listen=0), Store(tmp_path / "store").open()
+        got = asyncio.run(pull(REF, solo, store, ses))
+        assert got.bytes_upstream == sum(len(d) for _, d in LAYERS) + len(CONFIG)
+        again = asyncio.run(pull(REF, solo, store, ses))
+        assert again.already_present and again.manifest.digest == got.manifest.digest
+        changed = [LAYERS[0], ("application/vnd.ollama.image.template", b"{{ .New }}"), LAYERS[2]]
+        second = upstream.push("library/tiny", "1", changed, CONFIG)
+        moved = asyncio.run(pull(REF, solo, store, ses))
+        assert moved.bytes_upstream == len(b"{{ .New }}")  # the weights did not move again
+        assert upstream_digest(moved.manifest) == Digest.of(second) != Digest.of(first)
+        assert store.resolve(REF) == moved.manifest and not store.missing(moved.manifest)
+        weights = Digest.of(LAYERS[0][1])
+        assert upstream.sent(f"/blobs/{weights}")[1] == len(LAYERS[0][1])  # once, in ranges
+    finally:
+        ses.close()
+        upstream.stop()
