@@ -38,6 +38,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -119,23 +120,27 @@ def first_byte(mirror: str, digest: str) -> float:
     raise RuntimeError("no bytes")
 
 
+def push_model(upstream: UpstreamRegistry, size: int) -> tuple[dict[str, Any], int]:
+    """Push a model of ``size`` random bytes (and a template); its manifest and size."""
+    raw = upstream.push(
+        "library/model",
+        "1",
+        [
+            ("application/vnd.ollama.image.model", os.urandom(size)),
+            ("application/vnd.ollama.image.template", b"{{ .Prompt }}"),
+        ],
+        CONFIG,
+    )
+    doc = json.loads(raw)
+    return doc, sum(int(x["size"]) for x in [doc["config"], *doc["layers"]])
+
+
 def fleet_run(tmp: Path, size: int, hosts: int, rate: int) -> dict[str, object]:
     upstream = UpstreamRegistry(tmp / "upstream")
     upstream.start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        layer = os.urandom(size)
-        raw = upstream.push(
-            "library/model",
-            "1",
-            [
-                ("application/vnd.ollama.image.model", layer),
-                ("application/vnd.ollama.image.template", b"{{ .Prompt }}"),
-            ],
-            CONFIG,
-        )
-        doc = json.loads(raw)
-        model_bytes = sum(int(x["size"]) for x in [doc["config"], *doc["layers"]])
+        doc, model_bytes = push_model(upstream, size)
         with Relay(upstream.port, rate) as relay:
             relay_url = f"http://127.0.0.1:{relay.port}"
             alone = one_alone(relay_url, doc, tmp / "alone")
@@ -229,18 +234,7 @@ def lan_run(tmp: Path, size: int, hosts: int, rate: int) -> dict[str, object]:
         fleet.pin_neighbours()
         upstream = UpstreamRegistry(tmp / "upstream", port=5000, host=up.addr, netns=up.ns)
         upstream.start()
-        layer = os.urandom(size)
-        raw = upstream.push(
-            "library/model",
-            "1",
-            [
-                ("application/vnd.ollama.image.model", layer),
-                ("application/vnd.ollama.image.template", b"{{ .Prompt }}"),
-            ],
-            CONFIG,
-        )
-        doc = json.loads(raw)
-        model_bytes = sum(int(x["size"]) for x in [doc["config"], *doc["layers"]])
+        doc, model_bytes = push_model(upstream, size)
         alone = call_in(nodes[0].ns, lambda: one_alone(upstream.url, doc, tmp / "alone"))
         since = upstream.log.stat().st_size
         for n in nodes:

@@ -91,7 +91,7 @@ async def pull(
             )
         _reuse(blobs, store, solo.upstream.store)
         try:  # a host that fetches from upstream says so until it seeds: the others wait
-            peer_bytes, upstream_bytes = await _fetch(ref, solo, ses, fetch, raw, digest)
+            peer_bytes, upstream_bytes = await _fetch(ref, solo, ses, fetch, (raw, digest), blobs)
             manifest = await asyncio.to_thread(_import, ref, raw, blobs, solo.upstream, store)
         finally:
             solo.beacon.fetching.discard(digest)
@@ -133,12 +133,12 @@ async def _fetch(
     solo: Solo,
     ses: TorrentSession,
     fetch: Fetch,
-    raw: bytes,
-    digest: Digest,
+    manifest: tuple[bytes, Digest],
+    blobs: list[om.Blob],
 ) -> tuple[int, int]:
-    """The blobs into the upstream store, from the LAN or upstream; returns the bytes from
-    each."""
-    blobs = blobs_of(raw, ref, fetch.up.url)
+    """The blobs the upstream ``manifest`` lists into the upstream store, from the LAN or
+    upstream; returns the bytes from each."""
+    raw, digest = manifest
     refused: set[tuple[str, int]] = set()
     asked = -WANT_EVERY
     with solo.beacon.listening(digest) as heard:
