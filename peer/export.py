@@ -16,7 +16,6 @@ manifest digest and ``refs/main`` points at it.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from shoal import ollama_manifest as om
 from shoal.digest import Digest
 from shoal.errors import BadInput, IntegrityError
 from shoal.fsutil import atomic_write
+from shoal.hfrepo import git_blob_sha1
 from shoal.manifest import FileEntry, Manifest
 from shoal.ref import ModelRef
 
@@ -145,26 +145,28 @@ def _complete(
 
 def export_hf(store: Store, ref: ModelRef, manifest: Manifest, target: Path) -> Path:
     """Write the model into a Hugging Face cache dir; returns the snapshot directory."""
-    repo = target / (
-        "models--" + (ref.name if ref.namespace == "library" else f"{ref.namespace}--{ref.name}")
-    )
+    name = ref.name if ref.namespace == "library" else f"{ref.namespace}--{ref.name}"
     commit, refs = manifest.digest.hex[:40], ["main"]
+    etags: dict[str, str] = {}
     files = list(manifest.files)
     marked = [
         f
         for f in files
         if f.path.value == hf_revision.PATH and f.media_type == hf_revision.MEDIA_TYPE
     ]
-    if marked:  # published from a Hub snapshot: its own commit and refs
+    if marked:  # published from a Hub snapshot: its own repo, commit, refs and names
         try:
-            commit, refs = hf_revision.decode(store.blob_path(marked[0].sha256).read_bytes())
+            rev = hf_revision.Revision.decode(store.blob_path(marked[0].sha256).read_bytes())
         except BadInput as exc:
             raise IntegrityError(f"{ref}: {exc.message}") from None
         files.remove(marked[0])
-        refs = refs or ["main"]
+        commit, refs, etags = rev.commit, list(rev.refs) or ["main"], rev.etags
+        name = rev.repo.cache_dir.split("--", 1)[1] if rev.repo is not None else name
+    kind = rev.repo.kind if marked and rev.repo is not None else "model"
+    repo = target / f"{kind}s--{name}"
     snapshot = repo / "snapshots" / commit
     for f in files:
-        blob_name = _hf_etag(store, f)
+        blob_name = _hf_etag(store, f, etags.get(f.path.value))
         _link(store.blob_path(f.sha256), repo / "blobs" / blob_name, f.size)
         link = snapshot / f.path.value
         link.parent.mkdir(parents=True, exist_ok=True)
@@ -172,16 +174,23 @@ def export_hf(store: Store, ref: ModelRef, manifest: Manifest, target: Path) -> 
         if link.is_symlink() or link.exists():
             link.unlink()
         link.symlink_to(rel)
-    for name in refs:
-        atomic_write(repo / "refs" / name, commit.encode())
+    for r in refs:
+        atomic_write(repo / "refs" / r, commit.encode())
     return snapshot
 
 
-def _hf_etag(store: Store, f: FileEntry) -> str:
+def _hf_etag(store: Store, f: FileEntry, claimed: str | None) -> str:
+    """The name the Hub gives the file: the one recorded when it was published from the
+    Hub, proven here; else by the Hub's rule (LFS for weights and big files)."""
+    path = store.blob_path(f.sha256)
+    if claimed is not None:
+        try:
+            return hf_revision.proven_etag(claimed, f.sha256.hex, path.read_bytes)
+        except IntegrityError as exc:
+            raise IntegrityError(f"{f.path}: {exc.message}") from None
     if f.path.value.endswith(LFS_SUFFIXES) or f.size >= LFS_MIN_SIZE:
         return f.sha256.hex
-    data = store.blob_path(f.sha256).read_bytes()
-    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+    return git_blob_sha1(path.read_bytes())
 
 
 def _link(src: Path, dst: Path, size: int) -> None:

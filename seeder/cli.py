@@ -70,12 +70,27 @@ def seed(
     ingest_dir: Annotated[
         Path | None, typer.Option(help="Where models fetched from upstream are kept [ingested].")
     ] = None,
+    hf_upstream: Annotated[
+        str | None,
+        typer.Option(
+            help="Hugging Face endpoint to fetch repos the fleet asks for, e.g. "
+            "https://huggingface.co (needs --hf-allow)."
+        ),
+    ] = None,
+    hf_allow: Annotated[
+        list[str] | None,
+        typer.Option(help="Repos the fleet may fetch: 'org/*', 'datasets/org/name' (repeatable)."),
+    ] = None,
+    hf_token_file: Annotated[
+        Path | None, typer.Option(help="File holding the Hub token for gated repos [$HF_TOKEN].")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([seed] table).")] = None,
 ) -> None:
     """Serve published models over HTTP (Range, BEP 19 web seed) and seed them over BitTorrent.
 
     With --upstream, also fetch for the fleet, once, any model it asks for that is not
-    published: from that registry, verified, published and served like the rest."""
+    published: from that registry, verified, published and served like the rest; with
+    --hf-upstream, any Hugging Face repo the allow-list names."""
     import asyncio
 
     from seeder.origin_serve import OriginSettings, run
@@ -95,6 +110,9 @@ def seed(
         upstream_credentials=upstream_credentials,
         upstream_proxy=upstream_proxy,
         ingest_dir=ingest_dir,
+        hf_upstream=hf_upstream,
+        hf_allow=tuple(hf_allow) if hf_allow else None,
+        hf_token_file=hf_token_file,
     )
     daemon_logging()
     asyncio.run(run(settings))

@@ -21,9 +21,12 @@ from pathlib import Path
 from seeder.catalog import load_model
 from shoal.coordinator_client import CoordinatorClient
 from shoal.errors import NotFound, ShoalError
+from shoal.hfrepo import HfRepo
 from shoal.publishing.ollama import ollama_source
 from shoal.publishing.publish import Published, PublishOptions, publish
+from shoal.publishing.sources import directory_source
 from shoal.ref import ModelRef
+from shoal.upstream import hub
 from shoal.upstream.fetch import Fetch, UpstreamSettings
 
 log = logging.getLogger("shoal.ingest")
@@ -36,6 +39,9 @@ def ingest(
     ref: ModelRef, settings: UpstreamSettings, progress: Callable[[int], None] | None = None
 ) -> Published:
     """Fetch ``ref`` from its upstream and publish it; returns the published model."""
+    repo = HfRepo.of_ref(ref)
+    if repo is not None:
+        return _ingest_hf(repo, ref.tag, settings, progress)
     with Fetch(ref, settings) as fetch:
         raw, digest = fetch.manifest()
         out = settings.work / "published" / f"{ref.slug}-{digest.hex[:12]}"
@@ -46,6 +52,25 @@ def ingest(
     if out.exists():
         shutil.rmtree(out)  # an attempt that stopped after publishing: published anew
     return publish(ollama_source(str(ref), settings.store), PublishOptions(ref=ref, out=out))
+
+
+def _ingest_hf(
+    repo: HfRepo, revision: str, settings: UpstreamSettings, progress: Callable[[int], None] | None
+) -> Published:
+    """A Hugging Face repo at ``revision``, published under its commit's reference (a
+    branch is registered as that model too, by the coordinator)."""
+    if settings.hub is None:
+        raise NotFound(f"no Hugging Face endpoint configured for {repo.id}")
+    fetched = hub.fetch(repo, revision, settings.hub, progress)
+    ref = repo.ref(fetched.snapshot.name)
+    out = settings.work / "published" / f"{repo.cache_dir}-{fetched.snapshot.name[:12]}"
+    held = _published(out, ref)
+    if held is not None:
+        return held
+    if out.exists():
+        shutil.rmtree(out)
+    source = directory_source(fetched.snapshot, hf_revision_file=fetched.revision)
+    return publish(source, PublishOptions(ref=ref, out=out))
 
 
 def _published(out: Path, ref: ModelRef) -> Published | None:
@@ -70,7 +95,7 @@ async def work_forever(
     """Claim ingests from the coordinator and do them, one at a time, until cancelled.
     ``serve`` starts serving a published directory (catalog and BitTorrent); ``counted``
     is told the bytes fetched from upstream, ``ended`` each ingest's result."""
-    hosts = sorted({u.host for u in settings.upstreams})
+    hosts = sorted({u.host for u in settings.upstreams} | set(settings.hub_hosts))
     while True:
         try:
             item = await asyncio.to_thread(coordinator.claim_ingest, hosts, CLAIM_WAIT)

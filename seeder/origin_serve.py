@@ -21,6 +21,7 @@ from shoal.coordinator_client import CoordinatorClient, announce_url
 from shoal.errors import BadInput, LocalError
 from shoal.settings import ComponentSettings
 from shoal.upstream.fetch import Upstream, UpstreamSettings, read_credentials
+from shoal.upstream.hub import HubSettings, check_allow, read_hf_token
 
 log = logging.getLogger("shoal.seed")
 
@@ -50,11 +51,34 @@ class OriginSettings(ComponentSettings):
     upstream_credentials: Path | None = None  # "HOST USER:PASSWORD" lines
     upstream_proxy: str | None = None
     ingest_dir: Path = Path("ingested")
+    # pull-through from the Hugging Face Hub (or an endpoint that speaks its API): the
+    # repos the fleet may fetch (patterns, required), and the token for gated repos
+    hf_upstream: str | None = None
+    hf_allow: tuple[str, ...] = ()
+    hf_token_file: Path | None = None  # else $HF_TOKEN
+
+    def hub_settings(self) -> HubSettings | None:
+        if self.hf_upstream is None:
+            return None
+        if not self.hf_allow:
+            raise BadInput(
+                "--hf-upstream needs --hf-allow: the repos this fleet may fetch",
+                "e.g. --hf-allow 'org/*' (or '*' for any repo)",
+            )
+        return HubSettings(
+            work=self.ingest_dir,
+            allow=check_allow(self.hf_allow),
+            url=self.hf_upstream,
+            token=read_hf_token(self.hf_token_file),
+            proxy=self.upstream_proxy,
+        )
 
     def ingest_settings(self) -> UpstreamSettings | None:
-        if not self.upstream:
+        hub = self.hub_settings()
+        if not self.upstream and hub is None:
             return None
         return UpstreamSettings(
+            hub=hub,
             upstreams=tuple(Upstream.parse(u) for u in self.upstream),
             work=self.ingest_dir,
             credentials=read_credentials(self.upstream_credentials)
@@ -77,7 +101,7 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
     ingesting = settings.ingest_settings()
     if ingesting is not None and not (settings.coordinator and settings.token):
         raise BadInput(
-            "--upstream needs --coordinator and an edge token",
+            "--upstream and --hf-upstream need --coordinator and an edge token",
             "the coordinator queues what the fleet asks this origin to fetch",
         )
     ingested = sorted((settings.ingest_dir / "published").glob("*")) if ingesting else []
@@ -154,7 +178,8 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
             origin.upstream_bytes.inc,
             lambda result: origin.ingests.labels(result).inc(),
         )
-        log.info("fetching from upstream for the fleet: %s", ", ".join(settings.upstream))
+        upstreams = [*settings.upstream, *filter(None, [settings.hf_upstream])]
+        log.info("fetching from upstream for the fleet: %s", ", ".join(upstreams))
     try:
         await until_stopped(registration, ingest_work, ready=ready)
     finally:

@@ -120,9 +120,17 @@ async def update(request: Request, ref: str, authorization: Auth = None) -> Resp
     if what != "done":
         raise BadInput("'state' must be running, failed or done")
     manifest, torrent = model_of(body)
-    if manifest.ref != model:
+    same_repo = (manifest.ref.host, manifest.ref.namespace, manifest.ref.name) == (
+        model.host,
+        model.namespace,
+        model.name,
+    )
+    if not same_repo:
         raise BadInput(f"the manifest is of {manifest.ref}, the ingest of {model}")
     state.ingests.renew(model, worker, {}, now)  # still this origin's: checked first
+    # a tag that names a fixed version (a Hub branch, its commit) registers both
+    if manifest.ref != model:
+        await register(state, manifest.ref, manifest, torrent)
     answer: dict[str, Any] = await register(state, model, manifest, torrent)
     state.ingests.finish(model, worker, now, None)
     state.ingests.forget(model, now)

@@ -15,30 +15,36 @@ pointing at itself. Errors are the spec's JSON bodies; bad input is a 4xx, never
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import parse_qs
 
 from peer.export import OLLAMA_MANIFEST
 from peer.mirror import catalog, oci
 from peer.mirror.auth import MirrorAuth
+from peer.mirror.reading import (
+    OCTET,
+    Blob,
+    PullingBlob,
+    StoreBlob,
+    header_map,
+    latin1,
+    query_of,
+    raw_path,
+    respond,
+    stream,
+)
 from peer.store import Store
 from peer.watch import PullWatch
 from shoal import ranges
 from shoal.digest import Digest
 from shoal.errors import IntegrityError, ShoalError
-from shoal.manifest import FileEntry, Manifest
+from shoal.manifest import Manifest
 from shoal.ref import ModelRef
 
 log = logging.getLogger("shoal.mirror")
-
-READ = 1 << 20  # bytes read from the store and sent at a time
-MAX_QUERY = 512
 
 
 class Pulls(Protocol):
@@ -50,65 +56,6 @@ class Pulls(Protocol):
     def running(self) -> Iterable[tuple[ModelRef, PullWatch]]:
         """The pulls under way."""
 
-
-@dataclass(frozen=True, slots=True)
-class _StoreBlob:
-    size: int
-    path: Path | None  # None: the empty config, from memory
-
-    async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
-        if self.path is None:
-            yield oci.EMPTY_CONFIG[start:end]
-            return
-        with self.path.open("rb") as f:
-            f.seek(start)
-            left = end - start
-            while left > 0:
-                data = await asyncio.to_thread(f.read, min(READ, left))
-                if not data:  # the store changed under the reader: the body is cut
-                    raise OSError(f"{self.path} ended early")
-                left -= len(data)
-                yield data
-
-
-@dataclass(frozen=True, slots=True)
-class _PullingBlob:
-    """A file of a pull under way: its chunks in order, each once verified (and hashed
-    again as read); the chunks a reader waits for go first.
-
-    Chunk digests prove chunks, not the file's name: a manifest may list a file digest
-    its chunks do not add up to (peer/store.py). A read of the whole file is hashed as it
-    goes and its last bytes are sent only if the whole hashes to the name; a read of a
-    part cannot be proven so, and its client checks the whole (ollama and every OCI
-    client do)."""
-
-    watch: PullWatch
-    entry: FileEntry
-    chunk_size: int
-
-    @property
-    def size(self) -> int:
-        return self.entry.size
-
-    async def read(self, start: int, end: int) -> AsyncIterator[bytes]:
-        whole = hashlib.sha256() if (start, end) == (0, self.size) else None
-        if whole is not None and not self.size and whole.hexdigest() != self.entry.sha256.hex:
-            raise IntegrityError(f"{self.entry.path} is empty, not {self.entry.sha256}")
-        last = -(-end // self.chunk_size) - 1
-        for c in range(start // self.chunk_size, last + 1):
-            data = await self.watch.chunk(self.entry, c)
-            base = c * self.chunk_size
-            part = data[max(0, start - base) : end - base]
-            if whole is not None:
-                whole.update(part)
-                if c == last and whole.hexdigest() != self.entry.sha256.hex:
-                    raise IntegrityError(
-                        f"{self.entry.path}'s chunks do not add up to {self.entry.sha256}"
-                    )
-            yield part
-
-
-_Blob = _StoreBlob | _PullingBlob
 
 _CODES = {404: "MANIFEST_UNKNOWN", 401: "UNAUTHORIZED", 403: "DENIED", 429: "TOOMANYREQUESTS"}
 
@@ -132,7 +79,7 @@ class Mirror:
                 raise oci.MirrorError(405, "UNSUPPORTED", f"{method} is not served: pull only")
             r = oci.route(scope["path"])
             label = type(r).__name__
-            query = _query(scope)
+            query = query_of(scope)
             host = oci.registry_host(query.get("ns"))
             self._check(r, scope, query.get("cap"))
             status = await self._answer(r, host, scope, receive, send)
@@ -141,12 +88,12 @@ class Mirror:
             headers = _json_headers(len(exc.body()))
             if exc.status == 401:
                 headers.append((b"www-authenticate", b'Basic realm="shoal mirror"'))
-            await _send(send, exc.status, headers, exc.body(), method)
+            await respond(send, exc.status, headers, exc.body(), method)
         except ShoalError as exc:
             status = exc.http_status
             code = _CODES.get(status, "UNAVAILABLE" if status >= 500 else "DENIED")
             body = oci.error_body(code, str(exc))
-            await _send(send, status, _json_headers(len(body)), body, method)
+            await respond(send, status, _json_headers(len(body)), body, method)
         finally:
             if self.metrics is not None:
                 self.metrics.mirror_requests.labels(label, str(status)).inc()
@@ -162,7 +109,7 @@ class Mirror:
             and self.auth.valid(scope["path"], cap, time.time())
         ):
             return
-        if not self.auth.allows(_text(_headers(scope).get(b"authorization"))):
+        if not self.auth.allows(latin1(header_map(scope).get(b"authorization"))):
             raise oci.MirrorError(401, "UNAUTHORIZED", "this mirror needs its token")
 
     async def _answer(
@@ -170,7 +117,7 @@ class Mirror:
     ) -> int:
         method = scope["method"]
         if isinstance(r, oci.Base):
-            await _send(send, 200, _json_headers(2), b"{}", method)
+            await respond(send, 200, _json_headers(2), b"{}", method)
             return 200
         if isinstance(r, oci.ManifestReq):
             s = await self._manifest(r, host)
@@ -180,7 +127,7 @@ class Mirror:
                 (b"docker-content-digest", str(s.digest).encode()),
                 (b"etag", f'"{s.digest}"'.encode()),
             ]
-            await _send(send, 200, headers, s.raw, method)
+            await respond(send, 200, headers, s.raw, method)
             return 200
         b = await self._blob(r, host)
         common = [
@@ -188,14 +135,14 @@ class Mirror:
             (b"accept-ranges", b"bytes"),
             (b"etag", f'"{r.digest}"'.encode()),
         ]
-        request_headers = _headers(scope)
+        request_headers = header_map(scope)
         wants_range = b"range" in request_headers
         if method == "HEAD":
             length = [(b"content-length", str(b.size).encode())]
-            await _send(send, 200, [*common, *length, _OCTET], b"", method)
+            await respond(send, 200, [*common, *length, OCTET], b"", method)
             return 200
         if not r.data and not wants_range:
-            location = _raw_path(scope) + "/data"
+            location = raw_path(scope) + "/data"
             query = scope.get("query_string", b"").decode("latin-1")
             if self.auth is not None:
                 cap = self.auth.capability(scope["path"] + "/data", time.time())
@@ -203,23 +150,23 @@ class Mirror:
             if query:
                 location += "?" + query
             headers = [*common, (b"location", location.encode()), (b"content-length", b"0")]
-            await _send(send, 307, headers, b"", method)
+            await respond(send, 307, headers, b"", method)
             return 307
         span = ranges.select(
             b.size,
-            _text(request_headers.get(b"range")),
-            _text(request_headers.get(b"if-range")),
+            latin1(request_headers.get(b"range")),
+            latin1(request_headers.get(b"if-range")),
             f'"{r.digest}"',
         )
-        headers = [*common, _OCTET, (b"content-length", str(span.length).encode())]
+        headers = [*common, OCTET, (b"content-length", str(span.length).encode())]
         if span.content_range():
             headers.append((b"content-range", span.content_range().encode()))  # type: ignore[union-attr]
         if span.status == 200:  # ollama reads its parts where this says: the cap too
             query = scope.get("query_string", b"").decode("latin-1")
-            here = _raw_path(scope) + (f"?{query}" if query else "")
+            here = raw_path(scope) + (f"?{query}" if query else "")
             headers.append((b"location", here.encode()))
         if span.status == 416:
-            await _send(send, 416, headers, b"", method)
+            await respond(send, 416, headers, b"", method)
             return 416
         if self.readers >= self.max_readers:
             raise oci.MirrorError(
@@ -227,7 +174,7 @@ class Mirror:
             )
         self.readers += 1
         try:
-            await self._stream(b, span, headers, receive, send)
+            await stream(b, span, headers, receive, send, self.metrics)
         finally:
             self.readers -= 1
         return span.status
@@ -285,60 +232,25 @@ class Mirror:
             and (host is None or ref.host == host)
         ]
 
-    async def _blob(self, r: oci.BlobReq, host: str | None) -> _Blob:
+    async def _blob(self, r: oci.BlobReq, host: str | None) -> Blob:
         # the pulls under way are taken before the store is read: a pull puts its model
         # in the store before it leaves the list, so one that ends in between is found in
         # one or the other (taken after, it could be in neither: a 404 mid-read)
         pulling = self._pulling(r.name, host)
         b = await asyncio.to_thread(catalog.blob, self.store, r.name, host, r.digest)
         if b is not None:
-            return _StoreBlob(b.size, b.path)
+            return StoreBlob(b.size, b.path)
         for _, watch in pulling:
             m = watch.manifest
             assert m is not None
             entry = watch.entry(r.digest)
             if entry is not None:
-                return _PullingBlob(watch, entry, m.chunk_size)
+                return PullingBlob(watch, entry, m.chunk_size)
             if r.digest == oci.EMPTY_DIGEST and not any(
                 f.path.value == OLLAMA_MANIFEST for f in m.files
             ):
-                return _StoreBlob(len(oci.EMPTY_CONFIG), None)
+                return StoreBlob(len(oci.EMPTY_CONFIG), None)
         raise oci.MirrorError(404, "BLOB_UNKNOWN", f"blob {r.digest} is not in {r.name}")
-
-    async def _stream(
-        self,
-        b: _Blob,
-        span: ranges.Span,
-        headers: list[tuple[bytes, bytes]],
-        receive: Any,
-        send: Any,
-    ) -> None:
-        gone = asyncio.Event()
-
-        async def watch() -> None:
-            message = await receive()
-            while message["type"] != "http.disconnect":  # a GET's empty body first
-                message = await receive()
-            gone.set()
-
-        watcher = asyncio.ensure_future(watch())
-        await send({"type": "http.response.start", "status": span.status, "headers": headers})
-        try:
-            left = span.length
-            async for data in b.read(span.start, span.end):
-                if gone.is_set():
-                    return
-                left -= len(data)
-                await send({"type": "http.response.body", "body": data, "more_body": left > 0})
-                if self.metrics is not None:
-                    self.metrics.mirror_bytes.inc(len(data))
-        except (OSError, ShoalError) as exc:  # the head is sent: a cut body tells the client
-            log.warning("mirror: a read of %s was cut: %s", b, exc)
-        finally:
-            watcher.cancel()
-
-
-_OCTET = (b"content-type", b"application/octet-stream")
 
 
 def _json_headers(length: int) -> list[tuple[bytes, bytes]]:
@@ -347,30 +259,3 @@ def _json_headers(length: int) -> list[tuple[bytes, bytes]]:
         (b"content-length", str(length).encode()),
         (b"docker-distribution-api-version", b"registry/2.0"),
     ]
-
-
-async def _send(
-    send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes, method: str
-) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
-
-
-def _raw_path(scope: dict[str, Any]) -> str:
-    raw = scope.get("raw_path")
-    return raw.decode("latin-1") if raw else str(scope["path"])
-
-
-def _headers(scope: dict[str, Any]) -> dict[bytes, bytes]:
-    return {k.lower(): v for k, v in scope["headers"]}
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("latin-1")
-
-
-def _query(scope: dict[str, Any]) -> dict[str, str]:
-    raw = scope.get("query_string", b"")
-    if len(raw) > MAX_QUERY:
-        raise oci.MirrorError(400, "UNSUPPORTED", f"query string longer than {MAX_QUERY} bytes")
-    return {k: v[0] for k, v in parse_qs(raw.decode("latin-1")).items()}

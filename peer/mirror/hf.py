@@ -22,19 +22,14 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Literal
 from urllib.parse import unquote
 
 from shoal.errors import BadInput, InvalidPath
+from shoal.hfrepo import BadRepo, HfRepo, Kind
 from shoal.relpath import RelPath
 
 MAX_PATH = 4096  # raw request paths longer than this are refused before parsing
-MAX_REPO_ID = 96
-_PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
-_COMMIT = re.compile(r"[0-9a-f]{40}")
 _REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}")
-
-Kind = Literal["model", "dataset"]
 
 
 class HfError(BadInput):
@@ -49,50 +44,35 @@ class HfError(BadInput):
         return json.dumps({"error": self.message}).encode()
 
 
-@dataclass(frozen=True, slots=True)
-class Repo:
-    kind: Kind
-    id: str  # "org/name" or "name"
-
-    @classmethod
-    def parse(cls, kind: Kind, parts: list[str]) -> Repo:
-        repo_id = "/".join(parts)
-        if (
-            not 1 <= len(parts) <= 2
-            or len(repo_id) > MAX_REPO_ID
-            or not all(_PART.fullmatch(p) for p in parts)
-            or "--" in repo_id
-            or ".." in repo_id
-        ):
-            raise HfError(400, "BadRequest", f"invalid repo id {_shown(repo_id)!r}")
-        return cls(kind, repo_id)
+def _repo(kind: Kind, parts: list[str]) -> HfRepo:
+    try:
+        return HfRepo.parse(kind, "/".join(_unquote(p) for p in parts))
+    except (BadRepo, UnicodeDecodeError) as exc:
+        message = exc.message if isinstance(exc, BadRepo) else "repo id is not UTF-8"
+        raise HfError(400, "BadRequest", message) from None
 
 
 @dataclass(frozen=True, slots=True)
 class Resolve:
-    repo: Repo
+    repo: HfRepo
     revision: str
     path: RelPath
 
 
 @dataclass(frozen=True, slots=True)
 class RepoInfo:
-    repo: Repo
+    repo: HfRepo
     revision: str | None  # None: the default branch
 
 
 @dataclass(frozen=True, slots=True)
 class Tree:
-    repo: Repo
+    repo: HfRepo
     revision: str
     path: RelPath | None  # None: the repo's root
 
 
 HfRoute = Resolve | RepoInfo | Tree
-
-
-def is_commit(revision: str) -> bool:
-    return _COMMIT.fullmatch(revision) is not None
 
 
 def route(raw_path: bytes) -> HfRoute | None:
@@ -115,7 +95,7 @@ def route(raw_path: bytes) -> HfRoute | None:
     at = _keyword(segments, "resolve")
     if at is None:
         return None
-    repo = Repo.parse(kind, [_unquote(s) for s in segments[:at]])
+    repo = _repo(kind, segments[:at])
     rest = segments[at + 1 :]
     if len(rest) < 2:
         raise HfError(400, "BadRequest", "resolve needs a revision and a file path")
@@ -131,7 +111,7 @@ def _api(segments: list[str]) -> HfRoute | None:
         at = _keyword(segments, keyword)
         if at is None:
             continue
-        repo = Repo.parse(kind, [_unquote(s) for s in segments[:at]])
+        repo = _repo(kind, segments[:at])
         rest = segments[at + 1 :]
         if not rest or not rest[0]:
             raise HfError(400, "BadRequest", f"{keyword} needs a revision")
@@ -142,7 +122,7 @@ def _api(segments: list[str]) -> HfRoute | None:
             return RepoInfo(repo, revision)
         folder = [s for s in rest[1:] if s]  # "tree/main/" lists the root
         return Tree(repo, revision, _path(folder) if folder else None)
-    return RepoInfo(Repo.parse(kind, [_unquote(s) for s in segments]), None)
+    return RepoInfo(_repo(kind, segments), None)
 
 
 def _keyword(segments: list[str], keyword: str) -> int | None:

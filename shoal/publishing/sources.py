@@ -73,8 +73,10 @@ def file_source(path: Path) -> Source:
     )
 
 
-def directory_source(root: Path) -> Source:
-    """All files under ``root``, following only symlinks that stay inside."""
+def directory_source(root: Path, hf_revision_file: bytes | None = None) -> Source:
+    """All files under ``root``, following only symlinks that stay inside. A Hub
+    snapshot also carries its revision file: ``hf_revision_file``, else the one its
+    cache folder gives."""
     real_root = Path(os.path.realpath(root))
     allowed = [real_root]
     hf_repo = _enclosing_hf_repo(real_root)
@@ -84,7 +86,10 @@ def directory_source(root: Path) -> Source:
     _walk(root, (), allowed, {_inode(real_root)}, files)
     if not files:
         raise SourceError(f"directory {root} contains no files", "point at a model's files")
-    if hf_repo is not None and (revision := hf_revision.of_snapshot(hf_repo, real_root)):
+    revision = hf_revision_file
+    if revision is None and hf_repo is not None:
+        revision = hf_revision.of_snapshot(hf_repo, real_root)
+    if revision is not None:
         files.append(
             SourceFile(
                 rel=RelPath(hf_revision.PATH),

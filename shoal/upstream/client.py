@@ -26,7 +26,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -81,6 +81,22 @@ def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
             params[key] = rest[i:end].strip()
             i = end
     return scheme.lower(), params
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What a fetched file must hash to: its SHA-256, or (a small file of the Hugging Face
+    Hub) its git blob SHA-1."""
+
+    algorithm: Literal["sha256", "git-sha1"]
+    hex: str
+    size: int
+
+    def hasher(self) -> Any:
+        if self.algorithm == "sha256":
+            return hashlib.sha256()
+        h = hashlib.sha1(f"blob {self.size}\0".encode(), usedforsecurity=False)
+        return h
 
 
 class RegistryClient:
@@ -143,6 +159,21 @@ class RegistryClient:
         """Fetch blob ``digest`` of ``size`` bytes to ``dest`` in up to ``parts`` parallel
         ranges; what earlier attempts wrote (``dest``.partial and its record) is kept and
         resumed. ``dest`` appears only once the bytes hash to ``digest``."""
+        url = f"{self.base}/v2/{name}/blobs/{digest}"
+        self.file(name, url, Expected("sha256", digest.hex, size), dest, parts, progress)
+
+    def file(
+        self,
+        name: str,
+        url: str,
+        expected: Expected,
+        dest: Path,
+        parts: int = 4,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """Fetch ``url`` (of repository ``name``, for its credentials) to ``dest`` as
+        ``blob`` does; ``dest`` appears only once the bytes hash to ``expected``."""
+        size = expected.size
         partial = dest.with_name(dest.name + ".partial")
         record = dest.with_name(dest.name + ".ranges")
         span = max(PART_MIN, -(-size // max(1, parts)))
@@ -160,7 +191,6 @@ class RegistryClient:
                 done[start] = count
                 atomic_write(record, json.dumps({"size": size, "done": done}).encode())
 
-        url = f"{self.base}/v2/{name}/blobs/{digest}"
         with ThreadPoolExecutor(len(starts)) as pool:
             list(
                 pool.map(
@@ -170,17 +200,17 @@ class RegistryClient:
                     starts,
                 )
             )
-        h = hashlib.sha256()
+        h = expected.hasher()
         with partial.open("rb") as src:
             while block := src.read(_READ):
                 h.update(block)
-        if h.hexdigest() != digest.hex:
+        if h.hexdigest() != expected.hex:
             partial.unlink(missing_ok=True)
             record.unlink(missing_ok=True)
             raise IntegrityError(
-                f"blob {digest} of {name} from {self.base} does not match its digest "
-                f"(its bytes are sha256:{h.hexdigest()})",
-                "the upstream registry is corrupt or not trusted: nothing was published",
+                f"{url} does not match its digest {expected.algorithm}:{expected.hex} "
+                f"(its bytes are {expected.algorithm}:{h.hexdigest()})",
+                "the upstream is corrupt or not trusted: nothing was published",
             )
         with partial.open("rb") as src:
             os.fsync(src.fileno())
@@ -273,14 +303,27 @@ class RegistryClient:
 
     # requests and authentication
 
-    def _get(self, name: str, url: str, headers: dict[str, str]) -> httpx.Response:
-        """GET ``url``, authenticating when asked to; an unreachable registry or a 5xx is
-        tried again as a range is (``RetryPolicy``)."""
+    def use_token(self, name: str, token: str) -> None:
+        """Send ``Authorization: Bearer token`` with every request of repository ``name``
+        (the Hugging Face Hub's way), instead of answering challenges."""
+        with self._lock:
+            self._auth[name] = f"Bearer {token}"
+
+    def get_plain(self, name: str, url: str) -> httpx.Response:
+        """GET ``url`` with the token of ``name``, whatever the answer (a 4xx is returned,
+        not raised); an unreachable server or a 5xx is tried again."""
+        return self._get(name, url, {}, challenge=False)
+
+    def _get(
+        self, name: str, url: str, headers: dict[str, str], challenge: bool = True
+    ) -> httpx.Response:
+        """GET ``url``, authenticating when asked to (``challenge``); an unreachable
+        registry or a 5xx is tried again as a range is (``RetryPolicy``)."""
         wait = self.retry.first_wait
         for attempt in range(self.retry.attempts + 1):
             try:
                 r = self.http.get(url, headers={**headers, **self._auth_header(name)})
-                if r.status_code == 401:
+                if r.status_code == 401 and challenge:
                     self._authenticate(name, r.headers.get("www-authenticate", ""))
                     r = self.http.get(url, headers={**headers, **self._auth_header(name)})
                 if r.status_code < 500 or attempt == self.retry.attempts:
@@ -296,7 +339,7 @@ class RegistryClient:
             log.warning("upstream %s: %s; retrying", url, problem)
             time.sleep(wait)
             wait = min(self.retry.max_wait, wait * 2)
-        if r.status_code == 401:
+        if r.status_code == 401 and challenge:
             raise AuthError(
                 f"{self.base} refused access to {name}", "check the upstream credentials"
             )

@@ -18,8 +18,10 @@ from shoal import ollama_manifest as om
 from shoal.digest import Digest
 from shoal.errors import BadInput, IntegrityError, NotFound, SourceError
 from shoal.fsutil import atomic_write
+from shoal.hfrepo import HOSTS
 from shoal.ref import DEFAULT_HOST, ModelRef
 from shoal.upstream.client import RegistryClient
+from shoal.upstream.hub import HubSettings
 from shoal.urls import check_url
 
 MAX_BLOBS = 1000
@@ -55,6 +57,11 @@ class UpstreamSettings:
     credentials: dict[str, tuple[str, str]] = field(default_factory=dict)  # by host
     proxy: str | None = None
     parts: int = 4
+    hub: HubSettings | None = None  # the Hugging Face endpoint, for hf.co references
+
+    @property
+    def hub_hosts(self) -> tuple[str, ...]:
+        return tuple(HOSTS) if self.hub is not None else ()
 
     @property
     def store(self) -> Path:

@@ -66,6 +66,31 @@ def test_an_origin_ends_an_ingest_with_the_model_it_claimed(
         CoordinatorClient(running.url).resolve(ModelRef.parse("other:1"))
 
 
+def test_an_ingest_of_a_moving_tag_may_end_with_the_fixed_version_it_names(
+    running: Running, tmp_path: Path
+) -> None:
+    """A Hub branch is fetched as its commit: the tag and the commit are both registered,
+    to the same model; a version of another repository is still refused."""
+    fixed = make_published(tmp_path, "hf.co/org/name:" + "c" * 40)
+    host = CoordinatorClient(running.url, FLEET_TOKEN)
+    origin = CoordinatorClient(running.url, EDGE_TOKEN)
+    origin.claim_ingest(["hf.co"], 0)
+    branch = ModelRef.parse("hf.co/org/name:main")
+    host.ask_ingest(branch)
+    assert origin.claim_ingest(["hf.co"], 0) is not None
+    body = {
+        "state": "done",
+        "manifest": fixed.manifest.canonical_bytes,
+        "torrent": fixed.torrent_path.read_bytes(),
+    }
+    with pytest.raises(BadInput, match="the manifest is of"):
+        origin.update_ingest(ModelRef.parse("hf.co/org/other:main"), body)
+    assert origin.update_ingest(branch, body)["state"] == "done"
+    reader = CoordinatorClient(running.url)
+    assert reader.resolve(branch).digest == fixed.manifest.digest
+    assert reader.resolve(fixed.manifest.ref).digest == fixed.manifest.digest
+
+
 BAD_BODIES = [
     ("POST", "/v1/ingests", {"ref": 7}),
     ("POST", "/v1/ingests", {"ref": "Bad Ref!"}),

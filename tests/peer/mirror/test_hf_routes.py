@@ -13,7 +13,9 @@ import pytest
 from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError
 
-from peer.mirror.hf import HfError, Repo, RepoInfo, Resolve, Tree, is_commit, route
+from peer.mirror.hf import HfError, RepoInfo, Resolve, Tree, route
+from shoal.hfrepo import HfRepo as Repo
+from shoal.hfrepo import is_commit
 from shoal.relpath import RelPath
 from shoal.testing import ServerThread
 

@@ -1,4 +1,4 @@
-"""A blob read while its pull runs (peer/mirror/app.py ``_PullingBlob``): a whole read is
+"""A blob read while its pull runs (peer/mirror/reading.py ``PullingBlob``): a whole read is
 sent to its last byte only when the whole hashes to the blob's name, and a read as the
 pull ends is served from the pull or the store."""
 
@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from peer.mirror import catalog, oci
-from peer.mirror.app import Mirror, _PullingBlob
+from peer.mirror.app import Mirror
+from peer.mirror.reading import PullingBlob
 from peer.store import Store
 from peer.watch import PullWatch
 from shoal.digest import Digest
@@ -23,7 +24,7 @@ CS = 16 * 1024
 DATA = bytes(range(256)) * 150  # 38,400 bytes: 3 chunks
 
 
-def blob(tmp_path: Path, lie: bool) -> tuple[_PullingBlob, list[bytes]]:
+def blob(tmp_path: Path, lie: bool) -> tuple[PullingBlob, list[bytes]]:
     m = manifest_fixture({"w.bin": DATA}, chunk_size=CS)
     entry = m.files[0]
     if lie:  # the chunks are right, the name is another file's
@@ -36,10 +37,10 @@ def blob(tmp_path: Path, lie: bool) -> tuple[_PullingBlob, list[bytes]]:
     w.started(m, staging, tmp_path / "blobs", set())
     for i in range(3):
         w.chunk_verified(i)
-    return _PullingBlob(w, entry, CS), []
+    return PullingBlob(w, entry, CS), []
 
 
-async def collect(b: _PullingBlob, start: int, end: int, out: list[bytes]) -> None:
+async def collect(b: PullingBlob, start: int, end: int, out: list[bytes]) -> None:
     async for part in b.read(start, end):
         out.append(part)
 
