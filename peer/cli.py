@@ -466,6 +466,13 @@ def agent(
         Path | None,
         typer.Option(help="File holding the mirror's token: readers must show it (LAN use)."),
     ] = None,
+    hf_gated: Annotated[
+        bool | None,
+        typer.Option(
+            "--hf-gated/--no-hf-gated",
+            help="Serve Hub repos gated upstream to this host's clients [off].",
+        ),
+    ] = None,
     upstream: Annotated[
         list[str] | None,
         typer.Option(
@@ -514,6 +521,7 @@ def agent(
         min_free=min_free,
         mirror=mirror,
         mirror_token=read_token(None, mirror_token_file) if mirror_token_file else None,
+        hf_gated=hf_gated,
         upstream=tuple(upstream) if upstream else None,
         upstream_credentials=upstream_credentials,
         upstream_proxy=upstream_proxy,

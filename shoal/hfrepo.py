@@ -34,6 +34,9 @@ HOSTS: dict[str, Kind] = {"hf.co": "model", "datasets.hf.co": "dataset"}
 NO_ORG = "_"
 _PART = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
+# the Hub's error codes, as an error message carries them on ("[GatedRepo] ...")
+CODES = {"RepoNotFound": 404, "RevisionNotFound": 404, "EntryNotFound": 404, "GatedRepo": 403}
+_CODED = re.compile(r"\[(RepoNotFound|RevisionNotFound|EntryNotFound|GatedRepo)\]")
 
 
 class BadRepo(BadInput):
@@ -99,6 +102,13 @@ class HfRepo:
         return cls.parse(
             kind, ref.name if ref.namespace == NO_ORG else f"{ref.namespace}/{ref.name}"
         )
+
+
+def code_of(text: str) -> str | None:
+    """The Hub's error code an error message carries, if any (within its first 1000
+    characters: a message passed on by the fleet gains a prefix)."""
+    m = _CODED.search(text[:1000])
+    return m.group(1) if m else None
 
 
 def is_commit(revision: str) -> bool:

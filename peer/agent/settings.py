@@ -45,6 +45,9 @@ class AgentSettings(ComponentSettings):
     mirror: str = "127.0.0.1:8474"  # the registry mirror's address, or "off"
     mirror_token: str | None = None  # asked of every reader; needed beyond loopback
     mirror_readers: int = Field(default=64, ge=1, le=10_000)  # blob reads at once
+    # serve Hub repos gated upstream to this host's clients: the fleet's copy came with
+    # the origin's token, so only where the operator knows every client may have it
+    hf_gated: bool = False
     # with no coordinator: registries this host fetches models from itself ("URL" or
     # "HOST=URL"), sharing them with the LAN (peer/solo.py)
     upstream: tuple[str, ...] = ()

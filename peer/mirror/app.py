@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from peer.export import OLLAMA_MANIFEST
-from peer.mirror import catalog, oci
+from peer.mirror import catalog, hf, oci
 from peer.mirror.auth import MirrorAuth
+from peer.mirror.hub import HubEndpoint
 from peer.mirror.reading import (
     OCTET,
     Blob,
@@ -67,7 +68,12 @@ class Mirror:
     max_readers: int = 64  # blob bodies sent at once; more are answered 429
     metrics: Any = None  # peer.metrics.PullMetrics
     auth: MirrorAuth | None = None  # None: loopback only, nobody is asked
+    serve_gated: bool = False  # serve Hub repos that are gated upstream (peer/mirror/hub.py)
     readers: int = field(default=0, init=False)
+    hub: HubEndpoint = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.hub = HubEndpoint(self.store, self.pulls, self.serve_gated)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -77,12 +83,25 @@ class Mirror:
         try:
             if method not in ("GET", "HEAD"):
                 raise oci.MirrorError(405, "UNSUPPORTED", f"{method} is not served: pull only")
+            hub_route = hf.route(scope.get("raw_path") or scope["path"].encode())
+            if hub_route is not None:  # huggingface_hub's requests (HF_ENDPOINT)
+                label = "Hf" + type(hub_route).__name__
+                query_of(scope)
+                if self.auth is not None and not self.auth.allows(
+                    latin1(header_map(scope).get(b"authorization"))
+                ):
+                    raise hf.HfError(401, "", "this mirror needs its token: set HF_TOKEN to it")
+                status = await self.hub.answer(hub_route, scope, receive, send, self._body)
+                return
             r = oci.route(scope["path"])
             label = type(r).__name__
             query = query_of(scope)
             host = oci.registry_host(query.get("ns"))
             self._check(r, scope, query.get("cap"))
             status = await self._answer(r, host, scope, receive, send)
+        except hf.HfError as exc:
+            status = exc.status
+            await respond(send, exc.status, exc.headers(), exc.body(), method)
         except oci.MirrorError as exc:
             status = exc.status
             headers = _json_headers(len(exc.body()))
@@ -168,6 +187,18 @@ class Mirror:
         if span.status == 416:
             await respond(send, 416, headers, b"", method)
             return 416
+        await self._body(b, span, headers, receive, send)
+        return span.status
+
+    async def _body(
+        self,
+        b: Blob,
+        span: ranges.Span,
+        headers: list[tuple[bytes, bytes]],
+        receive: Any,
+        send: Any,
+    ) -> None:
+        """Send a blob's body, one of at most ``max_readers`` at once (else a 429)."""
         if self.readers >= self.max_readers:
             raise oci.MirrorError(
                 429, "TOOMANYREQUESTS", f"{self.readers} blob reads in progress here; retry"
@@ -177,7 +208,6 @@ class Mirror:
             await stream(b, span, headers, receive, send, self.metrics)
         finally:
             self.readers -= 1
-        return span.status
 
     async def _manifest(self, r: oci.ManifestReq, host: str | None) -> catalog.Served:
         if r.digest is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from shoal.ref import DEFAULT_HOST
 
-CLIENTS = ("ollama", "containerd", "podman", "skopeo", "crane", "oras")
+CLIENTS = ("ollama", "containerd", "podman", "skopeo", "crane", "oras", "huggingface")
 
 
 def config(client: str, mirror: str, model: str = "library/deepseek-r1:7b") -> str:
@@ -39,6 +39,11 @@ def config(client: str, mirror: str, model: str = "library/deepseek-r1:7b") -> s
         ),
         "crane": f"crane pull --insecure {mirror}/{model} model.tar\n",
         "oras": f"oras pull --plain-http {mirror}/{model}\n",
+        "huggingface": (
+            "# huggingface_hub, transformers, vLLM, TGI: the mirror answers the Hub's API\n"
+            f"export HF_ENDPOINT=http://{mirror}\n"
+            "hf download org/name   # or snapshot_download('org/name'), from_pretrained\n"
+        ),
     }
     return texts[client]
 

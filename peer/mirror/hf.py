@@ -34,14 +34,29 @@ _REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]{0,199}")
 
 class HfError(BadInput):
     """An answer in the Hub's error form: a status, ``X-Error-Code`` and
-    ``{"error": message}``."""
+    ``{"error": message}`` (and ``X-Repo-Commit`` when the commit is known: the client
+    caches a missing file's absence under it)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, commit: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.code = status, code
+        self.status, self.code, self.commit = status, code, commit
 
     def body(self) -> bytes:
         return json.dumps({"error": self.message}).encode()
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        body = self.body()
+        out = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if self.code:
+            out.append((b"x-error-code", self.code.encode()))
+            shown = "".join(c if " " <= c <= "~" else "?" for c in self.message[:200])
+            out.append((b"x-error-message", shown.encode()))
+        if self.commit is not None:
+            out.append((b"x-repo-commit", self.commit.encode()))
+        return out
 
 
 def _repo(kind: Kind, parts: list[str]) -> HfRepo:

@@ -41,17 +41,9 @@ MAX_JSON = 16 << 20  # one API answer
 MAX_PAGES = 100
 MAX_FILES = 10_000
 MAX_FILE = 1 << 40
-CODES = ("RepoNotFound", "RevisionNotFound", "EntryNotFound", "GatedRepo")
-_CODED = re.compile(r"\[(RepoNotFound|RevisionNotFound|EntryNotFound|GatedRepo)\]")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SHA1 = re.compile(r"[0-9a-f]{40}")
 _NEXT = re.compile(r'<([^<>\s]{1,2048})>\s*;\s*rel="?next"?')
-
-
-def code_of(text: str) -> str | None:
-    """The Hub's error code an error message carries in front, if any."""
-    m = _CODED.match(text[:40])
-    return m.group(1) if m else None
 
 
 @dataclass
