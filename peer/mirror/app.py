@@ -91,7 +91,12 @@ class Mirror:
                     latin1(header_map(scope).get(b"authorization"))
                 ):
                     raise hf.HfError(401, "", "this mirror needs its token: set HF_TOKEN to it")
-                status = await self.hub.answer(hub_route, scope, receive, send, self._body)
+                try:
+                    status = await self.hub.answer(hub_route, scope, receive, send, self._body)
+                except hf.HfError:
+                    raise
+                except ShoalError as exc:  # in the Hub's form too: its client shows it
+                    raise hf.HfError(exc.http_status, "", str(exc)) from None
                 return
             r = oci.route(scope["path"])
             label = type(r).__name__

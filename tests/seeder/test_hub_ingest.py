@@ -1,0 +1,239 @@
+"""Issue 30: Hugging Face clients pull through the fleet. Each host's own huggingface_hub
+(the real client, ``endpoint=`` its agent's mirror, as ``HF_ENDPOINT`` sets it) asks for a
+repo the fleet has never seen; the origin (``shoal seed --hf-upstream``) fetches it once
+from a Hub-compatible upstream (tests/seeder/hub_upstream.py) and it reaches every host
+through the fleet."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from shoal.coordinator_client import CoordinatorClient
+from shoal.ref import ModelRef
+from shoal.testing import blob_fixture, free_port, stop_processes, wait_listening
+from tests.conftest import SHOAL
+from tests.peer.conftest import Fleet
+from tests.seeder.hub_upstream import HubUpstream, Running
+from tests.seeder.test_ingest import PullThrough
+
+BIG = blob_fixture(12 * 1024 * 1024 + 4321, seed=21)
+FILES = {
+    "config.json": b'{"model_type": "llama", "hidden_size": 64}',
+    "model.safetensors": BIG,
+    "tokenizer/tokenizer.json": b'{"version": "1.0"}' * 50,
+    "tokenizer/special/added.txt": b"<s>\n</s>\n",
+    "README.md": b"# acme/tiny\n\nA model for tests.\n",
+}
+
+
+class HubFleet(PullThrough):
+    """Coordinator, origin with a Hub endpoint, edge and agents, as real processes."""
+
+    def __init__(self, tmp: Path, upstream: Running, fleet: Fleet) -> None:
+        super().__init__(tmp, None, fleet)  # type: ignore[arg-type]
+        self.hub = upstream
+
+    def start_origin(self, *extra: str) -> None:
+        port = free_port()
+        token = self.tmp / "hf-token"
+        token.write_text(self.hub.hub.token + "\n")
+        proc = subprocess.Popen(
+            [
+                *(str(SHOAL), "seed", "--host", "127.0.0.1", "--port", str(port)),
+                *("--bt-listen", f"127.0.0.1:{free_port()}", "--no-bittorrent"),
+                *("--coordinator", self.fleet.coord_url, "--token", "edge"),
+                *("--hf-upstream", self.hub.url, "--hf-allow", "acme/*"),
+                *("--hf-token-file", str(token), "--ingest-dir", str(self.tmp / "ingest")),
+                *extra,
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.procs.append(proc)
+        wait_listening(port, proc, "shoal seed --hf-upstream")
+        self.origin = f"http://127.0.0.1:{port}"
+
+    def start_agents(self, n: int, *extra: str) -> None:
+        for i in range(len(self.mirrors), len(self.mirrors) + n):
+            mirror = free_port()
+            proc = subprocess.Popen(
+                [
+                    *(str(SHOAL), "agent", "--models-dir", str(self.tmp / f"host{i}")),
+                    *("--api-port", str(free_port()), "--host", "127.0.0.1", "--no-lsd"),
+                    *("--mirror", f"127.0.0.1:{mirror}"),
+                    *("--coordinator", self.fleet.coord_url, "--token", "fleet", *extra),
+                ],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            self.procs.append(proc)
+            wait_listening(mirror, proc, "the agent's mirror")
+            self.mirrors.append(f"http://127.0.0.1:{mirror}")
+
+
+@pytest.fixture
+def hub_fleet(tmp_path: Path) -> Iterator[HubFleet]:
+    hub = HubUpstream()
+    hub.add("acme/tiny", FILES)
+    hub.add("acme/gated", {"w.bin": b"gated weights"}, gated=True)
+    with Running(hub) as upstream:
+        fleet = Fleet(tmp_path)
+        h = HubFleet(tmp_path, upstream, fleet)
+        try:
+            fleet.start_coordinator()
+            yield h
+        finally:
+            stop_processes([*h.procs, *(x for x in (fleet.coordinator,) if x is not None)])
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_three_hosts_snapshot_download_a_repo_the_fleet_fetched_once(hub_fleet: HubFleet) -> None:
+    h = hub_fleet
+    h.start_origin()
+    h.start_edge()
+    h.start_agents(3)
+    with ThreadPoolExecutor(3) as pool:
+        snapshots = list(
+            pool.map(
+                lambda i: snapshot_download(
+                    "acme/tiny", endpoint=h.mirrors[i], cache_dir=h.tmp / f"cache{i}"
+                ),
+                range(3),
+            )
+        )
+    want = {p: hashlib.sha256(d).hexdigest() for p, d in FILES.items()}
+    commit = h.hub.hub.repos["acme/tiny"].commit
+    for i, snap in enumerate(snapshots):
+        assert Path(snap).name == commit
+        assert _tree_hashes(Path(snap)) == want, i
+        repo = h.tmp / f"cache{i}/models--acme--tiny"
+        assert (repo / "refs/main").read_text() == commit
+        # the cache names each file as the Hub does: LFS by SHA-256, the rest by git SHA-1
+        assert (repo / "blobs" / hashlib.sha256(BIG).hexdigest()).exists()
+    # the upstream sent each file's bytes once in all
+    assert dict(h.hub.hub.sent) == {f"acme/tiny/{p}": len(d) for p, d in FILES.items()}
+    with CoordinatorClient(h.fleet.coord_url) as c:  # the branch and its commit, one model
+        main = c.resolve(ModelRef.parse("hf.co/acme/tiny:main"))
+        assert main == c.resolve(ModelRef.parse(f"hf.co/acme/tiny:{commit}"))
+    assert h.edge_served() > 0  # the hosts fetched over HTTP through the edge
+    # a second snapshot_download on a host, into a new cache: its store answers
+    before = sum(h.hub.hub.sent.values())
+    again = snapshot_download("acme/tiny", endpoint=h.mirrors[1], cache_dir=h.tmp / "again")
+    assert _tree_hashes(Path(again)) == want
+    assert sum(h.hub.hub.sent.values()) == before
+    # nothing the mirror answered carries a Xet hint: the client read every byte from it
+    for url in (
+        f"{h.mirrors[0]}/acme/tiny/resolve/main/model.safetensors",
+        f"{h.mirrors[0]}/api/models/acme/tiny/tree/main?recursive=true",
+    ):
+        r = httpx.get(url, timeout=30)
+        assert r.status_code == 200
+        assert not any(k.lower().startswith("x-xet") for k in r.headers)
+        assert "xet" not in r.headers.get("link", "") and b"xetHash" not in r.content[:100_000]
+
+
+def test_single_files_revisions_and_errors_as_the_client_reports_them(
+    hub_fleet: HubFleet,
+) -> None:
+    h = hub_fleet
+    h.start_origin()
+    h.start_agents(1)
+    ep, cache = h.mirrors[0], h.tmp / "cache"
+    commit = h.hub.hub.repos["acme/tiny"].commit
+    path = hf_hub_download("acme/tiny", "config.json", endpoint=ep, cache_dir=cache)
+    assert Path(path).read_bytes() == FILES["config.json"]
+    by_commit = hf_hub_download(
+        "acme/tiny", "tokenizer/special/added.txt", revision=commit, endpoint=ep, cache_dir=cache
+    )
+    assert Path(by_commit).read_bytes() == FILES["tokenizer/special/added.txt"]
+    info = HfApi(endpoint=ep).model_info("acme/tiny", revision="main")
+    assert info.sha == commit
+    assert sorted(s.rfilename for s in info.siblings or []) == sorted(FILES)
+    for s in info.siblings or []:  # the old snapshot path: siblings, each at the commit
+        got = hf_hub_download(
+            "acme/tiny", s.rfilename, revision=info.sha, endpoint=ep, cache_dir=h.tmp / "old"
+        )
+        assert Path(got).read_bytes() == FILES[s.rfilename]
+    with pytest.raises(EntryNotFoundError):
+        hf_hub_download("acme/tiny", "missing.bin", endpoint=ep, cache_dir=cache)
+    with pytest.raises(RepositoryNotFoundError):
+        hf_hub_download("acme/nothing", "config.json", endpoint=ep, cache_dir=cache)
+    with pytest.raises(RevisionNotFoundError):
+        hf_hub_download(
+            "acme/tiny", "config.json", revision="nobranch", endpoint=ep, cache_dir=cache
+        )
+    # gated upstream: the origin holds a token, but the host does not serve it (no --hf-gated)
+    with pytest.raises(GatedRepoError):
+        hf_hub_download("acme/gated", "w.bin", endpoint=ep, cache_dir=cache)
+    assert not list((cache / "models--acme--gated").rglob("w.bin"))
+    # outside the allow-list: the upstream is never asked
+    asked = len(h.hub.hub.requests)
+    with pytest.raises(GatedRepoError):
+        hf_hub_download("other/tiny", "config.json", endpoint=ep, cache_dir=cache)
+    assert not any("other" in p for _, p, _ in h.hub.hub.requests[asked:])
+
+
+def test_a_host_that_allows_gated_repos_serves_them(hub_fleet: HubFleet) -> None:
+    h = hub_fleet
+    h.start_origin()
+    h.start_agents(1, "--hf-gated")
+    path = hf_hub_download("acme/gated", "w.bin", endpoint=h.mirrors[0], cache_dir=h.tmp / "c")
+    assert Path(path).read_bytes() == b"gated weights"
+
+
+BAD_PATHS = [
+    "/acme/tiny/resolve/main/..%2F..%2Fetc%2Fpasswd",
+    "/acme/tiny/resolve/main/%2Fetc%2Fpasswd",
+    "/acme/tiny/resolve/main/a/../../b",
+    "/..%2F..%2Fetc/x/resolve/main/f",
+    "/acme/" + "n" * 200 + "/resolve/main/f",
+    "/api/models/acme/tiny/tree/main/..%2F..",
+    "/api/models/acme/ti--ny/revision/main",
+    "/acme/tiny/resolve/" + "r" * 300 + "/f",
+    "/acme/tiny/resolve/main/.shoal/hf-revision.json",
+]
+
+
+def test_bad_paths_are_refused_never_a_server_error(hub_fleet: HubFleet) -> None:
+    h = hub_fleet
+    h.start_origin()
+    h.start_agents(1)
+    for path in BAD_PATHS:
+        r = httpx.get(h.mirrors[0] + path, timeout=30)
+        assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
+        assert "error" in r.json()
+    assert not (h.tmp / "host0" / "etc").exists()
+
+
+def test_an_upstream_that_lists_hostile_paths_publishes_nothing(hub_fleet: HubFleet) -> None:
+    h = hub_fleet
+    h.hub.hub.hostile_tree = [
+        {"type": "file", "path": "../../escape.txt", "size": 3, "oid": "a" * 40}
+    ]
+    h.start_origin()
+    h.start_agents(1)
+    r = httpx.get(f"{h.mirrors[0]}/acme/tiny/resolve/main/config.json", timeout=60)
+    assert r.status_code == 502 and "unsafe path" in r.json()["error"]
+    assert not list(h.tmp.rglob("escape.txt"))
+    assert not list((h.tmp / "ingest").glob("published/*"))
