@@ -62,6 +62,7 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
                 agent.metrics,
                 MirrorAuth(token) if token else None,
                 agent.settings.hf_gated,
+                agent.settings.hf_branch_ttl,
             )
             quiet = uvicorn.Config(mirror, log_level="warning", lifespan="off", proxy_headers=False)
             mirroring = asyncio.ensure_future(_Quiet(quiet).serve(sockets=[mirror_sock]))

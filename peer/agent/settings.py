@@ -48,6 +48,7 @@ class AgentSettings(ComponentSettings):
     # serve Hub repos gated upstream to this host's clients: the fleet's copy came with
     # the origin's token, so only where the operator knows every client may have it
     hf_gated: bool = False
+    hf_branch_ttl: float = Field(default=3600.0, ge=0)  # seconds a Hub branch is served as held
     # with no coordinator: registries this host fetches models from itself ("URL" or
     # "HOST=URL"), sharing them with the LAN (peer/solo.py)
     upstream: tuple[str, ...] = ()

@@ -69,11 +69,12 @@ class Mirror:
     metrics: Any = None  # peer.metrics.PullMetrics
     auth: MirrorAuth | None = None  # None: loopback only, nobody is asked
     serve_gated: bool = False  # serve Hub repos that are gated upstream (peer/mirror/hub.py)
+    branch_ttl: float = 3600.0  # a Hub branch held is pulled again after this
     readers: int = field(default=0, init=False)
     hub: HubEndpoint = field(init=False)
 
     def __post_init__(self) -> None:
-        self.hub = HubEndpoint(self.store, self.pulls, self.serve_gated)
+        self.hub = HubEndpoint(self.store, self.pulls, self.serve_gated, self.branch_ttl)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,7 +58,9 @@ class HubEndpoint:
     store: Store
     pulls: Pulls | None
     serve_gated: bool = False
+    branch_ttl: float = 3600.0  # a branch served from the store is pulled again after this
     proven: dict[tuple[Digest, str], str] = field(default_factory=dict)
+    checked: dict[ModelRef, float] = field(default_factory=dict)  # branch: its last pull
 
     async def answer(
         self, r: hf.HfRoute, scope: dict[str, Any], receive: Any, send: Any, body: Send
@@ -94,6 +97,7 @@ class HubEndpoint:
         running = list(self.pulls.running()) if self.pulls is not None else []
         found = await asyncio.to_thread(_stored, self.store, ref)
         if found is not None:
+            self._revalidate(ref)
             return await self._held(repo, found, None)
         for other, watch in running:
             m = watch.manifest
@@ -101,6 +105,7 @@ class HubEndpoint:
                 return await self._held(repo, m, watch)
         if self.pulls is None:
             raise HfError(404, "RepoNotFound", f"{repo.id} at {revision} is not on this host")
+        self.checked[ref] = time.monotonic()
         watch = self.pulls.watch(ref)
         while watch.manifest is None and not watch.ended:
             await watch.changed(1.0)
@@ -112,6 +117,18 @@ class HubEndpoint:
         if found is None:
             raise HfError(404, "RepoNotFound", f"{repo.id} at {revision} is not on this host")
         return await self._held(repo, found, None)
+
+    def _revalidate(self, ref: ModelRef) -> None:
+        """A branch answered from the store is pulled again beside, once per
+        ``branch_ttl``: the copy held is served now, the branch's new commit (if it moved)
+        from then on. A commit never moves."""
+        now = time.monotonic()
+        if self.pulls is None or is_commit(ref.tag):
+            return
+        if now - self.checked.get(ref, -self.branch_ttl) < self.branch_ttl:
+            return
+        self.checked[ref] = now
+        self.pulls.watch(ref)
 
     async def _held(self, repo: HfRepo, m: Manifest, watch: PullWatch | None) -> Held:
         marked = [

@@ -7,7 +7,9 @@ through the fleet."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -237,3 +239,78 @@ def test_an_upstream_that_lists_hostile_paths_publishes_nothing(hub_fleet: HubFl
     assert r.status_code == 502 and "unsafe path" in r.json()["error"]
     assert not list(h.tmp.rglob("escape.txt"))
     assert not list((h.tmp / "ingest").glob("published/*"))
+
+
+def test_a_branch_that_moves_upstream_is_served_at_its_new_commit_and_only_changes_move(
+    tmp_path: Path,
+) -> None:
+    """The coordinator checks the branch again after --tag-ttl, the agent after
+    SHOAL_AGENT_HF_BRANCH_TTL; until then the commit held is served, then the new one,
+    and the upstream sends only the file that changed."""
+    hub = HubUpstream()
+    first = hub.add("acme/tiny", FILES)
+    with Running(hub) as upstream:
+        fleet = Fleet(tmp_path)
+        h = HubFleet(tmp_path, upstream, fleet)
+        try:
+            fleet.coordinator = subprocess.Popen(
+                [
+                    *(str(SHOAL), "tracker", "serve", "--host", "127.0.0.1"),
+                    *("--port", str(fleet.coord_port), "--db", str(tmp_path / "coord.sqlite")),
+                    *("--publish-token", "pub", "--fleet-token", "fleet", "--edge-token", "edge"),
+                    *("--rate-limit", "0", "--tag-ttl", "1"),
+                ],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            wait_listening(fleet.coord_port, fleet.coordinator, "shoal tracker serve")
+            h.start_origin()
+            os.environ["SHOAL_AGENT_HF_BRANCH_TTL"] = "1"
+            try:
+                h.start_agents(1)
+            finally:
+                del os.environ["SHOAL_AGENT_HF_BRANCH_TTL"]
+            url = f"{h.mirrors[0]}/acme/tiny/resolve/main/config.json"
+            assert httpx.head(url, timeout=60).headers["x-repo-commit"] == first.commit
+            moved = hub.add("acme/tiny", {**FILES, "config.json": b'{"model_type": "new"}'})
+            assert moved.commit != first.commit
+            deadline = time.monotonic() + 90
+            while httpx.head(url, timeout=60).headers["x-repo-commit"] != moved.commit:
+                assert time.monotonic() < deadline, "the moved branch was not served"
+                time.sleep(0.5)
+            got = hf_hub_download(
+                "acme/tiny", "config.json", endpoint=h.mirrors[0], cache_dir=tmp_path / "c"
+            )
+            assert Path(got).read_bytes() == b'{"model_type": "new"}'
+            # the old commit is still served by commit; the weights moved once
+            old = httpx.get(
+                f"{h.mirrors[0]}/acme/tiny/resolve/{first.commit}/config.json", timeout=60
+            )
+            assert old.content == FILES["config.json"]
+            assert hub.sent["acme/tiny/model.safetensors"] == len(BIG)
+        finally:
+            stop_processes([*h.procs, *(x for x in (fleet.coordinator,) if x is not None)])
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--hf-upstream", "https://huggingface.co"], "--hf-upstream needs --hf-allow"),
+        (["--hf-upstream", "not a url", "--hf-allow", "*"], "invalid Hugging Face endpoint"),
+        (["--hf-upstream", "https://h.example", "--hf-allow", "a b"], "allow pattern"),
+    ],
+)
+def test_an_origin_with_a_hub_endpoint_needs_an_allow_list(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    r = subprocess.run(
+        [
+            *(str(SHOAL), "seed", "--port", str(free_port()), "--no-bittorrent"),
+            *("--coordinator", "http://127.0.0.1:9", "--token", "edge", *args),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
