@@ -43,7 +43,6 @@ MAX_FILES = 10_000
 MAX_FILE = 1 << 40
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _SHA1 = re.compile(r"[0-9a-f]{40}")
-_NEXT = re.compile(r'<([^<>\s]{1,2048})>\s*;\s*rel="?next"?')
 
 
 @dataclass
@@ -205,11 +204,18 @@ def _entry(item: Any, repo: HfRepo) -> Entry | None:
 
 
 def _next_page(link: str, base: str) -> str | None:
-    """The ``rel="next"`` URL of a ``Link`` header; only one on the endpoint itself."""
-    m = _NEXT.search(link[:4096])
-    if m is None:
+    """The ``rel="next"`` URL of a ``Link`` header (one scan, bounded); only one on the
+    endpoint itself."""
+    found = None
+    for part in link[:4096].split(","):
+        target, sep, params = part.strip().partition(">")
+        names = {p.strip().replace('"', "") for p in params.split(";")}
+        if sep and target.startswith("<") and "rel=next" in names:
+            found = target[1:]
+            break
+    if found is None:
         return None
-    url = urljoin(base + "/", str(m.group(1)))
+    url = urljoin(base + "/", found)
     ours, theirs = urlsplit(base), urlsplit(url)
     if (theirs.scheme, theirs.netloc) != (ours.scheme, ours.netloc):
         raise IntegrityError(f"the Hub's next page is on another host: {url[:200]}")

@@ -139,6 +139,35 @@ def test_three_hosts_snapshot_download_a_repo_the_fleet_fetched_once(hub_fleet: 
         main = c.resolve(ModelRef.parse("hf.co/acme/tiny:main"))
         assert main == c.resolve(ModelRef.parse(f"hf.co/acme/tiny:{commit}"))
     assert h.edge_served() > 0  # the hosts fetched over HTTP through the edge
+    # ranges as RFC 9110 has them (the client resumes with bytes=N-)
+    big = f"{h.mirrors[2]}/acme/tiny/resolve/{commit}/model.safetensors"
+    part = httpx.get(big, headers={"Range": "bytes=10-19"}, timeout=30)
+    assert part.status_code == 206 and part.content == BIG[10:20]
+    assert part.headers["content-range"] == f"bytes 10-19/{len(BIG)}"
+    tail = httpx.get(big, headers={"Range": f"bytes={len(BIG) - 5}-"}, timeout=30)
+    assert tail.status_code == 206 and tail.content == BIG[-5:]
+    assert httpx.get(big, headers={"Range": f"bytes={len(BIG)}-"}, timeout=30).status_code == 416
+    # exported into a Hub cache: the same names, found offline by the client
+    exported = h.tmp / "exported"
+    r = subprocess.run(
+        [
+            *(str(SHOAL), "export", "hf.co/acme/tiny:main", "--hf", str(exported)),
+            *("--models-dir", str(h.tmp / "host0")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    repo = exported / "models--acme--tiny"
+    assert (repo / "refs/main").read_text() == commit
+    assert sorted(os.listdir(repo / "blobs")) == sorted(
+        os.listdir(h.tmp / "cache0/models--acme--tiny/blobs")
+    )
+    offline = hf_hub_download(
+        "acme/tiny", "tokenizer/tokenizer.json", cache_dir=exported, local_files_only=True
+    )
+    assert Path(offline).read_bytes() == FILES["tokenizer/tokenizer.json"]
     # a second snapshot_download on a host, into a new cache: its store answers
     before = sum(h.hub.hub.sent.values())
     again = snapshot_download("acme/tiny", endpoint=h.mirrors[1], cache_dir=h.tmp / "again")

@@ -16,7 +16,7 @@ from shoal import hf_revision
 from shoal.errors import AuthError, IntegrityError, NotFound
 from shoal.hfrepo import HfRepo, code_of, git_blob_sha1
 from shoal.testing import blob_fixture
-from shoal.upstream.hub import HubSettings, fetch
+from shoal.upstream.hub import HubSettings, _next_page, fetch
 from tests.seeder.hub_upstream import HubUpstream, Running
 
 BIG = blob_fixture(3 * 1024 * 1024 + 17, seed=5)
@@ -179,3 +179,15 @@ def test_a_tree_that_lists_a_path_twice_or_as_file_and_folder_is_refused(
         upstream.hub.hostile_tree = tree
         with pytest.raises(IntegrityError, match=r"twice|file and a folder"):
             fetch(HfRepo("model", "acme/tiny"), "main", settings(tmp_path, upstream.url))
+
+
+def test_the_next_page_of_a_tree_is_on_the_endpoint_or_refused() -> None:
+    base = "https://hub.example"
+    assert _next_page('<https://hub.example/api/t?cursor=2>; rel="next"', base) == (
+        "https://hub.example/api/t?cursor=2"
+    )
+    assert _next_page('</api/t?c=1>; rel=next, </p>; rel="prev"', base) == base + "/api/t?c=1"
+    assert _next_page('</p>; rel="prev"', base) is None
+    assert _next_page("<" * 10_000, base) is None  # bounded, one scan
+    with pytest.raises(IntegrityError, match="another host"):
+        _next_page('<https://elsewhere.example/t>; rel="next"', base)
