@@ -33,8 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.pull_through import Relay  # noqa: E402
-from shoal.testing import ServerThread, free_port, stop_processes, wait_listening  # noqa: E402
+from bench.pull_through import Relay, start_fleet  # noqa: E402
+from shoal.testing import ServerThread, stop_processes  # noqa: E402
 from shoal.units import parse_size  # noqa: E402
 from tests.seeder.hub_upstream import HubUpstream  # noqa: E402
 
@@ -82,48 +82,9 @@ def fleet_run(tmp: Path, size: int, hosts: int, rate: int) -> dict[str, object]:
         try:
             alone = one_alone(relay_url, tmp / "alone")
             hub.sent.clear()
-            coord, origin = free_port(), free_port()
-            procs.append(
-                subprocess.Popen(
-                    [
-                        *(str(SHOAL), "tracker", "serve", "--host", "127.0.0.1"),
-                        *("--port", str(coord), "--db", str(tmp / "coord.sqlite")),
-                        *("--publish-token", "pub", "--fleet-token", "fleet"),
-                        *("--edge-token", "edge", "--rate-limit", "0"),
-                    ],
-                    stderr=subprocess.DEVNULL,
-                )
+            _, mirrors = start_fleet(
+                tmp, hosts, ["--hf-upstream", relay_url, "--hf-allow", "acme/*"], procs
             )
-            wait_listening(coord, procs[-1], "tracker")
-            coord_url = f"http://127.0.0.1:{coord}"
-            procs.append(
-                subprocess.Popen(
-                    [
-                        *(str(SHOAL), "seed", "--host", "127.0.0.1", "--port", str(origin)),
-                        *("--no-bittorrent", "--coordinator", coord_url, "--token", "edge"),
-                        *("--hf-upstream", relay_url, "--hf-allow", "acme/*"),
-                        *("--ingest-dir", str(tmp / "ingest")),
-                    ],
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            wait_listening(origin, procs[-1], "origin")
-            mirrors = []
-            for i in range(hosts):
-                mirror = free_port()
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            *(str(SHOAL), "agent", "--models-dir", str(tmp / f"h{i}")),
-                            *("--api-port", str(free_port()), "--host", "127.0.0.1"),
-                            *("--no-lsd", "--mirror", f"127.0.0.1:{mirror}", "--min-free", "0"),
-                            *("--coordinator", coord_url, "--token", "fleet"),
-                        ],
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
-                wait_listening(mirror, procs[-1], "agent mirror")
-                mirrors.append(f"http://127.0.0.1:{mirror}")
             start = time.monotonic()
             with ThreadPoolExecutor(hosts) as pool:
                 pulls = [

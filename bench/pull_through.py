@@ -135,6 +135,57 @@ def push_model(upstream: UpstreamRegistry, size: int) -> tuple[dict[str, Any], i
     return doc, sum(int(x["size"]) for x in [doc["config"], *doc["layers"]])
 
 
+def start_fleet(
+    tmp: Path, hosts: int, origin_args: list[str], procs: list[subprocess.Popen[bytes]]
+) -> tuple[str, list[str]]:
+    """A coordinator, an origin fetching upstream as ``origin_args`` say (HTTP only) and
+    ``hosts`` agents with mirrors, as processes added to ``procs``; the origin's URL and
+    the mirrors'."""
+    coord, origin = free_port(), free_port()
+    procs.append(
+        subprocess.Popen(
+            [
+                *(str(SHOAL), "tracker", "serve", "--host", "127.0.0.1"),
+                *("--port", str(coord), "--db", str(tmp / "coord.sqlite")),
+                *("--publish-token", "pub", "--fleet-token", "fleet"),
+                *("--edge-token", "edge", "--rate-limit", "0"),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    wait_listening(coord, procs[-1], "tracker")
+    coord_url = f"http://127.0.0.1:{coord}"
+    procs.append(
+        subprocess.Popen(
+            [
+                *(str(SHOAL), "seed", "--host", "127.0.0.1", "--port", str(origin)),
+                *("--no-bittorrent", "--coordinator", coord_url, "--token", "edge"),
+                *origin_args,
+                *("--ingest-dir", str(tmp / "ingest")),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+    )
+    wait_listening(origin, procs[-1], "origin")
+    mirrors = []
+    for i in range(hosts):
+        mirror = free_port()
+        procs.append(
+            subprocess.Popen(
+                [
+                    *(str(SHOAL), "agent", "--models-dir", str(tmp / f"h{i}")),
+                    *("--api-port", str(free_port()), "--host", "127.0.0.1", "--no-lsd"),
+                    *("--mirror", f"127.0.0.1:{mirror}", "--min-free", "0"),
+                    *("--coordinator", coord_url, "--token", "fleet"),
+                ],
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_listening(mirror, procs[-1], "agent mirror")
+        mirrors.append(f"http://127.0.0.1:{mirror}")
+    return f"http://127.0.0.1:{origin}", mirrors
+
+
 def fleet_run(tmp: Path, size: int, hosts: int, rate: int) -> dict[str, object]:
     upstream = UpstreamRegistry(tmp / "upstream")
     upstream.start()
@@ -144,48 +195,9 @@ def fleet_run(tmp: Path, size: int, hosts: int, rate: int) -> dict[str, object]:
         with Relay(upstream.port, rate) as relay:
             relay_url = f"http://127.0.0.1:{relay.port}"
             alone = one_alone(relay_url, doc, tmp / "alone")
-            coord, origin = free_port(), free_port()
-            procs.append(
-                subprocess.Popen(
-                    [
-                        *(str(SHOAL), "tracker", "serve", "--host", "127.0.0.1"),
-                        *("--port", str(coord), "--db", str(tmp / "coord.sqlite")),
-                        *("--publish-token", "pub", "--fleet-token", "fleet"),
-                        *("--edge-token", "edge", "--rate-limit", "0"),
-                    ],
-                    stderr=subprocess.DEVNULL,
-                )
+            origin, mirrors = start_fleet(
+                tmp, hosts, ["--upstream", f"registry.ollama.ai={relay_url}"], procs
             )
-            wait_listening(coord, procs[-1], "tracker")
-            coord_url = f"http://127.0.0.1:{coord}"
-            procs.append(
-                subprocess.Popen(
-                    [
-                        *(str(SHOAL), "seed", "--host", "127.0.0.1", "--port", str(origin)),
-                        *("--no-bittorrent", "--coordinator", coord_url, "--token", "edge"),
-                        *("--upstream", f"registry.ollama.ai={relay_url}"),
-                        *("--ingest-dir", str(tmp / "ingest")),
-                    ],
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            wait_listening(origin, procs[-1], "origin")
-            mirrors = []
-            for i in range(hosts):
-                api, mirror = free_port(), free_port()
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            *(str(SHOAL), "agent", "--models-dir", str(tmp / f"h{i}")),
-                            *("--api-port", str(api), "--host", "127.0.0.1", "--no-lsd"),
-                            *("--mirror", f"127.0.0.1:{mirror}", "--min-free", "0"),
-                            *("--coordinator", coord_url, "--token", "fleet"),
-                        ],
-                        stderr=subprocess.DEVNULL,
-                    )
-                )
-                wait_listening(mirror, procs[-1], "agent mirror")
-                mirrors.append(f"http://127.0.0.1:{mirror}")
             start = time.monotonic()
             with ThreadPoolExecutor(hosts + 1) as pool:
                 probe = pool.submit(first_byte, mirrors[0], doc["layers"][0]["digest"])
@@ -197,7 +209,7 @@ def fleet_run(tmp: Path, size: int, hosts: int, rate: int) -> dict[str, object]:
                     p.result(timeout=1800)
                 took = time.monotonic() - start
                 latency = probe.result(timeout=60)
-        metrics = httpx.get(f"http://127.0.0.1:{origin}/metrics").text
+        metrics = httpx.get(f"{origin}/metrics").text
         fetched = sum(
             float(x.rsplit(" ", 1)[1])
             for x in metrics.splitlines()

@@ -50,41 +50,12 @@ class HubFleet(PullThrough):
         self.hub = upstream
 
     def start_origin(self, *extra: str) -> None:
-        port = free_port()
         token = self.tmp / "hf-token"
         token.write_text(self.hub.hub.token + "\n")
-        proc = subprocess.Popen(
-            [
-                *(str(SHOAL), "seed", "--host", "127.0.0.1", "--port", str(port)),
-                *("--bt-listen", f"127.0.0.1:{free_port()}", "--no-bittorrent"),
-                *("--coordinator", self.fleet.coord_url, "--token", "edge"),
-                *("--hf-upstream", self.hub.url, "--hf-allow", "acme/*"),
-                *("--hf-token-file", str(token), "--ingest-dir", str(self.tmp / "ingest")),
-                *extra,
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
+        self.start_origin_with(
+            *("--hf-upstream", self.hub.url, "--hf-allow", "acme/*"),
+            *("--hf-token-file", str(token), *extra),
         )
-        self.procs.append(proc)
-        wait_listening(port, proc, "shoal seed --hf-upstream")
-        self.origin = f"http://127.0.0.1:{port}"
-
-    def start_agents(self, n: int, *extra: str) -> None:
-        for i in range(len(self.mirrors), len(self.mirrors) + n):
-            mirror = free_port()
-            proc = subprocess.Popen(
-                [
-                    *(str(SHOAL), "agent", "--models-dir", str(self.tmp / f"host{i}")),
-                    *("--api-port", str(free_port()), "--host", "127.0.0.1", "--no-lsd"),
-                    *("--mirror", f"127.0.0.1:{mirror}"),
-                    *("--coordinator", self.fleet.coord_url, "--token", "fleet", *extra),
-                ],
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            self.procs.append(proc)
-            wait_listening(mirror, proc, "the agent's mirror")
-            self.mirrors.append(f"http://127.0.0.1:{mirror}")
 
 
 @pytest.fixture

@@ -53,20 +53,24 @@ class PullThrough:
         self.edge = ""
 
     def start_origin(self, *extra: str) -> None:
+        self.start_origin_with("--upstream", f"registry.ollama.ai={self.upstream.url}", *extra)
+
+    def start_origin_with(self, *args: str) -> None:
+        """``shoal seed`` registered with the fleet's coordinator, fetching upstream as
+        ``args`` say."""
         port = free_port()
         proc = subprocess.Popen(
             [
                 *(str(SHOAL), "seed", "--host", "127.0.0.1", "--port", str(port)),
                 *("--bt-listen", f"127.0.0.1:{free_port()}", "--no-bittorrent"),
                 *("--coordinator", self.fleet.coord_url, "--token", "edge"),
-                *("--upstream", f"registry.ollama.ai={self.upstream.url}"),
-                *("--ingest-dir", str(self.tmp / "ingest"), *extra),
+                *("--ingest-dir", str(self.tmp / "ingest"), *args),
             ],
             stderr=subprocess.PIPE,
             text=True,
         )
         self.procs.append(proc)
-        wait_listening(port, proc, "shoal seed --upstream")
+        wait_listening(port, proc, "shoal seed")
         self.origin = f"http://127.0.0.1:{port}"
 
     def metric(self, name: str) -> float:
@@ -102,15 +106,15 @@ class PullThrough:
             if x.startswith("shoal_edge_bytes_served_total")
         )
 
-    def start_agents(self, n: int) -> None:
-        for i in range(n):
+    def start_agents(self, n: int, *extra: str) -> None:
+        for i in range(len(self.mirrors), len(self.mirrors) + n):
             api, mirror = free_port(), free_port()
             proc = subprocess.Popen(
                 [
                     *(str(SHOAL), "agent", "--models-dir", str(self.tmp / f"host{i}")),
                     *("--api-port", str(api), "--host", "127.0.0.1", "--no-lsd"),
                     *("--mirror", f"127.0.0.1:{mirror}"),
-                    *("--coordinator", self.fleet.coord_url, "--token", "fleet"),
+                    *("--coordinator", self.fleet.coord_url, "--token", "fleet", *extra),
                 ],
                 stderr=subprocess.PIPE,
                 text=True,
