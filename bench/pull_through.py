@@ -54,6 +54,7 @@ from tests.seeder.upstream import UpstreamRegistry  # noqa: E402
 
 SHOAL = Path(sys.executable).parent / "shoal"
 CONFIG = b'{"model_format":"gguf","model_family":"llama"}'
+BURST = 0.05  # seconds of link time an idle relay may send at once
 
 
 class Relay:
@@ -75,7 +76,9 @@ class Relay:
         self.thread.join(10)
 
     async def _serve(self) -> None:
-        self.server = await asyncio.start_server(self._conn, "127.0.0.1", self.port)
+        # on a second address too: a data host apart from the API, behind the same link
+        hosts = ["127.0.0.1", "127.0.0.2"]
+        self.server = await asyncio.start_server(self._conn, hosts, self.port)
 
     async def _conn(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         ur, uw = await asyncio.open_connection("127.0.0.1", self.target)
@@ -85,10 +88,13 @@ class Relay:
                 with contextlib.suppress(OSError):  # a side closed: so does the relay
                     while data := await src.read(65536):
                         if paced:  # one shared link: each block waits for its turn on it
+                            # (time the link stood idle counts, up to BURST: one stream's
+                            # own reads and writes between blocks do not slow the link)
                             now = time.monotonic()
-                            start = max(now, self.next_free)
+                            start = max(now - BURST, self.next_free)
                             self.next_free = start + len(data) / self.rate
-                            await asyncio.sleep(self.next_free - now)
+                            if self.next_free > now:
+                                await asyncio.sleep(self.next_free - now)
                         dst.write(data)
                         await dst.drain()
             finally:

@@ -14,6 +14,7 @@ the fleet's copy came with the origin's token, which the host's client may not h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -128,7 +129,8 @@ class HubEndpoint:
         if now - self.checked.get(ref, -self.branch_ttl) < self.branch_ttl:
             return
         self.checked[ref] = now
-        self.pulls.watch(ref)
+        with contextlib.suppress(ShoalError):  # the copy held stands
+            self.pulls.watch(ref)
 
     async def _held(self, repo: HfRepo, m: Manifest, watch: PullWatch | None) -> Held:
         marked = [
