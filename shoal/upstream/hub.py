@@ -144,7 +144,8 @@ def _commit(
         raise IntegrityError(f"{settings.url} named no commit for {repo.id} at {revision}")
     if is_commit(revision) and sha != revision:
         raise IntegrityError(f"{settings.url} answered commit {sha} for {revision}")
-    return sha, gated not in (False, None)
+    # a private repo is as closed as a gated one: only hosts allowed to serve those do
+    return sha, gated not in (False, None) or doc.get("private") is True
 
 
 def _tree(client: RegistryClient, settings: HubSettings, repo: HfRepo, commit: str) -> list[Entry]:

@@ -30,6 +30,7 @@ class HubRepo:
     commit: str
     branches: dict[str, str] = field(default_factory=dict)
     gated: bool = False
+    private: bool = False  # needs the token too, but is not gated
     kind: str = "model"
 
 
@@ -97,7 +98,8 @@ class HubUpstream:
         repo = self.repos.get(repo_id)
         if repo is None:
             return _error(401, "RepoNotFound", f"Repository Not Found for url: {repo_id}")
-        if repo.gated and headers.get("authorization") != f"Bearer {self.token}":
+        closed = repo.gated or repo.private
+        if closed and headers.get("authorization") != f"Bearer {self.token}":
             return _error(401, "GatedRepo", f"Access to model {repo_id} is restricted")
         commit = repo.branches.get(revision, revision if revision == repo.commit else None)
         if commit is None:
@@ -121,6 +123,7 @@ class HubUpstream:
                 "id": repo_id.removeprefix("datasets/"),
                 "sha": commit,
                 "gated": "manual" if repo.gated else False,
+                "private": repo.private,
                 "siblings": [{"rfilename": p} for p in sorted(repo.files)],
             }
             return 200, [(b"content-type", b"application/json")], json.dumps(doc).encode()

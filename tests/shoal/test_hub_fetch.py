@@ -92,6 +92,13 @@ def test_gated_repos_need_the_operators_token_which_never_leaves_the_endpoint(
         settings(tmp_path, upstream.url, token=upstream.hub.token),
     )
     assert hf_revision.Revision.decode(got.revision).gated
+    upstream.hub.add("acme/private", {"p.bin": b"private"}, private=True)
+    private = fetch(
+        HfRepo("model", "acme/private"),
+        "main",
+        settings(tmp_path, upstream.url, token=upstream.hub.token),
+    )
+    assert hf_revision.Revision.decode(private.revision).gated  # as closed as gated
     api = [a for _, p, a in upstream.hub.requests if not p.startswith("/data/")]
     data = [a for _, p, a in upstream.hub.requests if p.startswith("/data/")]
     assert f"Bearer {upstream.hub.token}" in api and data and not any(data)
