@@ -21,6 +21,8 @@ from shoal.cliopts import (
 )
 from shoal.errors import BadInput
 from shoal.ref import ModelRef
+from shoal.signing import Signature, load_private
+from shoal.signing import keygen as generate_key
 from shoal.units import format_size, parse_size
 
 if TYPE_CHECKING:
@@ -199,6 +201,9 @@ def publish(
     token_file: Annotated[
         Path | None, typer.Option(help="File holding the publisher token (first line).")
     ] = None,
+    sign: Annotated[
+        Path | None, typer.Option(help="Sign the manifest with this key ('shoal keygen').")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([publish] table).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
@@ -236,6 +241,7 @@ def publish(
         force=force,
         threads=settings.hash_threads,
         coordinator=client,
+        signer=load_private(sign) if sign is not None else None,
     )
     total = sum(f.size for f in src.files)
     try:
@@ -256,10 +262,28 @@ def publish(
         f"  v1        {m.info_hash_v1.hex()}\n"
         f"  v2        {m.info_hash_v2.hex() if m.info_hash_v2 else '-'}\n"
         f"  blobs     {result.linked} hard-linked, {len(m.files) - result.linked} written\n"
+        f"  signed    {_signed_by(result.signatures)}\n"
         f"  torrent   {result.torrent_path}\n"
         f"  out       {result.out}"
         + (f"\n  registered with {settings.coordinator}" if client is not None else "")
     )
+
+
+@app.command()
+def keygen(
+    out: Annotated[Path, typer.Argument(help="Private key file to write (and OUT.pub).")],
+) -> None:
+    """Write a publisher key pair: OUT (private, mode 0600) and OUT.pub, the line hosts
+    list in trusted_publishers."""
+    public = generate_key(out)
+    typer.echo(f"wrote {out} (private, keep it) and {out}.pub (key {public.id})")
+    typer.echo(public.line(out.name))
+
+
+def _signed_by(signatures: list[bytes]) -> str:
+    if not signatures:
+        return "no (unsigned: hosts with trusted_publishers refuse it)"
+    return f"by key {Signature.from_wire(signatures[0]).key.id}"
 
 
 def _open_source(spec: str, ollama_models: Path | None) -> Source:

@@ -26,6 +26,7 @@ from shoal.errors import (
 )
 from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
 from shoal.ref import ModelRef
+from shoal.signing import MAX_SIGNATURE, MAX_SIGNATURES
 from shoal.torrent import MAX_TORRENT_BYTES
 from shoal.urls import check_url
 
@@ -75,21 +76,37 @@ class CoordinatorClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def publish(self, manifest: Manifest, torrent: bytes, ref: ModelRef | None = None) -> Any:
-        body = {
+    def publish(
+        self,
+        manifest: Manifest,
+        torrent: bytes,
+        ref: ModelRef | None = None,
+        signatures: list[bytes] | None = None,
+    ) -> Any:
+        body: dict[str, Any] = {
             "manifest": manifest.canonical_bytes,
             "torrent": torrent,
             "ref": str(ref or manifest.ref),
         }
+        if signatures:
+            body["signatures"] = signatures
         return self._call(
             "POST", "/v1/models", content=wire.pack(body), headers={"Content-Type": wire.MSGPACK}
         )
 
     def resolve(self, ref: ModelRef) -> Manifest:
+        return self.resolve_signed(ref)[0]
+
+    def resolve_signed(self, ref: ModelRef) -> tuple[Manifest, list[bytes]]:
+        """The manifest ``ref`` names and the publishers' signatures of it (checked by
+        the caller: the coordinator is not trusted for them)."""
         answer = self._call("GET", f"/v1/resolve/{ref}")
         if not isinstance(answer, dict) or not isinstance(answer.get("manifest"), bytes):
             raise RemoteError(f"coordinator {self.base_url} sent a malformed resolve answer")
-        return Manifest.load(answer["manifest"])
+        return Manifest.load(answer["manifest"]), _signatures(answer)
+
+    def signatures(self, digest: Digest) -> list[bytes]:
+        return _signatures(self._call("GET", f"/v1/manifests/{digest}/signatures"))
 
     def manifest(self, digest: Digest) -> Manifest:
         data = self._raw("GET", f"/v1/manifests/{digest}", MAX_MANIFEST_BYTES)
@@ -343,3 +360,10 @@ def check_token(client: CoordinatorClient, flag: str = "--token-file") -> str | 
 def _optional(body: dict[str, object], **extra: object) -> dict[str, object]:
     """``body`` with those of ``extra`` that are not None."""
     return body | {k: v for k, v in extra.items() if v is not None}
+
+
+def _signatures(answer: Any) -> list[bytes]:
+    found = answer.get("signatures", []) if isinstance(answer, dict) else []
+    if not isinstance(found, list):
+        return []
+    return [s for s in found[:MAX_SIGNATURES] if isinstance(s, bytes) and len(s) <= MAX_SIGNATURE]

@@ -20,7 +20,7 @@ from shoal.manifest import MAX_MANIFEST_BYTES
 from shoal.ref import ModelRef
 from shoal.torrent import MAX_TORRENT_BYTES
 from tracker.fleet_api import _body, _client_ip
-from tracker.registry_api import model_of, register
+from tracker.registry_api import model_of, register, signatures_of
 from tracker.respond import respond, state_of
 
 router = APIRouter(prefix="/v1/ingests")
@@ -129,9 +129,10 @@ async def update(request: Request, ref: str, authorization: Auth = None) -> Resp
         raise BadInput(f"the manifest is of {manifest.ref}, the ingest of {model}")
     state.ingests.renew(model, worker, {}, now)  # still this origin's: checked first
     # a tag that names a fixed version (a Hub branch, its commit) registers both
+    signatures = signatures_of(body, manifest)
     if manifest.ref != model:
-        await register(state, manifest.ref, manifest, torrent)
-    answer: dict[str, Any] = await register(state, model, manifest, torrent)
+        await register(state, manifest.ref, manifest, torrent, signatures)
+    answer: dict[str, Any] = await register(state, model, manifest, torrent, signatures)
     state.ingests.finish(model, worker, now, None)
     state.ingests.forget(model, now)
     return respond(request, {**answer, "state": "done"})

@@ -14,6 +14,7 @@ from shoal.digest import Digest
 from shoal.errors import BadInput, Conflict, NotFound
 from shoal.manifest import MAX_MANIFEST_BYTES, Manifest
 from shoal.ref import ModelRef
+from shoal.signing import MAX_SIGNATURES, Signature
 from shoal.torrent import MAX_TORRENT_BYTES, Torrent
 from tracker.respond import read_body, respond, state_of, wants_json
 from tracker.state import CoordinatorState
@@ -68,7 +69,9 @@ async def publish(request: Request, authorization: Auth = None) -> Response:
     if raw_ref is not None and not isinstance(raw_ref, str):
         raise BadInput("'ref' must be text")
     ref = ModelRef.parse(raw_ref) if raw_ref else manifest.ref
-    return respond(request, await register(state, ref, manifest, torrent_bytes), 201)
+    signatures = signatures_of(body, manifest)
+    answer = await register(state, ref, manifest, torrent_bytes, signatures)
+    return respond(request, answer, 201)
 
 
 def model_of(body: dict[Any, Any]) -> tuple[Manifest, bytes]:
@@ -81,11 +84,39 @@ def model_of(body: dict[Any, Any]) -> tuple[Manifest, bytes]:
     return manifest, torrent_bytes
 
 
+def signatures_of(body: dict[Any, Any], manifest: Manifest) -> list[Signature]:
+    """The publishers' signatures a body carries for ``manifest``: each well-formed, of
+    this manifest and valid (whether a host trusts its key is the host's to decide)."""
+    raw = body.get("signatures", [])
+    if not isinstance(raw, list) or len(raw) > MAX_SIGNATURES:
+        raise BadInput(f"'signatures' must be a list of at most {MAX_SIGNATURES}")
+    out = []
+    for data in raw:
+        if not isinstance(data, bytes):
+            raise BadInput("each signature must be binary")
+        s = Signature.from_wire(data)
+        if s.manifest != manifest.digest or s.ref != manifest.ref:
+            raise BadInput(f"a signature by key {s.key.id} is of another manifest ({s.manifest})")
+        if not s.valid():
+            raise BadInput(f"the signature by key {s.key.id} does not verify")
+        out.append(s)
+    return out
+
+
 async def register(
-    state: CoordinatorState, ref: ModelRef, manifest: Manifest, torrent: bytes
+    state: CoordinatorState,
+    ref: ModelRef,
+    manifest: Manifest,
+    torrent: bytes,
+    signatures: list[Signature] | None = None,
 ) -> dict[str, object]:
-    """Point ``ref`` at ``manifest`` (with its torrent), if it agrees with what is held."""
+    """Point ``ref`` at ``manifest`` (with its torrent), if it agrees with what is held;
+    keep the publishers' signatures of it."""
     await _check_consistent(state.registry, manifest, torrent)
+    for sig in signatures or ():
+        await state.registry.add_signature(
+            manifest.digest, sig.key.id, sig.signed_at, sig.to_wire()
+        )
     moved = await state.registry.put(ref, manifest, torrent, state.clock())
     state.metrics.registry_ops.labels("publish").inc()
     return {
@@ -150,7 +181,9 @@ async def resolve(request: Request, ref: RefPath) -> Response:
     if state.ingests.stale(model, state.clock()):  # answered now; checked upstream beside
         state.metrics.registry_ops.labels("ingest_recheck").inc()
     view: Any = Manifest.load(data).to_json() if wants_json(request) else data
-    return respond(request, {"ref": str(model), "digest": str(digest), "manifest": view})
+    signatures = await state.registry.signatures(digest)
+    answer = {"ref": str(model), "digest": str(digest), "manifest": view}
+    return respond(request, {**answer, "signatures": signatures})
 
 
 @router.get("/manifests/{digest}")
@@ -169,6 +202,14 @@ async def manifest(request: Request, digest: str) -> Response:
         media_type=MANIFEST_MEDIA_TYPE,
         headers={"ETag": f'"{d}"', "Cache-Control": "public, max-age=31536000, immutable"},
     )
+
+
+@router.get("/manifests/{digest}/signatures")
+async def manifest_signatures(request: Request, digest: str) -> Response:
+    """The publishers' signatures of a manifest: each verifiable by anyone, trusted by
+    the hosts that trust its key (shoal/signing.py)."""
+    state = state_of(request)
+    return respond(request, {"signatures": await state.registry.signatures(Digest.parse(digest))})
 
 
 @router.get("/torrents/{info_hash}")

@@ -16,7 +16,9 @@ import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shoal import torrent
 from shoal.chunking import check_chunk_size, choose_chunk_size
@@ -27,9 +29,14 @@ from shoal.manifest import FileEntry, Manifest
 from shoal.publishing.hashing import FileHashes, Hasher
 from shoal.publishing.sources import Source, SourceFile
 from shoal.ref import ModelRef
+from shoal.signing import sign
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from shoal.urls import check_url, directory_url
 
 MANIFEST_MSGPACK = "manifest.msgpack"
+SIGNATURE = "signature.msgpack"  # the publisher's signature of the manifest, if it signed
 MANIFEST_JSON = "manifest.json"
 # a hard link is impossible here: fall back to copying
 _LINK_ERRORS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP}
@@ -48,6 +55,7 @@ class PublishOptions:
     force: bool = False
     threads: int | None = None
     coordinator: CoordinatorClient | None = None  # upload there before the output appears
+    signer: Ed25519PrivateKey | None = field(default=None, repr=False)  # signs the manifest
 
     def __post_init__(self) -> None:
         if self.chunk_size is not None:
@@ -68,6 +76,12 @@ class Published:
     manifest: Manifest
     torrent_path: Path
     linked: int  # blobs hard-linked rather than copied
+
+    @property
+    def signatures(self) -> list[bytes]:
+        """The publisher's signature of the manifest, if it signed it."""
+        path = self.out / SIGNATURE
+        return [path.read_bytes()] if path.exists() else []
 
 
 def publish(
@@ -145,8 +159,11 @@ def _build(
         info_hash_v1=meta.info_hash_v1,
         info_hash_v2=meta.info_hash_v2,
     )
+    signatures = [sign(manifest, opts.signer).to_wire()] if opts.signer is not None else []
     if opts.coordinator is not None:
-        opts.coordinator.publish(manifest, blob, opts.ref)
+        opts.coordinator.publish(manifest, blob, opts.ref, signatures)
+    if signatures:
+        _write(tmp / SIGNATURE, signatures[0])
     torrent_name = f"{opts.ref.slug}.torrent"
     _write(tmp / torrent_name, blob)
     _write(tmp / MANIFEST_MSGPACK, manifest.canonical_bytes)

@@ -61,6 +61,14 @@ class Registry(Protocol):
     async def is_swarm(self, info_hash: bytes) -> bool:
         """Whether a 20-byte announce key belongs to a published torrent."""
 
+    async def add_signature(
+        self, digest: Digest, key_id: str, signed_at: int, signature: bytes
+    ) -> None:
+        """Keep a publisher's signature of manifest ``digest``: one per key, the newest."""
+
+    async def signatures(self, digest: Digest) -> list[bytes]:
+        """The signatures kept for manifest ``digest``, in key order."""
+
     async def models(self) -> list[TagRecord]:
         """Current tags, deleted ones left out, sorted by ref."""
 

@@ -114,6 +114,16 @@ def _guard(fn: Any) -> Any:
     return wrapper
 
 
+# one signature per key and manifest, the newest: fields KEY (the body) and KEY@ (its
+# signed_at), replaced only by a newer one, in one step
+_NEWER_SIGNATURE = """
+local at = redis.call('HGET', KEYS[1], ARGV[1] .. '@')
+if at and tonumber(at) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3], ARGV[1] .. '@', ARGV[2])
+return 1
+"""
+
+
 class RedisRegistry:
     def __init__(self, state: RedisState) -> None:
         self.s = state
@@ -150,6 +160,20 @@ class RedisRegistry:
     async def manifest(self, digest: Digest) -> bytes | None:
         data = await self.s.r.get(f"{P}manifest:{digest}")
         return _bytes(data)
+
+    @_guard
+    async def add_signature(
+        self, digest: Digest, key_id: str, signed_at: int, signature: bytes
+    ) -> None:
+        await self.s.r.eval(
+            _NEWER_SIGNATURE, 1, f"{P}signatures:{digest}", key_id, signed_at, signature
+        )
+
+    @_guard
+    async def signatures(self, digest: Digest) -> list[bytes]:
+        held = await self.s.r.hgetall(f"{P}signatures:{digest}")
+        fields = {_text(k): v for k, v in held.items()}
+        return [_bytes(fields[k]) or b"" for k in sorted(fields) if not k.endswith("@")]
 
     @_guard
     async def torrent(self, info_hash: bytes) -> bytes | None:

@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS tags (
     created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS tags_ref ON tags(ref, seq);
 CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, manifest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS signatures (
+    digest TEXT NOT NULL, key TEXT NOT NULL, signed_at INTEGER NOT NULL, body BLOB NOT NULL,
+    PRIMARY KEY (digest, key));
 """
 
 
@@ -154,6 +157,24 @@ class SqliteRegistry:
     @_guard
     async def is_swarm(self, info_hash: bytes) -> bool:
         return info_hash in self._swarms
+
+    @_guard
+    async def add_signature(
+        self, digest: Digest, key_id: str, signed_at: int, signature: bytes
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO signatures VALUES (?, ?, ?, ?) ON CONFLICT (digest, key) DO UPDATE "
+            "SET signed_at = excluded.signed_at, body = excluded.body "
+            "WHERE excluded.signed_at > signatures.signed_at",
+            (str(digest), key_id, signed_at, signature),
+        )
+
+    @_guard
+    async def signatures(self, digest: Digest) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT body FROM signatures WHERE digest = ? ORDER BY key", (str(digest),)
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
 
     @_guard
     async def models(self) -> list[TagRecord]:
