@@ -57,6 +57,13 @@ def pull(
     stall_timeout: Annotated[
         float | None, typer.Option(help="Give up after this long without progress (s) [60].")
     ] = None,
+    trusted_publisher: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Take only models this publisher signed: 'shoal-ed25519 KEY [patterns]' "
+            "or 'KEY.pub [patterns]' (repeatable; [pull] trusted_publishers)."
+        ),
+    ] = None,
     force: Annotated[
         bool, typer.Option(help="Re-hash what the store holds of the model; fetch what fails.")
     ] = False,
@@ -88,6 +95,7 @@ def pull(
         http_rate=http_rate,
         proxy=proxy,
         stall_timeout=stall_timeout,
+        trusted_publishers=tuple(trusted_publisher) if trusted_publisher else None,
     )
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     # checked before the agent is asked, but only when given: settings and the pull

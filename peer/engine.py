@@ -68,6 +68,7 @@ from shoal.errors import AuthError, BadInput, LocalError, NotFound, RemoteError,
 from shoal.fsutil import atomic_write
 from shoal.manifest import MAX_MANIFEST_BYTES, FileEntry, Manifest
 from shoal.ref import ModelRef
+from shoal.signing import Signature, TrustedKey, accept
 from shoal.tasks import let_go
 from shoal.torrent import MAX_TORRENT_BYTES, Torrent
 
@@ -112,6 +113,9 @@ class PullOptions:
     # called with the manifest and the bytes it still needs before anything is fetched:
     # the agent evicts to fit its disk budget, or raises to refuse the pull
     make_room: Callable[[Manifest, int], None] | None = None
+    # publishers whose signature a model needs (shoal/signing.py); none: signatures are
+    # reported, not required
+    trusted: tuple[TrustedKey, ...] = ()
     watch: PullWatch | None = None  # what local readers see of the pull, and want first
 
 
@@ -131,6 +135,7 @@ class PullResult:
     chunks_rejected: int = 0
     edges: list[dict[str, object]] = field(default_factory=list)
     already_present: bool = False
+    signed: str = "unsigned"  # who signed the manifest, and whether this host checked
 
 
 async def pull(
@@ -212,7 +217,8 @@ async def _pull(
             else None
         )
         try:
-            manifest, source = await _resolve(opts.ref, coord, ups, opts.edges, store, memory)
+            manifest, source, sigs = await _resolve(opts.ref, coord, ups, opts.edges, store, memory)
+            signed = await _check_signed(opts, store, manifest, sigs, coord)
             if source == "coordinator" and memory is not None:
                 learnt.save(
                     store.root, memory.with_refs({str(opts.ref): manifest.digest}, time.time())
@@ -220,10 +226,12 @@ async def _pull(
             held = store.resolve(opts.ref)
             if held is not None and held.digest == manifest.digest and not store.missing(held):
                 store.touch(opts.ref)
-                return PullResult(manifest, already_present=True)
+                _keep_signature(store, opts.ref, signed)
+                return PullResult(manifest, already_present=True, signed=signed.said)
             if not store.missing(manifest):
                 store.put(manifest, opts.ref)
-                return PullResult(manifest, already_present=True)
+                _keep_signature(store, opts.ref, signed)
+                return PullResult(manifest, already_present=True, signed=signed.said)
             if opts.make_room is not None:
                 opts.make_room(manifest, store.needed(manifest))
             store.check_space(manifest)
@@ -232,7 +240,9 @@ async def _pull(
                 opts, store, manifest, torrent, coord, ups, progress, metrics or PullMetrics()
             )
             store.put(manifest, opts.ref, torrent)
+            _keep_signature(store, opts.ref, signed)
             shutil.rmtree(store.staging_dir(manifest), ignore_errors=True)
+            result.signed = signed.said
             return result
         finally:
             if ups is not None:
@@ -259,19 +269,22 @@ async def _resolve(
     configured: Sequence[str],
     store: Store,
     memory: Learnt | None = None,
-) -> tuple[Manifest, str]:
+) -> tuple[Manifest, str, list[bytes]]:
     """The manifest ``ref`` names and where the binding came from, which is where it is
     authoritative: the coordinator's registry, else an edge the operator configured
     (``--edge``, never one the coordinator lists: any server that answers is not an
     authority on names), else the digest the coordinator last gave for it (``memory``;
     the manifest from any server, checked against that digest), else what this store
-    last recorded."""
+    last recorded. With it, the publishers' signatures that came along (any server may
+    carry them: they are checked against the keys this host trusts, not their source)."""
     problems = []
     if coord is not None:
         try:
-            return await asyncio.to_thread(coord.resolve, ref), "coordinator"
+            found, sigs = await asyncio.to_thread(coord.resolve_signed, ref)
+            return found, "coordinator", sigs
         except NotFound as missing:
-            return await _through_upstream(coord, ref, missing), "coordinator"
+            found, sigs = await _through_upstream(coord, ref, missing)
+            return found, "coordinator", sigs
         except ShoalError as exc:
             problems.append(f"coordinator: {exc.message}")
     if ups is not None and configured:
@@ -283,7 +296,7 @@ async def _resolve(
                 raw, wire.Limits(max_body=MAX_MANIFEST_BYTES + 4096, max_bin=MAX_MANIFEST_BYTES)
             )
             if isinstance(answer, dict) and isinstance(answer.get("manifest"), bytes):
-                return Manifest.load(answer["manifest"]), "edge"
+                return Manifest.load(answer["manifest"]), "edge", _listed(answer)
             problems.append("edges: malformed answer")
         except (UpstreamError, BadInput) as exc:
             problems.append(f"edges: {exc}")
@@ -292,12 +305,12 @@ async def _resolve(
         try:
             manifest = store.manifest(digest) or await _manifest(digest, ups)
             log.warning("%s is %s as the coordinator said %s", ref, digest, learnt.age(memory))
-            return manifest, "learnt"
+            return manifest, "learnt", []
         except (UpstreamError, BadInput) as exc:
             problems.append(f"{digest}, which the coordinator named it: {exc}")
     held = store.resolve(ref)
     if held is not None:
-        return held, "store"
+        return held, "store", [s for s in (store.accepted(ref),) if s is not None]
     if coord is None and ups is None:
         raise BadInput(
             f"cannot find {ref}: no coordinator and no edge given",
@@ -309,7 +322,9 @@ async def _resolve(
     )
 
 
-async def _through_upstream(coord: CoordinatorClient, ref: ModelRef, missing: NotFound) -> Manifest:
+async def _through_upstream(
+    coord: CoordinatorClient, ref: ModelRef, missing: NotFound
+) -> tuple[Manifest, list[bytes]]:
     """A model the registry lacks (``missing``), fetched from its upstream registry for
     the whole fleet by an origin (seeder/ingest.py): ask for it, or join the fetch under
     way, and wait. With no origin that fetches from its registry, ``missing`` stands."""
@@ -334,7 +349,58 @@ async def _through_upstream(coord: CoordinatorClient, ref: ModelRef, missing: No
             f"fetching {ref} from its upstream registry failed: {error}",
             "what was fetched is kept; pull again to resume",
         )
-    return await asyncio.to_thread(coord.resolve, ref)
+    return await asyncio.to_thread(coord.resolve_signed, ref)
+
+
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    said: str  # for the user: who signed it, and whether it was checked
+    accepted: bytes | None = None  # the signature a trusted publisher made, kept with it
+
+
+async def _check_signed(
+    opts: PullOptions,
+    store: Store,
+    manifest: Manifest,
+    sigs: list[bytes],
+    coord: CoordinatorClient | None,
+) -> _Signed:
+    """With trusted publishers, the signature that lets this host take ``manifest``, or
+    ``TrustError`` before a byte is fetched; without, what the signatures say."""
+    if not sigs and coord is not None:  # came by another way: ask the coordinator
+        with contextlib.suppress(ShoalError):
+            sigs = await asyncio.to_thread(coord.signatures, manifest.digest)
+    if not opts.trusted:
+        keys = sorted({k for k in (_key_of(s, manifest) for s in sigs) if k is not None})
+        if not keys:
+            return _Signed("unsigned")
+        return _Signed(f"signed by key {', '.join(keys)} (not checked: no trusted_publishers)")
+    held = store.accepted(opts.ref)
+    newest = None
+    if held is not None:
+        with contextlib.suppress(BadInput):
+            newest = Signature.from_wire(held).signed_at
+    s = accept(opts.ref, manifest, sigs, opts.trusted, newest)
+    return _Signed(f"signed by trusted key {s.key.id} at {s.signed_at}", s.to_wire())
+
+
+def _key_of(data: bytes, manifest: Manifest) -> str | None:
+    """The key id of a valid signature of ``manifest`` (trust aside)."""
+    try:
+        s = Signature.from_wire(data)
+    except BadInput:
+        return None
+    return s.key.id if s.manifest == manifest.digest and s.valid() else None
+
+
+def _keep_signature(store: Store, ref: ModelRef, signed: _Signed) -> None:
+    if signed.accepted is not None:
+        store.accept(ref, signed.accepted)
+
+
+def _listed(answer: dict[str, Any]) -> list[bytes]:
+    found = answer.get("signatures", [])
+    return [s for s in found if isinstance(s, bytes)] if isinstance(found, list) else []
 
 
 async def _manifest(digest: Digest, ups: Upstreams | None) -> Manifest:

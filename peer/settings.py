@@ -11,8 +11,10 @@ from pydantic_settings import SettingsConfigDict
 from peer.caps import parse_rate, valid_rate
 from peer.engine import PullOptions
 from peer.events import PEERS, REQUEST_QUEUE, SessionSettings
+from shoal.errors import BadInput
 from shoal.ref import ModelRef
 from shoal.settings import ComponentSettings
+from shoal.signing import TrustedKey
 
 
 class PullSettings(ComponentSettings):
@@ -35,6 +37,22 @@ class PullSettings(ComponentSettings):
     stall_timeout: float = Field(default=60.0, gt=0)
     request_queue: int = Field(default=REQUEST_QUEUE, ge=2, le=2000)
     peers: int = Field(default=PEERS, ge=1, le=1000)
+    # publishers whose signature a model needs: "shoal-ed25519 KEY [patterns]" or
+    # "PATH.pub [patterns]", patterns like "acme/*,hf.co/acme/*" (shoal/signing.py)
+    trusted_publishers: tuple[str, ...] = ()
+
+    def trusted(self) -> tuple[TrustedKey, ...]:
+        return tuple(TrustedKey.parse(t) for t in self.trusted_publishers)
+
+    @field_validator("trusted_publishers")
+    @classmethod
+    def _trusted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            try:
+                TrustedKey.parse(text)
+            except BadInput as exc:
+                raise ValueError(exc.message) from None
+        return value
 
     @field_validator("max_rate", "http_rate")
     @classmethod
@@ -63,4 +81,5 @@ class PullSettings(ComponentSettings):
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             stall_timeout=self.stall_timeout,
+            trusted=self.trusted(),
         )

@@ -284,5 +284,17 @@ class Store:
                 p.unlink()
         return freed
 
+    # signatures: the one this host accepted last for a tag, its version for rollbacks
+
+    def accepted(self, ref: ModelRef) -> bytes | None:
+        """The signature this host accepted when it last took ``ref`` (shoal/signing.py)."""
+        try:
+            return (self.root / "signed" / self._tag_path(ref).relative_to(self.tags)).read_bytes()
+        except OSError:
+            return None
+
+    def accept(self, ref: ModelRef, signature: bytes) -> None:
+        atomic_write(self.root / "signed" / self._tag_path(ref).relative_to(self.tags), signature)
+
     def _tag_path(self, ref: ModelRef) -> Path:
         return self.tags / ref.host / ref.namespace / ref.name / ref.tag

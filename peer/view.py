@@ -37,6 +37,7 @@ def summary(ref: str, result: PullResult, models_dir: str) -> dict[str, object]:
         "chunks_rejected": result.chunks_rejected,
         "edges": result.edges,
         "already_present": result.already_present,
+        "signed": result.signed,
         "models_dir": models_dir,
     }
 
@@ -44,8 +45,9 @@ def summary(ref: str, result: PullResult, models_dir: str) -> dict[str, object]:
 def sentence(summary: dict[str, Any]) -> str:
     """One line for a terminal from ``summary()`` (also what an agent returns)."""
     ref, size = summary["ref"], format_size(int(summary["bytes"]))
+    signed = f"({summary.get('signed', 'unsigned')})"
     if summary["already_present"]:
-        return f"{ref} is up to date ({size}, {summary['digest']})"
+        return f"{ref} is up to date ({size}, {summary['digest']}) {signed}"
     parts = [
         f"pulled {ref} ({size}) in {float(summary['seconds']):.1f} s:",
         f"{format_size(int(summary['bytes_peer']))} from peers,",
@@ -69,6 +71,7 @@ def sentence(summary: dict[str, Any]) -> str:
         parts.append(f"(demoted for corrupt data: {', '.join(demoted)})")
     if summary.get("agent"):
         parts.append(f"(by the agent at {summary['agent']})")
+    parts.append(signed)
     return " ".join(parts)
 
 

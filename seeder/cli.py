@@ -86,6 +86,9 @@ def seed(
     hf_token_file: Annotated[
         Path | None, typer.Option(help="File holding the Hub token for gated repos [$HF_TOKEN].")
     ] = None,
+    sign_key: Annotated[
+        Path | None, typer.Option(help="Sign the models this origin ingests ('shoal keygen').")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([seed] table).")] = None,
 ) -> None:
     """Serve published models over HTTP (Range, BEP 19 web seed) and seed them over BitTorrent.
@@ -115,6 +118,7 @@ def seed(
         hf_upstream=hf_upstream,
         hf_allow=tuple(hf_allow) if hf_allow else None,
         hf_token_file=hf_token_file,
+        sign_key=sign_key,
     )
     daemon_logging()
     asyncio.run(run(settings))

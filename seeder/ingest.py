@@ -17,6 +17,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from seeder.catalog import load_model
 from shoal.coordinator_client import CoordinatorClient
@@ -29,6 +30,9 @@ from shoal.ref import ModelRef
 from shoal.upstream import hub
 from shoal.upstream.fetch import Fetch, UpstreamSettings
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 log = logging.getLogger("shoal.ingest")
 
 CLAIM_WAIT = 5.0  # a long poll in a thread: a stopping origin waits for it
@@ -36,12 +40,16 @@ RENEW_EVERY = 15.0
 
 
 def ingest(
-    ref: ModelRef, settings: UpstreamSettings, progress: Callable[[int], None] | None = None
+    ref: ModelRef,
+    settings: UpstreamSettings,
+    progress: Callable[[int], None] | None = None,
+    signer: Ed25519PrivateKey | None = None,
 ) -> Published:
-    """Fetch ``ref`` from its upstream and publish it; returns the published model."""
+    """Fetch ``ref`` from its upstream and publish it (signed by ``signer``, if given);
+    returns the published model."""
     repo = HfRepo.of_ref(ref)
     if repo is not None:
-        return _ingest_hf(repo, ref.tag, settings, progress)
+        return _ingest_hf(repo, ref.tag, settings, progress, signer)
     with Fetch(ref, settings) as fetch:
         raw, digest = fetch.manifest()
         out = settings.work / "published" / f"{ref.slug}-{digest.hex[:12]}"
@@ -51,11 +59,16 @@ def ingest(
         fetch.blobs(raw, digest, progress)
     if out.exists():
         shutil.rmtree(out)  # an attempt that stopped after publishing: published anew
-    return publish(ollama_source(str(ref), settings.store), PublishOptions(ref=ref, out=out))
+    opts = PublishOptions(ref=ref, out=out, signer=signer)
+    return publish(ollama_source(str(ref), settings.store), opts)
 
 
 def _ingest_hf(
-    repo: HfRepo, revision: str, settings: UpstreamSettings, progress: Callable[[int], None] | None
+    repo: HfRepo,
+    revision: str,
+    settings: UpstreamSettings,
+    progress: Callable[[int], None] | None,
+    signer: Ed25519PrivateKey | None,
 ) -> Published:
     """A Hugging Face repo at ``revision``, published under its commit's reference (a
     branch is registered as that model too, by the coordinator)."""
@@ -70,7 +83,7 @@ def _ingest_hf(
     if out.exists():
         shutil.rmtree(out)
     source = directory_source(fetched.snapshot, hf_revision_file=fetched.revision)
-    return publish(source, PublishOptions(ref=ref, out=out))
+    return publish(source, PublishOptions(ref=ref, out=out, signer=signer))
 
 
 def _published(out: Path, ref: ModelRef) -> Published | None:
@@ -91,6 +104,7 @@ async def work_forever(
     serve: Callable[[Path], None],
     counted: Callable[[int], None] = lambda _: None,
     ended: Callable[[str], None] = lambda _: None,
+    signer: Ed25519PrivateKey | None = None,
 ) -> None:
     """Claim ingests from the coordinator and do them, one at a time, until cancelled.
     ``serve`` starts serving a published directory (catalog and BitTorrent); ``counted``
@@ -106,7 +120,7 @@ async def work_forever(
         if item is None:
             continue
         ref = ModelRef.parse(str(item["ref"]))
-        ended(await _one(coordinator, settings, ref, serve, counted))
+        ended(await _one(coordinator, settings, ref, serve, counted, signer))
 
 
 async def _one(
@@ -115,6 +129,7 @@ async def _one(
     ref: ModelRef,
     serve: Callable[[Path], None],
     counted: Callable[[int], None],
+    signer: Ed25519PrivateKey | None,
 ) -> str:
     """One ingest, start to end; returns "done", "failed" or "refused" (the coordinator
     did not take the model)."""
@@ -136,7 +151,7 @@ async def _one(
     log.info("ingesting %s from upstream", ref)
     renewing = asyncio.ensure_future(renew())
     try:
-        pub = await asyncio.to_thread(ingest, ref, settings, count)
+        pub = await asyncio.to_thread(ingest, ref, settings, count, signer)
     except ShoalError as exc:
         log.warning("ingest of %s failed: %s", ref, exc)
         body = {"state": "failed", "error": str(exc), "missing": isinstance(exc, NotFound)}
@@ -149,6 +164,7 @@ async def _one(
         "state": "done",
         "manifest": pub.manifest.canonical_bytes,
         "torrent": pub.torrent_path.read_bytes(),
+        "signatures": pub.signatures,
     }
     if not await _tell(coordinator, ref, body):
         return "refused"

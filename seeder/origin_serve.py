@@ -20,6 +20,7 @@ from seeder.torrent_seeder import Seeder, SeedSettings
 from shoal.coordinator_client import CoordinatorClient, announce_url
 from shoal.errors import BadInput, LocalError
 from shoal.settings import ComponentSettings
+from shoal.signing import load_private
 from shoal.upstream.fetch import Upstream, UpstreamSettings, read_credentials
 from shoal.upstream.hub import HubSettings, check_allow, read_hf_token
 
@@ -56,6 +57,7 @@ class OriginSettings(ComponentSettings):
     hf_upstream: str | None = None
     hf_allow: tuple[str, ...] = ()
     hf_token_file: Path | None = None  # else $HF_TOKEN
+    sign_key: Path | None = None  # signs what this origin ingests ('shoal keygen')
 
     def hub_settings(self) -> HubSettings | None:
         if self.hf_upstream is None:
@@ -177,6 +179,7 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
             serve,
             origin.upstream_bytes.inc,
             lambda result: origin.ingests.labels(result).inc(),
+            load_private(settings.sign_key) if settings.sign_key else None,
         )
         upstreams = [*settings.upstream, *filter(None, [settings.hf_upstream])]
         log.info("fetching from upstream for the fleet: %s", ", ".join(upstreams))

@@ -340,6 +340,7 @@ class Agent:
             live=self.live,
             make_room=lambda manifest, need: self.make_room(job, manifest, need),
             watch=self.watches.setdefault(job.id, PullWatch()),
+            trusted=self.settings.trusted(),
         )
         self._save_pending()
 

@@ -16,6 +16,7 @@ from peer.events import PEERS, REQUEST_QUEUE
 from peer.lan import DEFAULT_GROUP, parse_group
 from shoal.errors import BadInput
 from shoal.settings import ComponentSettings
+from shoal.signing import TrustedKey
 from shoal.upstream.fetch import Upstream, UpstreamSettings, read_credentials
 
 
@@ -48,6 +49,10 @@ class AgentSettings(ComponentSettings):
     # serve Hub repos gated upstream to this host's clients: the fleet's copy came with
     # the origin's token, so only where the operator knows every client may have it
     hf_gated: bool = False
+    # publishers whose signature a model needs: "shoal-ed25519 KEY [patterns]" or
+    # "PATH.pub [patterns]", patterns like "acme/*,hf.co/acme/*" (shoal/signing.py)
+    trusted_publishers: tuple[str, ...] = ()
+
     hf_branch_ttl: float = Field(default=3600.0, ge=0)  # seconds a Hub branch is served as held
     # with no coordinator: registries this host fetches models from itself ("URL" or
     # "HOST=URL"), sharing them with the LAN (peer/solo.py)
@@ -55,6 +60,16 @@ class AgentSettings(ComponentSettings):
     upstream_credentials: Path | None = None  # "HOST USER:PASSWORD" lines
     upstream_proxy: str | None = None
     lan_group: str = DEFAULT_GROUP  # where agents without a coordinator meet, or "off"
+
+    def trusted(self) -> tuple[TrustedKey, ...]:
+        return tuple(TrustedKey.parse(t) for t in self.trusted_publishers)
+
+    @field_validator("trusted_publishers")
+    @classmethod
+    def _trusted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for text in value:
+            _checked(TrustedKey.parse, text)
+        return value
 
     @field_validator("upstream")
     @classmethod

@@ -250,3 +250,42 @@ def test_a_blob_digest_keeps_its_first_chunk_map(coordinator: Running, tmp_path:
     assert r.status_code == 409 and b"other chunk digests" in r.content, r.content
     chunks = msgpack.unpackb(httpx.get(f"{coordinator.url}/v1/blobs/{entry.sha256}/chunks").content)
     assert chunks["chunks"] == entry.chunk_hashes
+
+
+def test_signatures_are_kept_beside_manifests_newest_per_key(
+    coordinator: Running, tmp_path: Path
+) -> None:
+    """The coordinator keeps each publisher's newest signature of a manifest and serves it
+    with the resolve and by digest; one of another manifest, or one that does not verify,
+    is refused. Whether a key is trusted is for each host to decide (shoal/signing.py)."""
+    from shoal.signing import Signature, keygen, load_private, sign
+
+    one, two = make_published(tmp_path, seed=1), make_published(tmp_path, seed=2)
+    keygen(tmp_path / "a.key")
+    keygen(tmp_path / "b.key")
+    a, b = load_private(tmp_path / "a.key"), load_private(tmp_path / "b.key")
+    torrent = one.torrent_path.read_bytes()
+    ref = ModelRef.parse("demo:v1")
+    with client(coordinator) as cc:
+        cc.publish(one.manifest, torrent, None, [sign(one.manifest, a, now=100).to_wire()])
+        cc.publish(one.manifest, torrent, None, [sign(one.manifest, a, now=50).to_wire()])
+        cc.publish(one.manifest, torrent, None, [sign(one.manifest, b, now=70).to_wire()])
+        cc.publish(one.manifest, torrent, None, [sign(one.manifest, a, now=200).to_wire()])
+        manifest, sigs = cc.resolve_signed(ref)
+        assert manifest == one.manifest
+        held = sorted((s.key.id, s.signed_at) for s in map(Signature.from_wire, sigs))
+        ids = {
+            load: Signature.from_wire(sign(one.manifest, load, now=0).to_wire()).key.id
+            for load in (a, b)
+        }
+        assert held == sorted([(ids[a], 200), (ids[b], 70)])  # the newest per key
+        assert cc.signatures(one.manifest.digest) == sigs
+        other = sign(two.manifest, a).to_wire()
+        with pytest.raises(BadInput, match="of another manifest"):
+            cc.publish(one.manifest, torrent, None, [other])
+        lie = dataclasses.replace(Signature.from_wire(sigs[0]), signed_at=999).to_wire()
+        with pytest.raises(BadInput, match="does not verify"):
+            cc.publish(one.manifest, torrent, None, [lie])
+        with pytest.raises(BadInput):
+            cc.publish(one.manifest, torrent, None, [b"junk"])
+        assert cc.signatures(two.manifest.digest) == []
