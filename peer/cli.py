@@ -12,6 +12,10 @@ from typing import Annotated, Any
 import typer
 
 from shoal.cliopts import (
+    CaOption,
+    TlsCertOption,
+    TlsClientCaOption,
+    TlsKeyOption,
     TokenFileOption,
     TokenOption,
     daemon_logging,
@@ -57,6 +61,9 @@ def pull(
     stall_timeout: Annotated[
         float | None, typer.Option(help="Give up after this long without progress (s) [60].")
     ] = None,
+    ca: CaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
     trusted_publisher: Annotated[
         list[str] | None,
         typer.Option(
@@ -96,6 +103,9 @@ def pull(
         proxy=proxy,
         stall_timeout=stall_timeout,
         trusted_publishers=tuple(trusted_publisher) if trusted_publisher else None,
+        ca=ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     # checked before the agent is asked, but only when given: settings and the pull
@@ -120,7 +130,9 @@ def pull(
 
             from peer.engine import pull as run_pull
 
-            opts = (settings or _pull_settings(config, flags)).options(model, root)
+            chosen = settings or _pull_settings(config, flags)
+            chosen.use_tls()
+            opts = chosen.options(model, root)
             result = asyncio.run(run_pull(opts, progress))
             return view.summary(str(opts.ref), result, str(opts.models_dir))
 
@@ -474,6 +486,10 @@ def agent(
         Path | None,
         typer.Option(help="File holding the mirror's token: readers must show it (LAN use)."),
     ] = None,
+    ca: CaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    tls_client_ca: TlsClientCaOption = None,
     hf_gated: Annotated[
         bool | None,
         typer.Option(
@@ -530,6 +546,10 @@ def agent(
         mirror=mirror,
         mirror_token=read_token(None, mirror_token_file) if mirror_token_file else None,
         hf_gated=hf_gated,
+        ca=ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
         upstream=tuple(upstream) if upstream else None,
         upstream_credentials=upstream_credentials,
         upstream_proxy=upstream_proxy,

@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from shoal.cliopts import (
+    CaOption,
+    TlsCertOption,
+    TlsClientCaOption,
+    TlsKeyOption,
     TokenFileOption,
     TokenOption,
     daemon_logging,
@@ -89,6 +93,10 @@ def seed(
     sign_key: Annotated[
         Path | None, typer.Option(help="Sign the models this origin ingests ('shoal keygen').")
     ] = None,
+    ca: CaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    tls_client_ca: TlsClientCaOption = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([seed] table).")] = None,
 ) -> None:
     """Serve published models over HTTP (Range, BEP 19 web seed) and seed them over BitTorrent.
@@ -119,6 +127,10 @@ def seed(
         hf_allow=tuple(hf_allow) if hf_allow else None,
         hf_token_file=hf_token_file,
         sign_key=sign_key,
+        ca=ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
     )
     daemon_logging()
     asyncio.run(run(settings))
@@ -148,6 +160,10 @@ def edge_serve(
     upstream_fetches: Annotated[
         int | None, typer.Option(help="Chunks fetched from upstream at once [8].")
     ] = None,
+    ca: CaOption = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    tls_client_ca: TlsClientCaOption = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([edge] table).")] = None,
 ) -> None:
     """Serve blobs and web-seed paths from a verified chunk cache, filled from upstream."""
@@ -167,6 +183,10 @@ def edge_serve(
         labels=parse_labels(label) if label else None,
         public_url=public_url,
         upstream_fetches=upstream_fetches,
+        ca=ca,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
     )
     settings.max_bytes  # noqa: B018 - validate the size before starting
     daemon_logging()
@@ -205,6 +225,7 @@ def publish(
     token_file: Annotated[
         Path | None, typer.Option(help="File holding the publisher token (first line).")
     ] = None,
+    ca: CaOption = None,
     sign: Annotated[
         Path | None, typer.Option(help="Sign the manifest with this key ('shoal keygen').")
     ] = None,
@@ -218,8 +239,9 @@ def publish(
     from shoal.publishing.publish import publish as run_publish
 
     settings = PublishSettings.load(
-        config, coordinator=coordinator, token=read_token(token, token_file)
+        config, coordinator=coordinator, token=read_token(token, token_file), ca=ca
     )
+    settings.use_tls()
     src = _open_source(source, ollama_models)
     if name is not None:
         ref = ModelRef.parse(name)

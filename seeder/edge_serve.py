@@ -52,6 +52,8 @@ class EdgeSettings(ComponentSettings):
 async def run(settings: EdgeSettings, ready: asyncio.Event | None = None) -> None:
     if not settings.upstreams:
         raise BadInput("an edge needs at least one --upstream URL")
+    settings.use_tls()
+    served = settings.server_tls()
     cache = ChunkCache(settings.cache_dir, settings.max_bytes)
     try:
         cache.load()
@@ -67,14 +69,14 @@ async def run(settings: EdgeSettings, ready: asyncio.Event | None = None) -> Non
     )
     server = HttpServer(Edge(cache, upstreams, coordinator, settings.upstream_fetches))
     try:
-        await server.start(settings.host, settings.port)
+        await server.start(settings.host, settings.port, served.context())
     except OSError as exc:
         await upstreams.close()
         raise LocalError(
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
             "pick another --port",
         ) from None
-    url = public_url(settings.host, server.port, settings.public_url)
+    url = public_url(settings.host, server.port, settings.public_url, served.scheme)
     log.info(
         "edge at %s, upstreams %s, cache %s (max %s)",
         url,

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import resource
+import ssl
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -147,12 +148,17 @@ class HttpServer:
         self._per_client: Counter[str] = Counter()
         self._closing = False
 
-    async def start(self, host: str, port: int) -> asyncio.Server:
+    async def start(
+        self, host: str, port: int, tls: ssl.SSLContext | None = None
+    ) -> asyncio.Server:
+        """Listen; with ``tls``, HTTPS (sendfile then copies through the TLS layer)."""
         _raise_fd_limit()
         self._server = await asyncio.start_server(
             self._connection,
             host,
             port,
+            ssl=tls,
+            ssl_handshake_timeout=HEADER_TIMEOUT if tls is not None else None,
             limit=MAX_HEADER_BYTES,
             reuse_address=True,
             # a burst of connections beyond the default 100 in the accept queue drops

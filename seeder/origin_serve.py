@@ -90,16 +90,18 @@ class OriginSettings(ComponentSettings):
         )
 
 
-def public_url(host: str, port: int, explicit: str | None = None) -> str:
+def public_url(host: str, port: int, explicit: str | None = None, scheme: str = "http") -> str:
     """The URL others reach this server at: ``explicit``, else built from host and port."""
     if explicit:
         return explicit
     name = host if host not in ("0.0.0.0", "::") else socket.getfqdn()  # noqa: S104
-    return f"http://{name}:{port}/"
+    return f"{scheme}://{name}:{port}/"
 
 
 async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> None:
     """Serve until cancelled or SIGTERM/SIGINT."""
+    settings.use_tls()
+    served = settings.server_tls()
     ingesting = settings.ingest_settings()
     if ingesting is not None and not (settings.coordinator and settings.token):
         raise BadInput(
@@ -131,7 +133,7 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
     origin = Origin(catalog, seeder.uploaded if seeder else lambda: 0)
     server = HttpServer(origin)
     try:
-        await server.start(settings.host, settings.port)
+        await server.start(settings.host, settings.port, served.context())
     except OSError as exc:
         if seeder:
             seeder.close()
@@ -139,7 +141,7 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
             f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
             "pick another --port",
         ) from None
-    url = public_url(settings.host, server.port, settings.public_url)
+    url = public_url(settings.host, server.port, settings.public_url, served.scheme)
     log.info(
         "origin for %d models at %s (%s)",
         len(catalog.models),

@@ -219,7 +219,8 @@ class Upstreams:
             except (httpx.HTTPError, HttpFailure, _Refused) as exc:
                 if isinstance(exc, httpx.HTTPError | HttpFailure):
                     up.failed(self.clock())
-                log.warning("upstream %s: chunk %d of %s: %s", up.url, index, cmap.digest, exc)
+                why = tls.explain(exc, up.url) or exc
+                log.warning("upstream %s: chunk %d of %s: %s", up.url, index, cmap.digest, why)
                 self.on_fetch(up.url, "error")
                 continue
             if not cmap.verify(index, data):
@@ -335,7 +336,7 @@ class Upstreams:
                 return body
             except (httpx.HTTPError, _Refused) as exc:
                 up.failed(self.clock())
-                log.warning("upstream %s: %s: %s", up.url, path, exc)
+                log.warning("upstream %s: %s: %s", up.url, path, tls.explain(exc, up.url) or exc)
         raise UpstreamError(f"no upstream has {path}", 404)
 
     async def etag(self, path: str) -> str | None:

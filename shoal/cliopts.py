@@ -21,6 +21,19 @@ TokenOption = Annotated[
 
 TokenFileOption = Annotated[Path | None, typer.Option(help="File holding the token (first line).")]
 
+CaOption = Annotated[
+    Path | None, typer.Option(help="CA bundle (PEM) that servers' TLS certificates must chain to.")
+]
+TlsCertOption = Annotated[
+    Path | None,
+    typer.Option(help="This host's TLS certificate (PEM): served, and shown to servers."),
+]
+TlsKeyOption = Annotated[Path | None, typer.Option(help="The private key of --tls-cert (PEM).")]
+TlsClientCaOption = Annotated[
+    Path | None,
+    typer.Option(help="Mutual TLS: clients must show a certificate this CA signed (PEM)."),
+]
+
 
 def daemon_logging() -> None:
     """Servers log with timestamps; not a line per upstream request (httpx logs each)."""

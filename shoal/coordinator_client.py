@@ -283,6 +283,9 @@ class CoordinatorClient:
                         )
                 body = bytes(received)
         except httpx.HTTPError as exc:
+            why = tls.explain(exc, self.base_url)
+            if why is not None:
+                raise RemoteError(f"cannot talk to coordinator {self.base_url}: {why}") from None
             raise RemoteError(
                 f"cannot reach coordinator {self.base_url}: {exc}",
                 "check the URL and that 'shoal tracker serve' runs there",

@@ -8,6 +8,7 @@ time: a component builds its settings in the CLI and passes them down.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
@@ -17,7 +18,9 @@ from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from shoal import tls
 from shoal.errors import BadInput
+from shoal.tls import ServerTls
 
 _TOML_DATA: ContextVar[dict[str, Any] | None] = ContextVar("shoal_toml_data", default=None)
 
@@ -27,6 +30,25 @@ class ComponentSettings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="forbid", frozen=True)
     toml_section: ClassVar[str] = ""
+
+    # TLS (shoal/tls.py), every component: the CA servers are checked against; this
+    # host's certificate and key (what its servers show, and what it shows servers that
+    # ask: mutual TLS); for its servers, the CA clients' certificates must chain to
+    ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+
+    def server_tls(self) -> ServerTls:
+        return ServerTls(self.tls_cert, self.tls_key, self.tls_client_ca)
+
+    def use_tls(self) -> None:
+        """Make this process's clients check servers against ``ca`` and show this
+        host's certificate to those that ask. libtorrent (HTTPS trackers and web seeds)
+        reads the CA from ``SSL_CERT_FILE``, which ``ca`` then sets."""
+        tls.configure(self.ca, self.tls_cert, self.tls_key)
+        if self.ca is not None:
+            os.environ["SSL_CERT_FILE"] = str(self.ca)
 
     @classmethod
     def load(cls, config_file: Path | None = None, **flags: Any) -> Self:

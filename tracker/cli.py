@@ -7,9 +7,7 @@ from typing import Annotated
 
 import typer
 
-from shoal.cliopts import (
-    daemon_logging,
-)
+from shoal.cliopts import TlsCertOption, TlsClientCaOption, TlsKeyOption, daemon_logging
 from shoal.errors import LocalError
 
 app = typer.Typer(
@@ -52,9 +50,15 @@ def tracker_serve(
             help="Seconds after which a tag fetched from upstream is checked again [3600]."
         ),
     ] = None,
+    tls_cert: TlsCertOption = None,
+    tls_key: TlsKeyOption = None,
+    tls_client_ca: TlsClientCaOption = None,
     config: Annotated[Path | None, typer.Option(help="TOML config file ([tracker] table).")] = None,
 ) -> None:
-    """Run the coordinator until SIGTERM or Ctrl-C."""
+    """Run the coordinator until SIGTERM or Ctrl-C (HTTPS with --tls-cert and --tls-key;
+    mutual TLS with --tls-client-ca)."""
+    import ssl
+
     import uvicorn
 
     from tracker.app import create_app, default_stores
@@ -76,7 +80,12 @@ def tracker_serve(
         trusted_proxies=tuple(trusted_proxy) if trusted_proxy else None,
         private=private,
         tag_ttl=tag_ttl,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
     )
+    served = settings.server_tls()
+    served.context()  # bad files are said now, in one line
     daemon_logging()
     # opened here, not in the app's start-up: a damaged database or tokens file is
     # then said in one line, not as a server traceback followed by "port in use?"
@@ -103,10 +112,14 @@ def tracker_serve(
             # could speak for any host
             proxy_headers=bool(settings.trusted_proxies),
             forwarded_allow_ips=list(settings.trusted_proxies),
+            ssl_certfile=served.cert,
+            ssl_keyfile=served.key,
+            ssl_ca_certs=served.client_ca,
+            ssl_cert_reqs=ssl.CERT_REQUIRED if served.client_ca else ssl.CERT_NONE,
         )
     )
     typer.echo(
-        f"coordinator on http://{settings.host}:{settings.port} "
+        f"coordinator on {served.scheme}://{settings.host}:{settings.port} "
         f"(registry {settings.db}); announce URL /announce",
         err=True,
     )

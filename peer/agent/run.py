@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import socket
+import ssl
 from collections.abc import Iterator
 
 import uvicorn
@@ -26,6 +27,9 @@ log = logging.getLogger("shoal.agent")
 
 async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
     """Seed and serve the API until cancelled (SIGTERM/SIGINT end the CLI's event loop)."""
+    agent.settings.use_tls()
+    served = agent.settings.server_tls()
+    served.context()  # bad files are said now
     if agent.settings.coordinator:  # a refused token stops the agent here, with the reason
         with CoordinatorClient(agent.settings.coordinator, agent.settings.token) as client:
             await asyncio.to_thread(check_token, client)
@@ -64,7 +68,16 @@ async def run(agent: Agent, api_host: str = "127.0.0.1") -> None:
                 agent.settings.hf_gated,
                 agent.settings.hf_branch_ttl,
             )
-            quiet = uvicorn.Config(mirror, log_level="warning", lifespan="off", proxy_headers=False)
+            quiet = uvicorn.Config(
+                mirror,
+                log_level="warning",
+                lifespan="off",
+                proxy_headers=False,
+                ssl_certfile=served.cert,  # on the LAN: HTTPS, and mutual TLS if asked
+                ssl_keyfile=served.key,
+                ssl_ca_certs=served.client_ca,
+                ssl_cert_reqs=ssl.CERT_REQUIRED if served.client_ca else ssl.CERT_NONE,
+            )
             mirroring = asyncio.ensure_future(_Quiet(quiet).serve(sockets=[mirror_sock]))
             log.info("registry mirror on %s:%d", *mirror_sock.getsockname()[:2])
         while not server.started and not serving.done():

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import httpx
 
+from shoal import tls
 from shoal.digest import Digest
 from shoal.errors import AuthError, IntegrityError, NotFound, RemoteError
 from shoal.fsutil import atomic_write
@@ -116,6 +117,7 @@ class RegistryClient:
             timeout=httpx.Timeout(timeout, connect=10.0),
             follow_redirects=True,
             headers={"User-Agent": "shoal-ingest"},
+            verify=tls.context(),
         )
         self._auth: dict[str, str] = {}  # repository: its Authorization header
         self._lock = threading.Lock()
