@@ -64,6 +64,12 @@ def pull(
     ca: CaOption = None,
     tls_cert: TlsCertOption = None,
     tls_key: TlsKeyOption = None,
+    encryption: Annotated[
+        str | None,
+        typer.Option(
+            help="BitTorrent encryption: prefer, require (refuses plaintext peers), off [prefer]."
+        ),
+    ] = None,
     trusted_publisher: Annotated[
         list[str] | None,
         typer.Option(
@@ -103,6 +109,7 @@ def pull(
         proxy=proxy,
         stall_timeout=stall_timeout,
         trusted_publishers=tuple(trusted_publisher) if trusted_publisher else None,
+        encryption=encryption,
         ca=ca,
         tls_cert=tls_cert,
         tls_key=tls_key,
@@ -490,6 +497,12 @@ def agent(
     tls_cert: TlsCertOption = None,
     tls_key: TlsKeyOption = None,
     tls_client_ca: TlsClientCaOption = None,
+    encryption: Annotated[
+        str | None,
+        typer.Option(
+            help="BitTorrent encryption: prefer, require (refuses plaintext peers), off [prefer]."
+        ),
+    ] = None,
     hf_gated: Annotated[
         bool | None,
         typer.Option(
@@ -546,6 +559,7 @@ def agent(
         mirror=mirror,
         mirror_token=read_token(None, mirror_token_file) if mirror_token_file else None,
         hf_gated=hf_gated,
+        encryption=encryption,
         ca=ca,
         tls_cert=tls_cert,
         tls_key=tls_key,

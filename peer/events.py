@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shoal.encryption import Mode
+
 REQUEST_QUEUE = 8  # see SessionSettings.request_queue
 PEERS = 4  # see SessionSettings.peers
 DISK_THREADS = 4  # see SessionSettings.disk_threads
@@ -41,6 +43,7 @@ class SessionSettings:
     # threads are not free where agents share cores: flash-32 (32 agents on 2 cores) ran
     # 0.027 x T_min faster with 2 or 4 than with 10, in 5 pairs (scenarios/README.md)
     disk_threads: int = DISK_THREADS
+    encryption: Mode = "prefer"  # BitTorrent protocol encryption (shoal/encryption.py)
 
 
 # events

@@ -30,6 +30,7 @@ from peer.events import (
     SessionSettings,
     Swarm,
 )
+from shoal import encryption
 from shoal.errors import LocalError
 from shoal.manifest import Manifest
 from shoal.torrent import Torrent
@@ -85,6 +86,7 @@ class TorrentSession:
             },
             0,  # no default extensions: they are added below, all but peer exchange
         )
+        self.lt.apply_settings(encryption.lt_settings(s.encryption))
         # peer exchange would hand every host the whole fleet (SessionSettings.peers)
         for extension in ("ut_metadata", "smart_ban"):
             self.lt.add_extension(extension)

@@ -11,6 +11,7 @@ from pydantic_settings import SettingsConfigDict
 from peer.caps import parse_rate, valid_rate
 from peer.engine import PullOptions
 from peer.events import PEERS, REQUEST_QUEUE, SessionSettings
+from shoal.encryption import Mode
 from shoal.errors import BadInput
 from shoal.ref import ModelRef
 from shoal.settings import ComponentSettings
@@ -40,6 +41,7 @@ class PullSettings(ComponentSettings):
     # publishers whose signature a model needs: "shoal-ed25519 KEY [patterns]" or
     # "PATH.pub [patterns]", patterns like "acme/*,hf.co/acme/*" (shoal/signing.py)
     trusted_publishers: tuple[str, ...] = ()
+    encryption: Mode = "prefer"  # BitTorrent protocol encryption: prefer, require, off
 
     def trusted(self) -> tuple[TrustedKey, ...]:
         return tuple(TrustedKey.parse(t) for t in self.trusted_publishers)
@@ -73,6 +75,7 @@ class PullSettings(ComponentSettings):
                 enable_utp=self.utp,
                 request_queue=self.request_queue,
                 peers=self.peers,
+                encryption=self.encryption,
             ),
             http_slots=self.http_connections,
             max_rate=parse_rate(self.max_rate),

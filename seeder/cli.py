@@ -90,6 +90,12 @@ def seed(
     hf_token_file: Annotated[
         Path | None, typer.Option(help="File holding the Hub token for gated repos [$HF_TOKEN].")
     ] = None,
+    encryption: Annotated[
+        str | None,
+        typer.Option(
+            help="BitTorrent encryption: prefer, require (refuses plaintext peers), off [prefer]."
+        ),
+    ] = None,
     sign_key: Annotated[
         Path | None, typer.Option(help="Sign the models this origin ingests ('shoal keygen').")
     ] = None,
@@ -127,6 +133,7 @@ def seed(
         hf_allow=tuple(hf_allow) if hf_allow else None,
         hf_token_file=hf_token_file,
         sign_key=sign_key,
+        encryption=encryption,
         ca=ca,
         tls_cert=tls_cert,
         tls_key=tls_key,

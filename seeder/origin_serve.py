@@ -18,6 +18,7 @@ from seeder.lifecycle import register_forever, until_stopped
 from seeder.origin_http import Origin
 from seeder.torrent_seeder import Seeder, SeedSettings
 from shoal.coordinator_client import CoordinatorClient, announce_url
+from shoal.encryption import Mode
 from shoal.errors import BadInput, LocalError
 from shoal.settings import ComponentSettings
 from shoal.signing import load_private
@@ -58,6 +59,7 @@ class OriginSettings(ComponentSettings):
     hf_allow: tuple[str, ...] = ()
     hf_token_file: Path | None = None  # else $HF_TOKEN
     sign_key: Path | None = None  # signs what this origin ingests ('shoal keygen')
+    encryption: Mode = "prefer"  # BitTorrent protocol encryption: prefer, require, off
 
     def hub_settings(self) -> HubSettings | None:
         if self.hf_upstream is None:
@@ -121,6 +123,7 @@ async def run(settings: OriginSettings, ready: asyncio.Event | None = None) -> N
         SeedSettings(
             listen=settings.bt_listen,
             enable_lsd=settings.enable_lsd,
+            encryption=settings.encryption,
             # pulls find this seed through the coordinator's tracker too
             trackers=(announce_url(settings.coordinator, settings.token),)
             if settings.coordinator

@@ -15,6 +15,8 @@ from typing import Any
 import libtorrent as lt
 
 from seeder.catalog import Catalog, Model
+from shoal import encryption
+from shoal.encryption import Mode
 
 log = logging.getLogger("shoal.seed")
 
@@ -27,6 +29,7 @@ class SeedSettings:
     upload_rate_limit: int = 0  # bytes/s, 0 = unlimited
     trackers: tuple[str, ...] = ()  # announced to besides each torrent's own
     allow_multiple_connections_per_ip: bool = True
+    encryption: Mode = "prefer"  # BitTorrent protocol encryption (shoal/encryption.py)
 
 
 class Seeder:
@@ -57,6 +60,7 @@ class Seeder:
                 "user_agent": "shoal-seed",
             }
         )
+        self.session.apply_settings(encryption.lt_settings(s.encryption))
         for model in self.catalog.models:
             self.add(model)
         log.info("seeding %d torrents on port %d", len(self.handles), self.listen_port)

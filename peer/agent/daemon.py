@@ -96,6 +96,7 @@ class Agent:
                 peers=self.settings.peers,
                 # a LAN without a coordinator finds its peers by LSD too (peer/solo.py)
                 reconnect_after=2 if self.settings.upstream else 60,
+                encryption=self.settings.encryption,
             )
         )
         from peer.metrics import PullMetrics

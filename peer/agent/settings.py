@@ -14,6 +14,7 @@ from peer.budget import Budget
 from peer.caps import Caps, LiveCaps, parse_rate, parse_schedule
 from peer.events import PEERS, REQUEST_QUEUE
 from peer.lan import DEFAULT_GROUP, parse_group
+from shoal.encryption import Mode
 from shoal.errors import BadInput
 from shoal.settings import ComponentSettings
 from shoal.signing import TrustedKey
@@ -52,6 +53,7 @@ class AgentSettings(ComponentSettings):
     # publishers whose signature a model needs: "shoal-ed25519 KEY [patterns]" or
     # "PATH.pub [patterns]", patterns like "acme/*,hf.co/acme/*" (shoal/signing.py)
     trusted_publishers: tuple[str, ...] = ()
+    encryption: Mode = "prefer"  # BitTorrent protocol encryption: prefer, require, off
 
     hf_branch_ttl: float = Field(default=3600.0, ge=0)  # seconds a Hub branch is served as held
     # with no coordinator: registries this host fetches models from itself ("URL" or
