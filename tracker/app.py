@@ -7,8 +7,11 @@ guards both.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -100,6 +103,9 @@ def _api(coordinator: Coordinator, stores: StoreFactory, clock: Callable[[], flo
         )
         for note in notes:
             log.warning("generated %s", note)
+        with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+            # the main thread's loop only (not a test's server thread): SIGHUP rereads tokens
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, auth.reload)
         state = CoordinatorState(
             settings=settings,
             registry=registry,

@@ -1,9 +1,13 @@
-"""Who may write: publisher tokens, edge tokens, host tokens and the fleet token.
+"""Who may write: publisher tokens, edge tokens, host tokens and the fleet tokens.
 
-Tokens are compared in constant time. Publishing and deleting need a publisher
-token. Registering an edge or origin needs an edge token or a publisher token:
-pulls fetch from what is listed, so a fleet host may not add servers to the
-list. Availability reports and assignments need a host token (a per-host one
+Tokens are compared in constant time, and never logged or answered. Every role may
+have several valid tokens at once (a rotation: add the new one, move the clients, remove
+the old one); the tokens file is read again when it changes (``LiveAuth``, checked at
+most once a second) and on SIGHUP, so a rotation needs no restart.
+
+Publishing and deleting need a publisher token. Registering an edge or origin needs an
+edge token or a publisher token: pulls fetch from what is listed, so a fleet host may not
+add servers to the list. Availability reports and assignments need a host token (a per-host one
 names the host; the fleet token names the host by its address). A missing token
 is 401, a token that does not allow the request is 403.
 """
@@ -11,14 +15,17 @@ is 401, a token that does not allow the request is 403.
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import secrets
+import time
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from shoal.errors import AuthError, BadInput
 
+log = logging.getLogger("shoal.tracker.auth")
 _INSTANCE = re.compile(r"[A-Za-z0-9._-]{1,32}")
 PUBLISH_TOKEN_FILE = "publish.token"  # noqa: S105 - a file name
 FLEET_TOKEN_FILE = "fleet.token"  # noqa: S105 - a file name
@@ -29,24 +36,27 @@ class Auth:
         self,
         publish_tokens: Iterable[str] = (),
         host_tokens: Mapping[str, str] | None = None,
-        fleet_token: str | None = None,
+        fleet_tokens: Iterable[str] = (),
         edge_tokens: Iterable[str] = (),
     ) -> None:
         self._publishers = [t.encode() for t in publish_tokens]
         self._edges = [t.encode() for t in edge_tokens]
         self._hosts = {name: t.encode() for name, t in (host_tokens or {}).items()}
-        self._fleet = fleet_token.encode() if fleet_token else None
+        self._fleet = [t.encode() for t in fleet_tokens]
 
-    def publisher(self, authorization: str | None) -> None:
-        """Raise ``AuthError`` unless the header carries a publisher token."""
+    def publisher(self, authorization: str | None) -> str:
+        """Who a publisher token is (``publisher:<n>``, its place in the list: what the
+        audit log records, never the token); ``AuthError`` for any other."""
         token = _bearer(authorization)
-        if not any(hmac.compare_digest(token, t) for t in self._publishers):
-            raise AuthError(
-                "this token may not publish or delete models",
-                "publish with a publisher token (shoal publish --token-file F); the "
-                "coordinator lists them with --publish-token or 'publishers' in its tokens file",
-                status=403,
-            )
+        for n, t in enumerate(self._publishers):
+            if hmac.compare_digest(token, t):
+                return f"publisher:{n}"
+        raise AuthError(
+            "this token may not publish or delete models",
+            "publish with a publisher token (shoal publish --token-file F); the "
+            "coordinator lists them with --publish-token or 'publishers' in its tokens file",
+            status=403,
+        )
 
     def server(self, authorization: str | None) -> str:
         """The owner an edge or origin registration is recorded under (``edge:<n>`` or
@@ -81,7 +91,7 @@ class Auth:
         for name, t in self._hosts.items():
             if hmac.compare_digest(token, t):
                 return f"host:{name}{suffix}"
-        if self._fleet is not None and hmac.compare_digest(token, self._fleet):
+        if any(hmac.compare_digest(token, t) for t in self._fleet):
             return f"addr:{client_ip}{suffix}"
         raise AuthError(
             "this token is not a host token of this fleet",
@@ -92,7 +102,7 @@ class Auth:
     def passkey(self, key: bytes) -> bool:
         """Whether ``key`` (from ``/announce/<key>``) is a host, fleet or edge token (an
         origin seeding over BitTorrent announces with its edge token)."""
-        keys = [*self._hosts.values(), *([self._fleet] if self._fleet else []), *self._edges]
+        keys = [*self._hosts.values(), *self._fleet, *self._edges]
         return any(hmac.compare_digest(key, k) for k in keys)
 
 
@@ -102,28 +112,93 @@ def load_auth(
     fleet_token: str | None,
     tokens_file: Path | None,
     edge_tokens: Iterable[str] = (),
-) -> tuple[Auth, list[str]]:
-    """Build ``Auth`` from flags, a tokens file, or tokens generated into ``state_dir``.
+) -> tuple[LiveAuth, list[str]]:
+    """Build the auth from flags, a tokens file, or tokens generated into ``state_dir``.
 
     With no publisher token (or no host/fleet token) configured, one is generated
     once and kept in ``state_dir`` (mode 0600). Returns the auth and lines to log.
     """
-    publishers = list(publish_tokens)
-    edges = list(edge_tokens)
-    hosts: dict[str, str] = {}
-    notes = []
-    if tokens_file is not None:
-        file_publishers, hosts, file_fleet, file_edges = _read_tokens_file(tokens_file)
-        publishers += file_publishers
-        edges += file_edges
-        fleet_token = fleet_token or file_fleet
-    if not publishers:
-        publishers.append(_generated(state_dir / PUBLISH_TOKEN_FILE))
-        notes.append(f"publisher token: {state_dir / PUBLISH_TOKEN_FILE}")
-    if fleet_token is None and not hosts:
-        fleet_token = _generated(state_dir / FLEET_TOKEN_FILE)
-        notes.append(f"fleet token: {state_dir / FLEET_TOKEN_FILE}")
-    return Auth(publishers, hosts, fleet_token, edges), notes
+    notes: list[str] = []
+
+    def build() -> Auth:
+        publishers, edges = list(publish_tokens), list(edge_tokens)
+        fleet = [fleet_token] if fleet_token else []
+        hosts: dict[str, str] = {}
+        if tokens_file is not None:
+            file_publishers, hosts, file_fleet, file_edges = _read_tokens_file(tokens_file)
+            publishers += file_publishers
+            edges += file_edges
+            fleet += file_fleet
+        if not publishers:
+            publishers.append(_generated(state_dir / PUBLISH_TOKEN_FILE))
+            notes.append(f"publisher token: {state_dir / PUBLISH_TOKEN_FILE}")
+        if not fleet and not hosts:
+            fleet.append(_generated(state_dir / FLEET_TOKEN_FILE))
+            notes.append(f"fleet token: {state_dir / FLEET_TOKEN_FILE}")
+        return Auth(publishers, hosts, fleet, edges)
+
+    return LiveAuth(build, tokens_file), notes
+
+
+class LiveAuth:
+    """``Auth`` as the tokens file says now: read again when the file changes (its
+    size, time or inode; looked at most once every ``CHECK_EVERY`` seconds) or when
+    ``reload`` is called (SIGHUP). A file that fails to parse keeps the tokens in force
+    and is logged (what is wrong, never a token)."""
+
+    CHECK_EVERY = 1.0
+
+    def __init__(
+        self,
+        build: Callable[[], Auth],
+        path: Path | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._build, self._path, self._clock = build, path, clock
+        self._seen = self._stamp()
+        self._auth = build()
+        self._checked = clock()
+
+    def reload(self) -> bool:
+        """Read the tokens again; False (the old ones stand) if the file is bad."""
+        self._seen = self._stamp()
+        try:
+            self._auth = self._build()
+        except BadInput as exc:
+            log.error("tokens file not reloaded, the tokens in force stand: %s", exc.message)
+            return False
+        log.info("tokens reloaded from %s", self._path)
+        return True
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        if self._path is None:
+            return None
+        try:
+            st = self._path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    @property
+    def current(self) -> Auth:
+        now = self._clock()
+        if self._path is not None and now - self._checked >= self.CHECK_EVERY:
+            self._checked = now
+            if self._stamp() != self._seen:
+                self.reload()
+        return self._auth
+
+    def publisher(self, authorization: str | None) -> str:
+        return self.current.publisher(authorization)
+
+    def server(self, authorization: str | None) -> str:
+        return self.current.server(authorization)
+
+    def host(self, authorization: str | None, client_ip: str, instance: str | None = None) -> str:
+        return self.current.host(authorization, client_ip, instance)
+
+    def passkey(self, key: bytes) -> bool:
+        return self.current.passkey(key)
 
 
 def _bearer(authorization: str | None) -> bytes:
@@ -150,7 +225,7 @@ def _generated(path: Path) -> str:
     return token
 
 
-def _read_tokens_file(path: Path) -> tuple[list[str], dict[str, str], str | None, list[str]]:
+def _read_tokens_file(path: Path) -> tuple[list[str], dict[str, str], list[str], list[str]]:
     try:
         doc = tomllib.loads(path.read_text())
     except OSError as exc:
@@ -160,7 +235,8 @@ def _read_tokens_file(path: Path) -> tuple[list[str], dict[str, str], str | None
     publishers = doc.get("publishers", [])
     edges = doc.get("edges", [])
     hosts = doc.get("hosts", {})
-    fleet = doc.get("fleet")
+    fleet = doc.get("fleet", [])
+    fleet = [fleet] if isinstance(fleet, str) else fleet
     if (
         not isinstance(publishers, list)
         or not all(isinstance(t, str) and t for t in publishers)
@@ -168,11 +244,12 @@ def _read_tokens_file(path: Path) -> tuple[list[str], dict[str, str], str | None
         or not all(isinstance(t, str) and t for t in edges)
         or not isinstance(hosts, dict)
         or not all(isinstance(t, str) and t for t in hosts.values())
-        or not (fleet is None or (isinstance(fleet, str) and fleet))
+        or not isinstance(fleet, list)
+        or not all(isinstance(t, str) and t for t in fleet)
     ):
         raise BadInput(
             f"tokens file {path} is malformed",
-            'expected publishers = ["..."], edges = ["..."], fleet = "...", and a [hosts] '
-            'table of name = "token"',
+            'expected publishers = ["..."], edges = ["..."], fleet = "..." (or a list, '
+            'during a rotation), and a [hosts] table of name = "token"',
         )
     return publishers, hosts, fleet, edges

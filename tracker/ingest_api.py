@@ -22,6 +22,7 @@ from shoal.torrent import MAX_TORRENT_BYTES
 from tracker.fleet_api import _body, _client_ip
 from tracker.registry_api import model_of, register, signatures_of
 from tracker.respond import respond, state_of
+from tracker.stores.base import AuditEntry
 
 router = APIRouter(prefix="/v1/ingests")
 
@@ -133,6 +134,8 @@ async def update(request: Request, ref: str, authorization: Auth = None) -> Resp
     if manifest.ref != model:
         await register(state, manifest.ref, manifest, torrent, signatures)
     answer: dict[str, Any] = await register(state, model, manifest, torrent, signatures)
+    entry = AuditEntry(now, worker, "ingest", str(model), str(manifest.digest))
+    await state.registry.audit(entry)
     state.ingests.finish(model, worker, now, None)
     state.ingests.forget(model, now)
     return respond(request, {**answer, "state": "done"})

@@ -18,7 +18,7 @@ from shoal.signing import MAX_SIGNATURES, Signature
 from shoal.torrent import MAX_TORRENT_BYTES, Torrent
 from tracker.respond import read_body, respond, state_of, wants_json
 from tracker.state import CoordinatorState
-from tracker.stores.base import Registry
+from tracker.stores.base import AuditEntry, Registry
 
 router = APIRouter(prefix="/v1")
 
@@ -58,7 +58,7 @@ _PUBLISH_BODY = {
 async def publish(request: Request, authorization: Auth = None) -> Response:
     """Publish a manifest and its torrent under a tag (publisher token)."""
     state = state_of(request)
-    state.auth.publisher(authorization)
+    who = state.auth.publisher(authorization)
     if request.headers.get("content-type", "").split(";")[0].strip() != wire.MSGPACK:
         raise BadInput(f"publish bodies are {wire.MSGPACK}")
     body = wire.unpack(await read_body(request, PUBLISH_LIMITS.max_body), PUBLISH_LIMITS)
@@ -71,6 +71,8 @@ async def publish(request: Request, authorization: Auth = None) -> Response:
     ref = ModelRef.parse(raw_ref) if raw_ref else manifest.ref
     signatures = signatures_of(body, manifest)
     answer = await register(state, ref, manifest, torrent_bytes, signatures)
+    entry = AuditEntry(state.clock(), who, "publish", str(ref), str(manifest.digest))
+    await state.registry.audit(entry)
     return respond(request, answer, 201)
 
 
@@ -277,9 +279,22 @@ async def history(request: Request, ref: RefPath) -> Response:
 async def delete(request: Request, ref: RefPath, authorization: Auth = None) -> Response:
     """Delete a tag (publisher token); its manifests stay, and its history."""
     state = state_of(request)
-    state.auth.publisher(authorization)
+    who = state.auth.publisher(authorization)
     model = ModelRef.parse(ref)
     if not await state.registry.delete_tag(model, state.clock()):
         raise NotFound(f"model {model} is not published here")
+    await state.registry.audit(AuditEntry(state.clock(), who, "delete", str(model), None))
     state.metrics.registry_ops.labels("delete").inc()
     return respond(request, {"ref": str(model), "deleted": True})
+
+
+@router.get("/audit")
+async def audit(request: Request, limit: int = 100, authorization: Auth = None) -> Response:
+    """The newest writes to the registry, newest first: who (a token's role and place in
+    its list, never the token), what, which tag, when (publisher token)."""
+    state = state_of(request)
+    state.auth.publisher(authorization)
+    if not 1 <= limit <= 10_000:
+        raise BadInput("'limit' must be 1 to 10000")
+    entries = await state.registry.audit_log(limit)
+    return respond(request, {"audit": [e.as_dict() for e in entries]})

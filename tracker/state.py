@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from tracker.auth import Auth
+from tracker.auth import LiveAuth
 from tracker.ingest import Ingests
 from tracker.instances import Instances
 from tracker.metrics import Metrics
@@ -21,7 +21,7 @@ class CoordinatorState:
     registry: Registry
     swarms: Swarms
     fleet: Fleet
-    auth: Auth
+    auth: LiveAuth
     limiter: RateLimiter
     metrics: Metrics = field(default_factory=lambda: Metrics())
     clock: Callable[[], float] = time.time

@@ -24,6 +24,29 @@ class TagRecord:
     created: float
 
 
+MAX_AUDIT = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """Who (a token's role and place, never the token) did what to which tag, when."""
+
+    at: float
+    who: str
+    action: str  # publish, delete, ingest
+    ref: str
+    digest: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "at": self.at,
+            "who": self.who,
+            "action": self.action,
+            "ref": self.ref,
+            "digest": self.digest,
+        }
+
+
 @dataclass(frozen=True, slots=True)
 class SwarmStats:
     info_hash: bytes
@@ -68,6 +91,12 @@ class Registry(Protocol):
 
     async def signatures(self, digest: Digest) -> list[bytes]:
         """The signatures kept for manifest ``digest``, in key order."""
+
+    async def audit(self, entry: AuditEntry) -> None:
+        """Record a write to the registry (kept at most ``MAX_AUDIT``, the newest)."""
+
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        """The newest ``limit`` writes, newest first."""
 
     async def models(self) -> list[TagRecord]:
         """Current tags, deleted ones left out, sorted by ref."""

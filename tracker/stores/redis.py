@@ -31,7 +31,9 @@ from tracker.announce import PeerAddr
 from tracker.assign import Assignment, decide
 from tracker.settings import TrackerSettings
 from tracker.stores.base import (
+    MAX_AUDIT,
     AnnounceResult,
+    AuditEntry,
     EdgeRecord,
     Holder,
     SwarmStats,
@@ -168,6 +170,19 @@ class RedisRegistry:
         await self.s.r.eval(
             _NEWER_SIGNATURE, 1, f"{P}signatures:{digest}", key_id, signed_at, signature
         )
+
+    @_guard
+    async def audit(self, entry: AuditEntry) -> None:
+        row = _pack([entry.at, entry.who, entry.action, entry.ref, entry.digest])
+        async with self.s.r.pipeline(transaction=True) as p:
+            p.lpush(f"{P}audit", row)
+            p.ltrim(f"{P}audit", 0, MAX_AUDIT - 1)
+            await p.execute()
+
+    @_guard
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        rows = await self.s.r.lrange(f"{P}audit", 0, limit - 1)
+        return [AuditEntry(*_unpack(r)) for r in rows]
 
     @_guard
     async def signatures(self, digest: Digest) -> list[bytes]:

@@ -17,7 +17,7 @@ from shoal.digest import Digest
 from shoal.errors import LocalError
 from shoal.manifest import Manifest
 from shoal.ref import ModelRef
-from tracker.stores.base import TagRecord, short_v2
+from tracker.stores.base import MAX_AUDIT, AuditEntry, TagRecord, short_v2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS manifests (
@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS tags (
     created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS tags_ref ON tags(ref, seq);
 CREATE TABLE IF NOT EXISTS blobs (digest TEXT PRIMARY KEY, manifest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, at REAL NOT NULL, who TEXT NOT NULL,
+    action TEXT NOT NULL, ref TEXT NOT NULL, digest TEXT);
 CREATE TABLE IF NOT EXISTS signatures (
     digest TEXT NOT NULL, key TEXT NOT NULL, signed_at INTEGER NOT NULL, body BLOB NOT NULL,
     PRIMARY KEY (digest, key));
@@ -175,6 +178,25 @@ class SqliteRegistry:
             "SELECT body FROM signatures WHERE digest = ? ORDER BY key", (str(digest),)
         ).fetchall()
         return [bytes(r[0]) for r in rows]
+
+    @_guard
+    async def audit(self, entry: AuditEntry) -> None:
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute(
+                "INSERT INTO audit (at, who, action, ref, digest) VALUES (?, ?, ?, ?, ?)",
+                (entry.at, entry.who, entry.action, entry.ref, entry.digest),
+            )
+            self._db.execute(
+                "DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - ?", (MAX_AUDIT,)
+            )
+
+    @_guard
+    async def audit_log(self, limit: int) -> list[AuditEntry]:
+        rows = self._db.execute(
+            "SELECT at, who, action, ref, digest FROM audit ORDER BY seq DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [AuditEntry(*r) for r in rows]
 
     @_guard
     async def models(self) -> list[TagRecord]:
