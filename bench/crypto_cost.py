@@ -27,10 +27,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import httpx  # noqa: E402
+
+from shoal.bencode import decode  # noqa: E402
 from shoal.coordinator_client import CoordinatorClient  # noqa: E402
 from shoal.publishing.publish import Published, PublishOptions, publish  # noqa: E402
 from shoal.publishing.sources import file_source  # noqa: E402
@@ -52,6 +56,18 @@ def curl_mb_s(url: str, ca: Path | None) -> float:
     if out[1] != "200":
         raise SystemExit(f"{url} answered {out[1]}")
     return float(out[0]) / 1e6
+
+
+def wait_seeded(url: str, info_hash: bytes) -> None:
+    """Until the tracker lists a seed of ``info_hash`` (a pull that announces first would
+    wait a whole announce interval for it)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        raw = httpx.get(f"{url}/scrape?info_hash={quote(info_hash, safe='')}", timeout=5).content
+        if int(decode(raw).get(b"files", {}).get(info_hash, {}).get(b"complete", 0)) > 0:
+            return
+        time.sleep(0.2)
+    raise SystemExit("the origin did not announce")
 
 
 def start(procs: list[subprocess.Popen[bytes]], port: int, *argv: str) -> None:
@@ -139,6 +155,7 @@ def encryption_cost(work: Path, pub: Published, rounds: int) -> dict[str, object
                     # announced to the tracker, not listed as an HTTP source: BitTorrent only
                     *("--coordinator", url),
                 )
+                wait_seeded(url, pub.manifest.info_hash_v1)
                 store = work / f"pull-{mode}-{n}"
                 began = time.monotonic()
                 done = subprocess.run(

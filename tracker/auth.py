@@ -73,13 +73,20 @@ class Auth:
             status=403,
         )
 
-    def host(self, authorization: str | None, client_ip: str, instance: str | None = None) -> str:
+    def host(
+        self,
+        authorization: str | None,
+        client_ip: str,
+        instance: str | None = None,
+        certified: str | None = None,
+    ) -> str:
         """The identity of the host a request may speak for; raises ``AuthError``.
 
         ``instance`` (the ``X-Shoal-Instance`` header) tells apart several agents or pulls
         of one host (their BitTorrent ports): each gets its own bitfield and assignments,
-        always under the name its token allows."""
-        token = _bearer(authorization)
+        always under the name its token allows. ``certified``: the host its client
+        certificate names (mutual TLS, verified at the handshake), which stands in for a
+        token when none is given."""
         suffix = ""
         if instance is not None:
             if not _INSTANCE.fullmatch(instance):
@@ -88,6 +95,9 @@ class Auth:
                     "send the BitTorrent port or a short name",
                 )
             suffix = f"#{instance}"
+        if authorization is None and certified is not None:
+            return f"host:{certified}{suffix}"
+        token = _bearer(authorization)
         for name, t in self._hosts.items():
             if hmac.compare_digest(token, t):
                 return f"host:{name}{suffix}"
@@ -194,8 +204,14 @@ class LiveAuth:
     def server(self, authorization: str | None) -> str:
         return self.current.server(authorization)
 
-    def host(self, authorization: str | None, client_ip: str, instance: str | None = None) -> str:
-        return self.current.host(authorization, client_ip, instance)
+    def host(
+        self,
+        authorization: str | None,
+        client_ip: str,
+        instance: str | None = None,
+        certified: str | None = None,
+    ) -> str:
+        return self.current.host(authorization, client_ip, instance, certified)
 
     def passkey(self, key: bytes) -> bool:
         return self.current.passkey(key)

@@ -64,6 +64,7 @@ def tracker_serve(
     from tracker.app import create_app, default_stores
     from tracker.auth import load_auth
     from tracker.settings import TrackerSettings
+    from tracker.tlsid import CertifiedProtocol
 
     settings = TrackerSettings.load(
         config,
@@ -103,7 +104,8 @@ def tracker_serve(
             host=settings.host,
             port=settings.port,
             loop="uvloop",
-            http="httptools",
+            # mutual TLS: the client certificate's host stands in for a token
+            http=CertifiedProtocol if served.client_ca else "httptools",
             lifespan="on",
             log_level="warning",
             access_log=False,

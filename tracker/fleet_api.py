@@ -21,6 +21,7 @@ from tracker.announce import normalize_ip
 from tracker.respond import read_body, respond, state_of
 from tracker.state import CoordinatorState
 from tracker.stores.base import EdgeRecord
+from tracker.tlsid import client_host
 
 router = APIRouter(prefix="/v1")
 
@@ -61,7 +62,8 @@ def _client_ip(request: Request) -> str:
 
 def _host(state: CoordinatorState, request: Request, authorization: str | None, ip: str) -> str:
     """The host a write speaks for, within the token's bound on instances."""
-    host = state.auth.host(authorization, ip, request.headers.get("x-shoal-instance"))
+    instance = request.headers.get("x-shoal-instance")
+    host = state.auth.host(authorization, ip, instance, client_host(request.scope))
     state.instances.admit(host, state.clock())
     return host
 

@@ -23,6 +23,7 @@ from tracker.fleet_api import _body, _client_ip
 from tracker.registry_api import model_of, register, signatures_of
 from tracker.respond import respond, state_of
 from tracker.stores.base import AuditEntry
+from tracker.tlsid import client_host
 
 router = APIRouter(prefix="/v1/ingests")
 
@@ -49,7 +50,7 @@ def _ref(value: object) -> ModelRef:
 async def ask(request: Request, authorization: Auth = None) -> Response:
     """Fetch ``ref`` from its upstream registry for the fleet, or join that fetch."""
     state = state_of(request)
-    state.auth.host(authorization, _client_ip(request))
+    state.auth.host(authorization, _client_ip(request), None, client_host(request.scope))
     ref = _ref((await _body(request, SMALL)).get("ref"))
     if await state.registry.resolve(ref) is not None:
         return respond(request, {"ref": str(ref), "state": "done"})
@@ -61,7 +62,7 @@ async def ask(request: Request, authorization: Auth = None) -> Response:
 @router.get("/{ref:path}")
 async def status(request: Request, ref: str, authorization: Auth = None) -> Response:
     state = state_of(request)
-    state.auth.host(authorization, _client_ip(request))
+    state.auth.host(authorization, _client_ip(request), None, client_host(request.scope))
     model = ModelRef.parse(ref)
     item = state.ingests.status(model, state.clock())
     if item is not None:

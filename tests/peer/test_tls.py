@@ -126,11 +126,12 @@ class TlsFleet:
         )
         return [e["url"] for e in r.json()["edges"]]
 
-    def pull(self, host: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def pull(self, host: str, *args: str, token: bool = True) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
                 *(str(SHOAL), "pull", "demo:v1", "--models-dir", str(self.tmp / host)),
-                *("--coordinator", self.coordinator, "--token", "fleet"),
+                *("--coordinator", self.coordinator),
+                *(("--token", "fleet") if token else ()),
                 *("--host", "127.0.0.1", "--no-lsd", "--json", *args),
             ],
             capture_output=True,
@@ -197,3 +198,22 @@ def test_with_mutual_tls_a_client_without_a_certificate_is_refused_at_the_handsh
     r = f.pull("anonymous", "--ca", str(f.ca.pem))  # a token alone is not enough
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "tls_cert and tls_key" in r.stderr, r.stderr
+
+
+def test_with_mutual_tls_a_certificate_stands_in_for_the_token(mutual_fleet: TlsFleet) -> None:
+    """The coordinator takes the host its certificate names (verified at the handshake)
+    as the host a request speaks for: a pull with a certificate and no token completes."""
+    f = mutual_fleet
+    me = f.ca.issue("gpu-07")
+    ctx = ssl.create_default_context(cafile=str(f.ca.pem))
+    ctx.load_cert_chain(str(me.cert), str(me.key))
+    who = httpx.get(
+        f"{f.coordinator}/v1/whoami", verify=ctx, headers={"Accept": "application/json"}
+    ).json()
+    assert who["host"] == "host:gpu-07"
+    r = f.pull(
+        "gpu-07",
+        *("--ca", str(f.ca.pem), "--tls-cert", str(me.cert), "--tls-key", str(me.key)),
+        token=False,
+    )
+    assert r.returncode == 0, r.stderr

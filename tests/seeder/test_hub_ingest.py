@@ -7,6 +7,7 @@ through the fleet."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import subprocess
 import time
@@ -26,6 +27,7 @@ from huggingface_hub.errors import (
 
 from shoal.coordinator_client import CoordinatorClient
 from shoal.ref import ModelRef
+from shoal.signing import keygen
 from shoal.testing import blob_fixture, free_port, stop_processes, wait_listening
 from tests.conftest import SHOAL
 from tests.peer.conftest import Fleet
@@ -314,3 +316,31 @@ def test_an_origin_with_a_hub_endpoint_needs_an_allow_list(
         cwd=tmp_path,
     )
     assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_an_origin_signs_what_it_ingests_and_a_trusting_host_takes_it(
+    hub_fleet: HubFleet,
+) -> None:
+    """Issue 31: an ingest is signed by the origin's key (--sign-key); a host that trusts
+    that key for hf.co/acme/* takes the repo, one that trusts it for other names does not."""
+    h = hub_fleet
+    public = keygen(h.tmp / "origin.key")
+    h.start_origin("--sign-key", str(h.tmp / "origin.key"))
+
+    def pull(where: str, trusted: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(str(SHOAL), "pull", "hf.co/acme/tiny:main", "--models-dir", str(h.tmp / where)),
+                *("--coordinator", h.fleet.coord_url, "--token", "fleet", "--host", "127.0.0.1"),
+                *("--no-lsd", "--json", "--trusted-publisher", trusted),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+
+    taken = pull("trusting", f"{public.line()} hf.co/acme/*")
+    assert taken.returncode == 0, taken.stderr
+    assert public.id in json.loads(taken.stdout.strip().splitlines()[-1])["signed"]
+    refused = pull("elsewhere", f"{public.line()} hf.co/other/*")
+    assert refused.returncode != 0 and "not trusted for acme/tiny" in refused.stderr
