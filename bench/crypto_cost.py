@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from bench.edge import curl_mb_s  # noqa: E402
 from shoal.bencode import decode  # noqa: E402
 from shoal.coordinator_client import CoordinatorClient  # noqa: E402
 from shoal.publishing.publish import Published, PublishOptions, publish  # noqa: E402
@@ -43,19 +44,6 @@ from shoal.testing import free_port, stop_processes, wait_listening, write_blob 
 from tests.tls_ca import TestCA  # noqa: E402
 
 SHOAL = Path(sys.executable).parent / "shoal"
-
-
-def curl_mb_s(url: str, ca: Path | None) -> float:
-    tls = ["--cacert", str(ca)] if ca else []
-    out = subprocess.run(
-        ["curl", "-s", *tls, "-o", "/dev/null", "-w", "%{speed_download} %{http_code}", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    if out[1] != "200":
-        raise SystemExit(f"{url} answered {out[1]}")
-    return float(out[0]) / 1e6
 
 
 def wait_seeded(url: str, info_hash: bytes) -> None:

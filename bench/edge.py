@@ -39,9 +39,11 @@ from shoal.testing import (  # noqa: E402
 SHOAL = Path(sys.executable).parent / "shoal"
 
 
-def curl_mb_s(url: str) -> float:
+def curl_mb_s(url: str, ca: Path | None = None) -> float:
+    """curl's download rate of ``url`` (MB/s), checking HTTPS against ``ca``."""
+    tls = ["--cacert", str(ca)] if ca else []
     out = subprocess.run(
-        ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{http_code}", url],
+        ["curl", "-s", *tls, "-o", "/dev/null", "-w", "%{speed_download} %{http_code}", url],
         capture_output=True,
         text=True,
         check=True,

@@ -12,9 +12,8 @@ from peer.caps import parse_rate, valid_rate
 from peer.engine import PullOptions
 from peer.events import PEERS, REQUEST_QUEUE, SessionSettings
 from shoal.encryption import Mode
-from shoal.errors import BadInput
 from shoal.ref import ModelRef
-from shoal.settings import ComponentSettings
+from shoal.settings import ComponentSettings, TrustedPublishers, trusted_keys
 from shoal.signing import TrustedKey
 
 
@@ -38,23 +37,11 @@ class PullSettings(ComponentSettings):
     stall_timeout: float = Field(default=60.0, gt=0)
     request_queue: int = Field(default=REQUEST_QUEUE, ge=2, le=2000)
     peers: int = Field(default=PEERS, ge=1, le=1000)
-    # publishers whose signature a model needs: "shoal-ed25519 KEY [patterns]" or
-    # "PATH.pub [patterns]", patterns like "acme/*,hf.co/acme/*" (shoal/signing.py)
-    trusted_publishers: tuple[str, ...] = ()
+    trusted_publishers: TrustedPublishers = ()
     encryption: Mode = "prefer"  # BitTorrent protocol encryption: prefer, require, off
 
     def trusted(self) -> tuple[TrustedKey, ...]:
-        return tuple(TrustedKey.parse(t) for t in self.trusted_publishers)
-
-    @field_validator("trusted_publishers")
-    @classmethod
-    def _trusted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for text in value:
-            try:
-                TrustedKey.parse(text)
-            except BadInput as exc:
-                raise ValueError(exc.message) from None
-        return value
+        return trusted_keys(self.trusted_publishers)
 
     @field_validator("max_rate", "http_rate")
     @classmethod

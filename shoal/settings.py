@@ -12,15 +12,35 @@ import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import ValidationError
+from pydantic import AfterValidator, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from shoal import tls
 from shoal.errors import BadInput
+from shoal.signing import TrustedKey
 from shoal.tls import ServerTls
+
+
+def _trusted_entries(value: tuple[str, ...]) -> tuple[str, ...]:
+    for text in value:
+        try:
+            TrustedKey.parse(text)
+        except BadInput as exc:
+            raise ValueError(exc.message) from None
+    return value
+
+
+# publishers whose signature a model needs: "shoal-ed25519 KEY [patterns]" or
+# "PATH.pub [patterns]", patterns like "acme/*,hf.co/acme/*" (shoal/signing.py)
+TrustedPublishers = Annotated[tuple[str, ...], AfterValidator(_trusted_entries)]
+
+
+def trusted_keys(entries: tuple[str, ...]) -> tuple[TrustedKey, ...]:
+    return tuple(TrustedKey.parse(t) for t in entries)
+
 
 _TOML_DATA: ContextVar[dict[str, Any] | None] = ContextVar("shoal_toml_data", default=None)
 

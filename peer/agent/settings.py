@@ -16,7 +16,7 @@ from peer.events import PEERS, REQUEST_QUEUE
 from peer.lan import DEFAULT_GROUP, parse_group
 from shoal.encryption import Mode
 from shoal.errors import BadInput
-from shoal.settings import ComponentSettings
+from shoal.settings import ComponentSettings, TrustedPublishers, trusted_keys
 from shoal.signing import TrustedKey
 from shoal.upstream.fetch import Upstream, UpstreamSettings, read_credentials
 
@@ -50,9 +50,7 @@ class AgentSettings(ComponentSettings):
     # serve Hub repos gated upstream to this host's clients: the fleet's copy came with
     # the origin's token, so only where the operator knows every client may have it
     hf_gated: bool = False
-    # publishers whose signature a model needs: "shoal-ed25519 KEY [patterns]" or
-    # "PATH.pub [patterns]", patterns like "acme/*,hf.co/acme/*" (shoal/signing.py)
-    trusted_publishers: tuple[str, ...] = ()
+    trusted_publishers: TrustedPublishers = ()
     encryption: Mode = "prefer"  # BitTorrent protocol encryption: prefer, require, off
 
     hf_branch_ttl: float = Field(default=3600.0, ge=0)  # seconds a Hub branch is served as held
@@ -64,14 +62,7 @@ class AgentSettings(ComponentSettings):
     lan_group: str = DEFAULT_GROUP  # where agents without a coordinator meet, or "off"
 
     def trusted(self) -> tuple[TrustedKey, ...]:
-        return tuple(TrustedKey.parse(t) for t in self.trusted_publishers)
-
-    @field_validator("trusted_publishers")
-    @classmethod
-    def _trusted(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for text in value:
-            _checked(TrustedKey.parse, text)
-        return value
+        return trusted_keys(self.trusted_publishers)
 
     @field_validator("upstream")
     @classmethod
