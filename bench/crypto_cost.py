@@ -132,6 +132,7 @@ def encryption_cost(work: Path, pub: Published, rounds: int) -> dict[str, object
                     *("tracker", "serve", "--host", "127.0.0.1", "--port", str(coord)),
                     *("--db", str(work / f"coord-{mode}-{n}.sqlite"), "--publish-token", "pub"),
                     *("--fleet-token", "fleet", "--rate-limit", "0"),
+                    "--no-private",  # the origin announces with no token (not listed)
                 )
                 with CoordinatorClient(url, "pub") as c:
                     c.publish(pub.manifest, pub.torrent_path.read_bytes())

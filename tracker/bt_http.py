@@ -39,7 +39,7 @@ async def handle(state: CoordinatorState, scope: Scope, send: Any) -> None:
         elif not state.limiter.allow(ip, now):
             state.metrics.errors.labels("rate_limited").inc()
             status, body = 429, failure("too many requests from this address; slow down")
-        elif (state.settings.private or passkey) and not state.auth.passkey(passkey.encode()):
+        elif (state.settings.private_swarm or passkey) and not state.auth.passkey(passkey.encode()):
             state.metrics.errors.labels("passkey").inc()
             body = failure("unknown passkey: announce to /announce/<your host or fleet token>")
         elif kind == "announce":

@@ -43,7 +43,13 @@ def tracker_serve(
     trusted_proxy: Annotated[
         list[str] | None, typer.Option(help="Address whose ip= is believed (repeatable).")
     ] = None,
-    private: Annotated[bool | None, typer.Option(help="Require /announce/<passkey>.")] = None,
+    private: Annotated[
+        bool | None,
+        typer.Option(
+            "--private/--no-private",
+            help="Announces need /announce/<token> [on with --fleet-token or --tokens-file].",
+        ),
+    ] = None,
     tag_ttl: Annotated[
         float | None,
         typer.Option(

@@ -28,7 +28,17 @@ class TrackerSettings(ComponentSettings):
     announce_interval: int = Field(default=1800, ge=1, le=86_400)
     min_interval: int = Field(default=60, ge=1, le=86_400)
     trusted_proxies: tuple[str, ...] = ()
-    private: bool = False  # announces must use /announce/<passkey>
+    # a private swarm: announces must use /announce/<passkey> (a host, fleet or edge
+    # token), so only hosts the coordinator knows get peer lists. None: private when the
+    # fleet has tokens of its own (--fleet-token or a tokens file), open otherwise
+    private: bool | None = None
+
+    @property
+    def private_swarm(self) -> bool:
+        if self.private is not None:
+            return self.private
+        return self.fleet_token is not None or self.tokens_file is not None
+
     rate_limit: float = Field(default=100.0, ge=0)  # requests/s per address; 0 = off
     rate_burst: int = Field(default=200, ge=1)
     availability_ttl: float = Field(default=90.0, gt=0)  # a host's chunk report lives this long

@@ -79,6 +79,15 @@ class AgentSettings(ComponentSettings):
         return value
 
     @model_validator(mode="after")
+    def _upstream_is_unsigned(self) -> AgentSettings:
+        if self.upstream and self.trusted_publishers:
+            raise ValueError(
+                "--upstream fetches models no publisher signed, which trusted_publishers "
+                "refuses: give this host a coordinator whose origin signs (--sign-key)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _upstream_without_coordinator(self) -> AgentSettings:
         if self.upstream and self.coordinator:
             raise ValueError(

@@ -53,7 +53,8 @@ def _run(
         ups = Upstreams([edge])
         try:
             with CoordinatorClient(coord_url, "fleet") as coord:
-                return await _resolve(REF, coord, ups, configured, Store(models).open())
+                got, source, _ = await _resolve(REF, coord, ups, configured, Store(models).open())
+                return got, source
         finally:
             await ups.close()
 

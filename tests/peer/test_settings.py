@@ -124,3 +124,7 @@ def test_an_agent_fetches_from_upstream_itself_only_without_a_coordinator(tmp_pa
     with pytest.raises(BadInput, match="LAN group"):
         AgentSettings.load(None, upstream=("http://r:5000",), lan_group="10.0.0.1:6772")
     assert AgentSettings.load(None, lan_group="off").lan_group == "off"
+    key = "shoal-ed25519 " + "A" * 43 + "= acme/*"
+    assert AgentSettings.load(None, trusted_publishers=(key,)).trusted()[0].patterns == ("acme/*",)
+    with pytest.raises(BadInput, match="no publisher signed"):  # what it fetches is unsigned
+        AgentSettings.load(None, upstream=("http://r:5000",), trusted_publishers=(key,))

@@ -99,7 +99,8 @@ def _published(fleet: Fleet) -> Published:
             out=fleet.tmp / "pub",
             chunk_size=64 * 1024,
             v1_only=True,
-            trackers=[f"{fleet.coord_url}/announce"],
+            # a private fleet: other clients announce with a passkey (the fleet token)
+            trackers=[f"{fleet.coord_url}/announce/fleet"],
         ),
     )
     with CoordinatorClient(fleet.coord_url, "pub") as cc:
@@ -110,7 +111,7 @@ def _published(fleet: Fleet) -> Published:
 
 def _complete(fleet: Fleet, info_hash: bytes) -> int:
     ih = quote_from_bytes(info_hash, safe="")
-    raw = httpx.get(f"{fleet.coord_url}/scrape?info_hash={ih}").content
+    raw = httpx.get(f"{fleet.coord_url}/scrape/fleet?info_hash={ih}").content
     return int(decode(raw).get(b"files", {}).get(info_hash, {}).get(b"complete", 0))
 
 

@@ -121,6 +121,7 @@ def start(tmp_path: Path, redis: str | None = None, **overrides: Any) -> Iterato
         "fleet_token": FLEET_TOKEN,
         "announce_interval": 60,
         "rate_limit": 0,
+        "private": False,  # the announce tests speak as any BitTorrent client; see test_bt_http
     }
     values.update(overrides)
     settings = TrackerSettings(**values)

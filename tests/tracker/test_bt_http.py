@@ -118,6 +118,18 @@ def test_private_fleet_needs_a_passkey(private: Running, tmp_path: Path) -> None
     assert b"failure reason" not in ok
 
 
+def test_a_fleet_with_tokens_of_its_own_is_private_by_default(tmp_path: Path) -> None:
+    """--fleet-token or a tokens file: only announces with a passkey get peers; with
+    neither (tokens generated for a trial), or --no-private, the swarm is open."""
+    from tracker.settings import TrackerSettings
+
+    base = {"db": tmp_path / "r.sqlite", "publish_tokens": (PUBLISH_TOKEN,)}
+    assert TrackerSettings(**base, fleet_token=FLEET_TOKEN).private_swarm
+    assert TrackerSettings(**base, tokens_file=tmp_path / "t.toml").private_swarm
+    assert not TrackerSettings(**base).private_swarm
+    assert not TrackerSettings(**base, fleet_token=FLEET_TOKEN, private=False).private_swarm
+
+
 @pytest.fixture
 def proxied(tmp_path: Path, backend: str | None) -> Iterator[Running]:
     yield from start(tmp_path, backend, trusted_proxies=("127.0.0.2",))

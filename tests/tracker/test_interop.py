@@ -21,7 +21,7 @@ from shoal.bencode import decode
 from shoal.coordinator_client import CoordinatorClient
 from shoal.testing import free_port
 from tests.conftest import quiet_lt_session
-from tests.tracker.conftest import PUBLISH_TOKEN, Running, make_published
+from tests.tracker.conftest import FLEET_TOKEN, PUBLISH_TOKEN, Running, make_published
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("aria2c") and shutil.which("transmission-cli")),
@@ -67,7 +67,9 @@ def files_match(root: Path, expected: dict[str, str]) -> bool:
 def test_aria2c_transmission_and_libtorrent_share_a_model(
     coordinator: Running, tmp_path: Path
 ) -> None:
-    pub = make_published(tmp_path, trackers=[f"{coordinator.url}/announce"], v1_only=True)
+    pub = make_published(
+        tmp_path, trackers=[f"{coordinator.url}/announce/{FLEET_TOKEN}"], v1_only=True
+    )
     ih = pub.manifest.info_hash_v1
     with CoordinatorClient(coordinator.url, PUBLISH_TOKEN) as cc:
         cc.publish(pub.manifest, pub.torrent_path.read_bytes())

@@ -53,7 +53,7 @@ def announce(url: str, info_hash: bytes, port: int, left: int) -> dict[bytes, ob
         f"info_hash={quote_from_bytes(info_hash, safe='')}&peer_id=-SH0100-{port:012d}"
         f"&port={port}&left={left}&event=started"
     )
-    return decode(httpx.get(f"{url}/announce?{q}").content)
+    return decode(httpx.get(f"{url}/announce/fleet?{q}").content)  # a fleet: private
 
 
 def test_two_replicas_one_redis_and_cli_publish(tmp_path: Path, redis_url: str) -> None:
