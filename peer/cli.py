@@ -13,6 +13,7 @@ import typer
 
 from shoal.cliopts import (
     CaOption,
+    EncryptionOption,
     TlsCertOption,
     TlsClientCaOption,
     TlsKeyOption,
@@ -64,12 +65,7 @@ def pull(
     ca: CaOption = None,
     tls_cert: TlsCertOption = None,
     tls_key: TlsKeyOption = None,
-    encryption: Annotated[
-        str | None,
-        typer.Option(
-            help="BitTorrent encryption: prefer, require (refuses plaintext peers), off [prefer]."
-        ),
-    ] = None,
+    encryption: EncryptionOption = None,
     trusted_publisher: Annotated[
         list[str] | None,
         typer.Option(
@@ -497,12 +493,7 @@ def agent(
     tls_cert: TlsCertOption = None,
     tls_key: TlsKeyOption = None,
     tls_client_ca: TlsClientCaOption = None,
-    encryption: Annotated[
-        str | None,
-        typer.Option(
-            help="BitTorrent encryption: prefer, require (refuses plaintext peers), off [prefer]."
-        ),
-    ] = None,
+    encryption: EncryptionOption = None,
     hf_gated: Annotated[
         bool | None,
         typer.Option(

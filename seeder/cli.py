@@ -14,6 +14,7 @@ import typer
 
 from shoal.cliopts import (
     CaOption,
+    EncryptionOption,
     TlsCertOption,
     TlsClientCaOption,
     TlsKeyOption,
@@ -90,12 +91,7 @@ def seed(
     hf_token_file: Annotated[
         Path | None, typer.Option(help="File holding the Hub token for gated repos [$HF_TOKEN].")
     ] = None,
-    encryption: Annotated[
-        str | None,
-        typer.Option(
-            help="BitTorrent encryption: prefer, require (refuses plaintext peers), off [prefer]."
-        ),
-    ] = None,
+    encryption: EncryptionOption = None,
     sign_key: Annotated[
         Path | None, typer.Option(help="Sign the models this origin ingests ('shoal keygen').")
     ] = None,

@@ -29,6 +29,12 @@ TlsCertOption = Annotated[
     typer.Option(help="This host's TLS certificate (PEM): served, and shown to servers."),
 ]
 TlsKeyOption = Annotated[Path | None, typer.Option(help="The private key of --tls-cert (PEM).")]
+EncryptionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="BitTorrent encryption: prefer, require (refuses plaintext peers), off [prefer]."
+    ),
+]
 TlsClientCaOption = Annotated[
     Path | None,
     typer.Option(help="Mutual TLS: clients must show a certificate this CA signed (PEM)."),
