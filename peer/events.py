@@ -34,10 +34,12 @@ class SessionSettings:
     # to the fleet crosses each hop at its flow's share (scenarios/README.md, flash-32)
     peers: int = PEERS
     # seconds before a peer that dropped a connection is dialled again (libtorrent's
-    # min_reconnect_time, 60 by default). Two hosts that find each other by LSD while one
-    # dials the other also on a LAN answer connect twice at once; libtorrent can close both
-    # and then waits this long (peer/solo.py's netns test stalled 60 s in 2 runs of 3)
-    reconnect_after: int = 60
+    # min_reconnect_time, 60 by default). Two hosts that dial each other at once (one found
+    # the other by LSD or the tracker while being found) can have both connections closed,
+    # and then each waits this long: with the default, a pull stalled 60 s, as long as its
+    # stall timeout (peer/solo.py's netns test, 2 runs of 3; with protocol encryption
+    # required, whose handshakes take longer, tests/peer/test_encryption.py in CI)
+    reconnect_after: int = 5
     # libtorrent's disk threads (aio_threads, 10 by default). A pull writes at most at its
     # link's rate, into the page cache, and 4 keep far ahead of a 1 Gbit/s link. Idle
     # threads are not free where agents share cores: flash-32 (32 agents on 2 cores) ran

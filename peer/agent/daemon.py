@@ -95,7 +95,7 @@ class Agent:
                 request_queue=self.settings.request_queue,
                 peers=self.settings.peers,
                 # a LAN without a coordinator finds its peers by LSD too (peer/solo.py)
-                reconnect_after=2 if self.settings.upstream else 60,
+                reconnect_after=2 if self.settings.upstream else 5,
                 encryption=self.settings.encryption,
             )
         )
